@@ -1,0 +1,586 @@
+"""Sub-commands. Each handler turns arguments into one library call and prints the result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from sslsearch.errors import UserError
+
+log = logging.getLogger("sslsearch")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=1, sort_keys=False, default=str))
+
+
+def _float_or_dict(text: str) -> Any:
+    """--ssl-lambda 1e-4 or --ssl-lambda n=1e-4,c=2e-4."""
+    if "=" in text:
+        out = {}
+        for part in text.split(","):
+            k, _, v = part.partition("=")
+            try:
+                out[k.strip()] = float(v)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"bad lambda {part!r}; use n=1e-4,c=1e-4"
+                ) from None
+        return out
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+# ---- trial ----------------------------------------------------------------------------------
+
+
+def add_trial(p: argparse.ArgumentParser) -> None:
+    """Run one trial: SSL training, pruning, fine-tuning, evaluation and cost measurement."""
+    p.add_argument("--arch", default="vgg_small", help="model (see `sslsearch list`)")
+    p.add_argument("--dataset", default="digits", help="digits | cifar10 | cifar100 | imagefolder")
+    p.add_argument("--data-root", default="data", help="where the dataset lives on this node")
+    p.add_argument("--download", action="store_true", help="download the dataset if missing")
+    p.add_argument("--image-size", type=int, default=None, help="resize inputs (seed: 224)")
+    p.add_argument("--no-augment", action="store_true", help="no training augmentation")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--ssl-type",
+        default=None,
+        help="filter_wise | channel_wise | filter_and_channel_wise | shape_wise | "
+        "depth_wise (default: the prune type)",
+    )
+    p.add_argument(
+        "--ssl-lambda",
+        type=_float_or_dict,
+        default=3e-2,
+        help="penalty strength, or per group kind: n=..,c=..,s=..,d=..",
+    )
+    p.add_argument("--prune-type", default="filter_wise")
+    p.add_argument(
+        "--prune-way", default="group_lasso", help="group_lasso | mean_abs | mean | sum_abs | sum"
+    )
+    p.add_argument("--ratio", type=float, default=None, help="share of groups to remove, [0, 1)")
+    p.add_argument("--blocks", type=int, default=None, help="depth_wise: residual blocks to remove")
+    p.add_argument("--epochs", type=int, default=None, help="SSL training epochs")
+    p.add_argument("--finetune-epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--finetune-lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=("cosine", "multistep", "constant"), default=None)
+    p.add_argument("--warmup-epochs", type=float, default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--warm-start", default=None, help="dense checkpoint to start SSL training from")
+    p.add_argument("--cache-dir", default=None, help="reuse SSL-trained models across trials")
+    p.add_argument("--out", default=None, help="write model.pt and result.json here")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.set_defaults(func=cmd_trial)
+
+
+def trial_config_from_args(a: argparse.Namespace) -> Any:
+    from sslsearch.config import TrialConfig
+
+    recipe = {
+        k: getattr(a, k)
+        for k in (
+            "epochs",
+            "finetune_epochs",
+            "batch_size",
+            "lr",
+            "finetune_lr",
+            "weight_decay",
+            "schedule",
+            "warmup_epochs",
+            "label_smoothing",
+        )
+        if getattr(a, k) is not None
+    }
+    ssl_type = a.ssl_type or a.prune_type
+    ratio = a.ratio
+    if ratio is None and a.prune_type != "depth_wise":
+        ratio = 0.3
+    return TrialConfig.from_dict(
+        {
+            "arch": a.arch,
+            "data": {
+                "name": a.dataset,
+                "root": a.data_root,
+                "image_size": a.image_size,
+                "augment": not a.no_augment,
+                "val_fraction": a.val_fraction,
+                "download": a.download,
+            },
+            "recipe": recipe,
+            "ssl_type": ssl_type,
+            "ssl_lambda": a.ssl_lambda,
+            "prune_type": a.prune_type,
+            "prune_way": a.prune_way,
+            "ratio": ratio,
+            "blocks": a.blocks,
+            "seed": a.seed,
+            "device": a.device,
+            "threads": a.threads,
+            "warm_start": a.warm_start,
+            "cache_dir": a.cache_dir,
+            "out_dir": a.out,
+        }
+    )
+
+
+def cmd_trial(a: argparse.Namespace) -> int:
+    from sslsearch.report import SEED_COLUMNS, markdown_table, seed_row
+    from sslsearch.trial import run_trial
+
+    cfg = trial_config_from_args(a)
+    result = run_trial(cfg)
+    m = result.metrics
+    if a.json:
+        _print_json({k: v for k, v in m.items() if k != "config"})
+    else:
+        print(markdown_table([seed_row(m)], SEED_COLUMNS))
+        if result.status != "ok":
+            print(f"trial failed: {result.error}")
+        if result.model_path:
+            print(f"pruned model: {result.model_path}")
+    return 0 if result.status == "ok" else 1
+
+
+# ---- prune ----------------------------------------------------------------------------------
+
+
+def add_prune(p: argparse.ArgumentParser) -> None:
+    """Prune a saved model (the seed's prune step) and write the smaller model."""
+    p.add_argument("--checkpoint", required=True, help="a model file written by sslsearch")
+    p.add_argument("--prune-type", required=True)
+    p.add_argument("--prune-way", default="group_lasso")
+    p.add_argument("--ratio", type=float, default=None)
+    p.add_argument("--blocks", type=int, default=None)
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input size (default: the one stored in the checkpoint)",
+    )
+    p.add_argument("--out", required=True, help="where to write the pruned model")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prune)
+
+
+def _input_shape(info: dict[str, Any], image_size: int | None) -> tuple[int, ...]:
+    shape = info.get("input_shape")
+    c = int(info.get("in_channels", 3))
+    if image_size is not None:
+        return (c, image_size, image_size)
+    if shape:
+        return tuple(int(s) for s in shape)
+    raise UserError("the checkpoint does not store its input size; pass --image-size")
+
+
+def cmd_prune(a: argparse.Namespace) -> int:
+    from sslsearch.models import load_model, model_info, save_model
+    from sslsearch.pruning import prune
+
+    out = Path(a.out)
+    if out.exists() and not a.force:
+        raise UserError(f"{out} exists; pass --force to overwrite it")
+    info = model_info(a.checkpoint)
+    model = load_model(a.checkpoint)
+    shape = _input_shape(info, a.image_size)
+    r = prune(
+        model,
+        shape,
+        prune_type=a.prune_type,
+        prune_way=a.prune_way,
+        ratio=a.ratio,
+        blocks=a.blocks,
+        inplace=True,
+    )
+    save_model(
+        r.model,
+        out,
+        arch=info["arch"],
+        num_classes=info["num_classes"],
+        in_channels=info["in_channels"],
+        input_shape=shape,
+        meta={**info.get("meta", {}), "prune": json.dumps(r.summary())},
+    )
+    summary = {**r.summary(), "out": str(out)}
+    if a.json:
+        _print_json(summary)
+    else:
+        print(
+            f"{r.prune_type}/{r.prune_way}: actual ratio {r.actual_ratio:.2%}, "
+            f"FLOPs {r.flops_before / 1e9:.4g}G -> {r.flops_after / 1e9:.4g}G, "
+            f"params {r.params_before / 1e6:.4g}M -> {r.params_after / 1e6:.4g}M; wrote {out}"
+        )
+    return 0
+
+
+# ---- profile --------------------------------------------------------------------------------
+
+
+def add_profile(p: argparse.ArgumentParser) -> None:
+    """FLOPs (multiply-adds, fvcore), parameters, size (MB) and measured latency of a model."""
+    p.add_argument("--arch", default=None, help="model name (or give --checkpoint)")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=None, help="default: 224, or the checkpoint's")
+    p.add_argument("--checkpoint", default=None, help="profile a saved (pruned) model instead")
+    p.add_argument("--batch-size", type=int, default=1, help="latency batch size")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs (after 5 warm-up runs)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(a: argparse.Namespace) -> int:
+    from sslsearch.metrics import measure_cost
+    from sslsearch.models import create_model, load_model, model_info
+    from sslsearch.trial import pick_device
+
+    if a.checkpoint:
+        info = model_info(a.checkpoint)
+        model = load_model(a.checkpoint)
+        shape = _input_shape(info, a.image_size)
+        arch = info["arch"]
+    elif a.arch:
+        model = create_model(a.arch, a.num_classes, a.in_channels)
+        size = a.image_size or 224
+        shape = (a.in_channels, size, size)
+        arch = a.arch
+    else:
+        raise UserError("give --arch NAME or --checkpoint FILE")
+    if a.batch_size < 1 or a.repeats < 1:
+        raise UserError("--batch-size and --repeats must be >= 1")
+    device = pick_device(a.device)
+    model = model.to(device).eval()
+    cost = measure_cost(
+        model,
+        shape,
+        latency=not a.no_latency,
+        batch_size=a.batch_size,
+        device=device,
+        repeats=a.repeats,
+        threads=a.threads,
+    )
+    d = cost.to_dict()
+    if a.json:
+        _print_json(d)
+    else:
+        lat = (
+            f"{cost.latency_ms:.3f} ms (median, batch {cost.latency_batch_size}, "
+            f"{cost.latency_device}, {cost.latency_threads} threads)"
+            if cost.latency_ms is not None
+            else "not measured"
+        )
+        print(
+            f"{arch} at {'x'.join(map(str, shape))}: {cost.flops / 1e9:.4f} GFLOPs "
+            f"(multiply-adds), {cost.params / 1e6:.4f} M params, {cost.size_mb:.2f} MB, "
+            f"latency {lat}"
+        )
+    return 0
+
+
+# ---- evaluate -------------------------------------------------------------------------------
+
+
+def add_evaluate(p: argparse.ArgumentParser) -> None:
+    """Top-1/top-5 of a saved model on a dataset split (val by default: what the search saw)."""
+    p.add_argument("--model", required=True, help="a model file written by sslsearch")
+    p.add_argument("--dataset", default=None, help="default: the one the model was trained on")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--split", choices=("val", "test", "train"), default="val")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from sslsearch.config import DataConfig, TrialConfig
+    from sslsearch.data import load_datasets
+    from sslsearch.models import load_model, model_info
+    from sslsearch.trial import evaluate, pick_device
+
+    info = model_info(a.model)
+    meta = info.get("meta", {})
+    data = DataConfig()
+    if "metrics" in meta:  # trained by sslsearch: reuse its data settings (same split)
+        cfg = TrialConfig.from_dict(json.loads(json.loads(meta["metrics"])["config"]))
+        data = cfg.data
+    changes: dict[str, Any] = {}
+    if a.dataset:
+        changes["name"] = a.dataset
+    if a.data_root:
+        changes["root"] = a.data_root
+    if a.image_size:
+        changes["image_size"] = a.image_size
+    from dataclasses import replace
+
+    data = replace(data, **changes)
+    device = pick_device(a.device)
+    model = load_model(a.model, device)
+    ds = load_datasets(data)
+    split = {"val": ds.val, "test": ds.test, "train": ds.train}[a.split]
+    ev = evaluate(model, split, batch_size=a.batch_size, device=device)
+    out = {
+        "model": a.model,
+        "dataset": data.name,
+        "split": a.split,
+        "top1": ev.top1,
+        "top5": ev.top5,
+        "loss": ev.loss,
+        "images": ev.images,
+    }
+    if a.json:
+        _print_json(out)
+    else:
+        print(
+            f"{a.model} on {data.name}/{a.split} ({ev.images} images): "
+            f"top1 {ev.top1:.3f}  top5 {ev.top5:.3f}"
+        )
+    return 0
+
+
+# ---- list -----------------------------------------------------------------------------------
+
+
+def add_list(p: argparse.ArgumentParser) -> None:
+    """List models, datasets, ssl types, prune types and prune ways."""
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    from sslsearch.data import get_dataset_spec, list_datasets
+    from sslsearch.models import get_model_spec, list_models
+    from sslsearch.pruning import list_prune_types
+    from sslsearch.sparsity import SSL_TYPES, list_criteria
+
+    d = {
+        "models": {n: get_model_spec(n).description for n in list_models()},
+        "datasets": {n: get_dataset_spec(n).description for n in list_datasets()},
+        "ssl_types": list(SSL_TYPES),
+        "prune_types": list_prune_types(),
+        "prune_ways": list_criteria(),
+    }
+    if a.json:
+        _print_json(d)
+        return 0
+    for section, items in d.items():
+        print(f"{section}:")
+        if isinstance(items, dict):
+            for k, v in items.items():
+                print(f"  {k:14s} {v}")
+        else:
+            print("  " + ", ".join(items))
+    return 0
+
+
+# ---- search ---------------------------------------------------------------------------------
+
+
+def add_search(p: argparse.ArgumentParser) -> None:
+    """Search SSL lambda and pruning ratio with Ray Tune + Optuna for Pareto fronts."""
+    p.add_argument(
+        "--space",
+        default=None,
+        help="search space YAML (default: search_spaces/default.yaml, digits)",
+    )
+    p.add_argument("--name", default=None, help="experiment name (directory under --storage-path)")
+    p.add_argument("--storage-path", default=None, help="local dir or URI (s3://...) for results")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    p.add_argument("--num-samples", type=int, default=None, help="number of trials")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at a time")
+    p.add_argument("--sampler", default=None, help="tpe | nsga2 | gp | random")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed")
+    p.add_argument("--data-root", default=None, help="dataset root on every node")
+    p.add_argument("--epochs", type=int, default=None, help="SSL epochs per trial")
+    p.add_argument("--finetune-epochs", type=int, default=None)
+    p.add_argument("--cpus-per-trial", type=float, default=None)
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="a fraction shares a GPU")
+    p.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ASHA on validation top-1 during training",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any key of the space, e.g. --set recipe.lr=0.1 (repeatable)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="join a running Ray cluster (auto or HOST:PORT) instead of starting one",
+    )
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    p.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard")
+    p.add_argument("--dashboard-port", type=int, default=8265)
+    p.add_argument(
+        "--study-storage",
+        default=None,
+        help="Optuna RDB URL (default: SQLite optuna.db in the experiment directory)",
+    )
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how often to print the table of running trials",
+    )
+    p.set_defaults(func=cmd_search)
+
+
+_FLAG_KEYS = {
+    "name": "name",
+    "storage_path": "storage_path",
+    "num_samples": "budget.num_samples",
+    "max_concurrent": "budget.max_concurrent",
+    "sampler": "sampler.name",
+    "seed": "sampler.seed",
+    "data_root": "data.root",
+    "epochs": "recipe.epochs",
+    "finetune_epochs": "recipe.finetune_epochs",
+    "cpus_per_trial": "resources.cpus",
+    "gpus_per_trial": "resources.gpu",
+    "early_stopping": "early_stopping.enabled",
+}
+
+
+def search_options_from_args(a: argparse.Namespace) -> Any:
+    from sslsearch.search import SearchOptions
+
+    overrides = []
+    for attr, key in _FLAG_KEYS.items():
+        value = getattr(a, attr)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    overrides += list(a.set)
+    return SearchOptions(
+        space=a.space,
+        overrides=overrides,
+        resume=a.resume,
+        address=a.address,
+        num_cpus=a.num_cpus,
+        dashboard=not a.no_dashboard,
+        dashboard_port=a.dashboard_port,
+        study_storage=a.study_storage,
+        verbose=a.verbose,
+        progress_every_s=a.progress_every,
+    )
+
+
+def _progress_to_stdout() -> None:
+    progress = logging.getLogger("sslsearch.progress")
+    if not any(getattr(h, "_sslsearch", False) for h in progress.handlers):
+        h = logging.StreamHandler(sys.stdout)
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        h._sslsearch = True  # type: ignore[attr-defined]
+        progress.addHandler(h)
+        progress.propagate = False
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    from sslsearch.search import run_search
+
+    if a.num_samples is not None and a.num_samples < 1:
+        raise UserError(f"--num-samples must be >= 1, got {a.num_samples}")
+    _progress_to_stdout()
+    outcome = run_search(search_options_from_args(a))
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items())) or "no trials"
+    print(f"\nexperiment: {outcome.exp_dir}\ntrials: {counts} (see {outcome.trials_path})")
+    if outcome.pareto is not None:
+        _print_fronts(outcome.pareto)
+    else:
+        print("no completed trial: no Pareto front")
+    if outcome.interrupted:
+        print("the search was interrupted; continue it with the same command and --resume")
+    return 0
+
+
+def _print_fronts(pareto: dict[str, Any]) -> None:
+    from sslsearch.report import SEED_COLUMNS, markdown_table, seed_row
+
+    for f in pareto["fronts"]:
+        if f.name == "all_objectives":
+            continue
+        print(
+            f"\nPareto front {' vs '.join(f.objectives)} ({len(f.rows)} points, "
+            f"hypervolume {f.hypervolume:.4f}):"
+        )
+        print(markdown_table([seed_row(r) for r in f.rows], SEED_COLUMNS))
+    files = ", ".join(pareto["files"].values())
+    print(f"\nwritten: {files}")
+
+
+# ---- export ---------------------------------------------------------------------------------
+
+
+def add_export(p: argparse.ArgumentParser) -> None:
+    """Pareto tables, plots, hypervolume and models from an experiment directory."""
+    p.add_argument("experiment", help="experiment directory (local path or URI)")
+    p.add_argument(
+        "--format", default="md,csv,parquet,png", help="comma-separated: md,csv,parquet,png"
+    )
+    p.add_argument(
+        "--objectives",
+        default=None,
+        help="objectives of the all-objectives front, e.g. top1,flops (default: the space's)",
+    )
+    p.add_argument(
+        "--rescan",
+        action="store_true",
+        help="rebuild trials.parquet from the trial directories first",
+    )
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from sslsearch import storage
+    from sslsearch.report import export_experiment
+
+    exp = a.experiment
+    if not storage.is_uri(exp):
+        exp = str(Path(exp).expanduser().absolute())
+    if not storage.is_dir(exp):
+        raise UserError(f"experiment directory not found: {exp}")
+    if a.rescan or not storage.exists(storage.join(exp, "trials.parquet")):
+        from sslsearch.search._results import write_trials
+
+        meta = None
+        saved = storage.join(exp, "space.yaml")
+        if storage.exists(saved):
+            import yaml
+
+            from sslsearch.config import space_from_mapping
+
+            space = space_from_mapping(yaml.safe_load(storage.read_bytes(saved).decode()), saved)
+            meta = {
+                "sslsearch.objectives": json.dumps(
+                    [[o.metric, o.direction] for o in space.objectives]
+                ),
+                "sslsearch.space": json.dumps(space.to_dict()),
+            }
+        log.info("rebuilding trials.parquet from the trial directories ...")
+        write_trials(exp, meta)
+    formats = [f.strip() for f in a.format.split(",") if f.strip()]
+    objectives = [o.strip() for o in a.objectives.split(",")] if a.objectives else None
+    _print_fronts(export_experiment(exp, formats, objectives))
+    return 0

@@ -1,0 +1,286 @@
+"""Search spaces: YAML files naming data, model, recipe, fixed and searched parameters,
+objectives, budget, resources and sampler. Structure and types are checked here; names of
+architectures, datasets, prune types and ways are checked against the registries by
+``sslsearch.trial.validate_space`` (a higher layer)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from sslsearch.config._trial import DataConfig, Recipe
+from sslsearch.config._typed import ConfigError, convert, did_you_mean, from_mapping, to_mapping
+
+# Parameters a trial takes from the space: fixed (a scalar) or searched (a range or choices).
+PARAM_TYPES: dict[str, type] = {
+    "ssl_type": str,
+    "ssl_lambda": float,
+    "prune_type": str,
+    "prune_way": str,
+    "ratio": float,
+    "blocks": int,
+}
+OBJECTIVE_MODES = {
+    "top1": "max",
+    "top5": "max",
+    "flops": "min",
+    "params": "min",
+    "size_mb": "min",
+    "latency_ms": "min",
+}
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+
+    def check(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ConfigError("", "range bounds must be finite")
+        if self.high <= self.low:
+            word = "empty" if self.high == self.low else "inverted"
+            raise ConfigError("", f"{word} range: low={self.low} must be < high={self.high}")
+        if self.log and self.low <= 0:
+            raise ConfigError("low", f"a log-scale range needs low > 0, got {self.low}")
+        if self.step is not None and self.step <= 0:
+            raise ConfigError("step", f"must be > 0, got {self.step}")
+
+
+@dataclass(frozen=True)
+class Choices:
+    choices: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: Literal["max", "min"] | None = None
+
+    def check(self) -> None:
+        if self.metric not in OBJECTIVE_MODES:
+            hint = did_you_mean(self.metric, OBJECTIVE_MODES)
+            raise ConfigError(
+                "metric",
+                f"unknown objective {self.metric!r}{hint}; known: {', '.join(OBJECTIVE_MODES)}",
+            )
+
+    @property
+    def direction(self) -> str:
+        return self.mode or OBJECTIVE_MODES[self.metric]
+
+
+@dataclass(frozen=True)
+class Budget:
+    num_samples: int = 16
+    max_concurrent: int = 2
+    max_failures: int = 2  # retries of a trial whose worker or node died (from its checkpoint)
+    time_budget_s: float | None = None
+
+    def check(self) -> None:
+        if self.num_samples < 1:
+            raise ConfigError("num_samples", f"must be >= 1, got {self.num_samples}")
+        if self.max_concurrent < 1:
+            raise ConfigError("max_concurrent", f"must be >= 1, got {self.max_concurrent}")
+        if self.max_failures < 0:
+            raise ConfigError("max_failures", f"must be >= 0, got {self.max_failures}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpu: float = 0.0  # fraction of a GPU per trial; several trials share a GPU
+    cpu_fallback: bool = True  # on a cluster with no GPU, run on CPU instead of refusing
+
+    def check(self) -> None:
+        if self.cpus <= 0:
+            raise ConfigError("cpus", f"must be > 0, got {self.cpus}")
+        if self.gpu < 0 or (self.gpu > 1 and not float(self.gpu).is_integer()):
+            raise ConfigError(
+                "gpu", f"must be a fraction in [0, 1] or a whole number, got {self.gpu}"
+            )
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    seed: int = 0
+    n_startup_trials: int | None = None  # random trials before the model kicks in
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """ASHA on validation top-1 during SSL training (a Tune scheduler, not a pruner)."""
+
+    enabled: bool = False
+    grace_epochs: int = 2
+    reduction_factor: float = 3.0
+
+    def check(self) -> None:
+        if self.grace_epochs < 1 or self.reduction_factor <= 1:
+            raise ConfigError("grace_epochs", "needs grace_epochs >= 1 and reduction_factor > 1")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str = "default"
+    description: str = ""
+    arch: str = "vgg_small"
+    data: DataConfig = field(default_factory=DataConfig)
+    recipe: Recipe = field(default_factory=Recipe)
+    params: dict[str, Any] = field(default_factory=dict)
+    objectives: tuple[Objective, ...] = (
+        Objective("top1"),
+        Objective("flops"),
+        Objective("size_mb"),
+    )
+    budget: Budget = field(default_factory=Budget)
+    resources: Resources = field(default_factory=Resources)
+    sampler: Sampler = field(default_factory=Sampler)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    seed: int = 0  # training seed of every trial
+    storage_path: str = "runs"
+
+    def check(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
+            raise ConfigError("name", f"must be a plain directory name, got {self.name!r}")
+        if not self.objectives:
+            raise ConfigError("objectives", "needs at least one objective")
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ConfigError("objectives", f"an objective is listed twice: {metrics}")
+        for name, value in self.params.items():
+            param_spec(name, value)  # raises ConfigError with the right key
+
+    def param_specs(self) -> dict[str, Range | Choices | Any]:
+        return {k: param_spec(k, v) for k, v in self.params.items()}
+
+    def searched(self) -> dict[str, Range | Choices]:
+        return {k: v for k, v in self.param_specs().items() if isinstance(v, (Range, Choices))}
+
+    def fixed(self) -> dict[str, Any]:
+        return {k: v for k, v in self.param_specs().items() if not isinstance(v, (Range, Choices))}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_mapping(self))
+
+
+def param_spec(name: str, value: Any) -> Range | Choices | Any:
+    """A fixed value, a Range or Choices for the trial parameter ``name``."""
+    key = f"params.{name}"
+    if name not in PARAM_TYPES:
+        raise ConfigError(key, "unknown parameter" + did_you_mean(name, PARAM_TYPES))
+    tp = PARAM_TYPES[name]
+    if isinstance(value, dict) and "choices" in value:
+        extra = set(value) - {"choices"}
+        if extra:
+            raise ConfigError(f"{key}.{sorted(extra)[0]}", "unknown key next to 'choices'")
+        choices = convert(value["choices"], tuple[tp, ...], f"{key}.choices")  # type: ignore[valid-type]
+        if not choices:
+            raise ConfigError(f"{key}.choices", "empty list of choices")
+        if len(set(choices)) != len(choices):
+            raise ConfigError(f"{key}.choices", f"a choice is listed twice: {list(choices)}")
+        for c in choices:
+            _check_value(name, c, f"{key}.choices")
+        return Choices(tuple(choices))
+    if isinstance(value, dict) and name == "ssl_lambda" and set(value) <= {"n", "c", "s", "d"}:
+        lam = convert(value, dict[str, float], key)
+        for k, v in lam.items():
+            _check_value(name, v, f"{key}.{k}")
+        return lam
+    if isinstance(value, dict):
+        if tp is str:
+            raise ConfigError(key, "a categorical parameter takes a value or {choices: [...]}")
+        rng = from_mapping(Range, value, key)
+        if tp is int:
+            if not (float(rng.low).is_integer() and float(rng.high).is_integer()):
+                raise ConfigError(key, "an integer range needs integer bounds")
+            rng = Range(rng.low, rng.high, rng.log, rng.step, integer=True)
+        for bound, v in (("low", rng.low), ("high", rng.high)):
+            _check_value(name, v, f"{key}.{bound}")
+        if name == "ssl_lambda" and not rng.log:
+            pass  # linear lambda ranges are allowed, just unusual
+        return rng
+    v = convert(value, tp, key)
+    _check_value(name, v, key)
+    return v
+
+
+def _check_value(name: str, v: Any, key: str) -> None:
+    if name == "ratio" and not 0.0 <= float(v) < 1.0:
+        raise ConfigError(key, f"ratio must be in [0, 1), got {v}")
+    if name == "ssl_lambda" and not (float(v) >= 0.0 and math.isfinite(float(v))):
+        raise ConfigError(key, f"ssl_lambda must be finite and >= 0, got {v}")
+    if name == "blocks" and int(v) < 0:
+        raise ConfigError(key, f"blocks must be >= 0, got {v}")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("", "search space file not found", str(p))
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError("", f"malformed YAML{at}: {problem}", str(p)) from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError("", f"cannot read: {e}", str(p)) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("", "the top level must be a mapping of keys", str(p))
+    return raw
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str], where: str = "--set"
+) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a raw mapping, copying it."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError("", f"override {item!r} must look like key.path=value", where)
+        path, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = out
+        parts = [p for p in path.strip().split(".") if p]
+        if not parts:
+            raise ConfigError("", f"override {item!r} has an empty key", where)
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[p] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def space_from_mapping(raw: dict[str, Any], where: str | None = None) -> SearchSpace:
+    try:
+        return from_mapping(SearchSpace, raw)
+    except ConfigError as e:
+        raise e.located(where) if where else e from None
+
+
+def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
+    """Read, override and structurally validate a search space file."""
+    raw = read_yaml(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return space_from_mapping(raw, str(path))

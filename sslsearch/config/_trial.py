@@ -1,0 +1,149 @@
+"""What one trial runs: data, model, recipe, penalty, pruner, seed. Plain frozen dataclasses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from sslsearch.config._typed import ConfigError, from_mapping, to_mapping
+
+LAMBDA_KEYS = ("n", "c", "s", "d")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data a trial reads, and how."""
+
+    name: str = "digits"
+    root: str = "data"  # each node reads its own copy under this path
+    image_size: int | None = None  # None: native size; 224 resizes like the seed
+    augment: bool = True
+    val_fraction: float = 0.2  # share of the training data held out for validation
+    split_seed: int = 0
+    download: bool = False  # only on explicit request: machines may be offline
+
+    def check(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ConfigError("image_size", f"must be >= 1, got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training recipe (the seed's: SGD, momentum, multi-step LR; plus cosine and warm-up)."""
+
+    epochs: int = 12  # SSL training epochs
+    finetune_epochs: int = 4  # after pruning, without the penalty
+    batch_size: int = 32
+    lr: float = 0.05
+    finetune_lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    no_decay_bn_bias: bool = True  # no weight decay on BatchNorm and bias parameters
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of the epochs
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    eval_batch_size: int = 256
+
+    def check(self) -> None:
+        for name in ("epochs", "finetune_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "finetune_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError("weight_decay", "weight_decay must be >= 0 and momentum in [0, 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ConfigError("milestones", "must be fractions of the epochs, each in (0, 1)")
+        if self.warmup_epochs < 0:
+            raise ConfigError("warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything that determines one trial's result (plus where to write and how fast)."""
+
+    arch: str = "vgg_small"
+    data: DataConfig = field(default_factory=DataConfig)
+    recipe: Recipe = field(default_factory=Recipe)
+    ssl_type: str = "filter_wise"
+    ssl_lambda: float | dict[str, float] = 0.03
+    prune_type: str = "filter_wise"
+    prune_way: str = "group_lasso"
+    ratio: float | None = 0.3
+    blocks: int | None = None  # depth_wise: residual blocks to remove
+    seed: int = 0
+    # runtime (does not change the numbers): where and how
+    device: str = "auto"  # auto: the GPU Ray assigned (or cuda:0), else CPU
+    threads: int | None = None  # CPU threads; None: what Ray allotted, else all cores
+    amp: bool = True  # mixed precision on CUDA
+    channels_last: bool = True  # on CUDA
+    warm_start: str | None = None  # dense checkpoint to start SSL training from
+    cache_dir: str | None = None  # where SSL-trained models are cached (None: no cache)
+    out_dir: str | None = None  # where the pruned model is written
+    latency_repeats: int = 20
+    latency_batch_size: int = 1
+
+    def check(self) -> None:
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+            raise ConfigError("ratio", f"must be in [0, 1), got {self.ratio}")
+        if self.blocks is not None and self.blocks < 0:
+            raise ConfigError("blocks", f"must be >= 0, got {self.blocks}")
+        lams = self.ssl_lambda.values() if isinstance(self.ssl_lambda, dict) else [self.ssl_lambda]
+        if isinstance(self.ssl_lambda, dict):
+            bad = [k for k in self.ssl_lambda if k not in LAMBDA_KEYS]
+            if bad:
+                raise ConfigError(f"ssl_lambda.{bad[0]}", "unknown lambda key; use n, c, s, d")
+        for v in lams:
+            if not (v >= 0.0 and v < float("inf")):
+                raise ConfigError("ssl_lambda", f"must be finite and >= 0, got {v}")
+        if self.prune_type == "depth_wise" and self.blocks is None and self.ratio is None:
+            raise ConfigError("blocks", "depth_wise needs blocks (or a ratio of the blocks)")
+        if self.prune_type != "depth_wise" and self.ratio is None:
+            raise ConfigError("ratio", f"{self.prune_type} needs a ratio in [0, 1)")
+        if self.latency_repeats < 1 or self.latency_batch_size < 1:
+            raise ConfigError("latency_repeats", "latency repeats and batch size must be >= 1")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrialConfig:
+        return from_mapping(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_mapping(self))
+
+    def with_(self, **changes: Any) -> TrialConfig:
+        return replace(self, **changes)
+
+    def ssl_key(self, extra: dict[str, Any] | None = None) -> str:
+        """Hash of everything that determines the SSL-trained (not yet pruned) model."""
+        d = self.data
+        ident = {
+            "arch": self.arch,
+            "data": {
+                k: getattr(d, k)
+                for k in ("name", "image_size", "augment", "val_fraction", "split_seed")
+            },
+            "recipe": {
+                k: v for k, v in to_mapping(self.recipe).items() if not k.startswith("finetune")
+            },
+            "ssl_type": self.ssl_type,
+            "ssl_lambda": self.ssl_lambda,
+            "seed": self.seed,
+            "warm_start": self.warm_start,
+            "extra": extra or {},
+            "version": 1,
+        }
+        blob = json.dumps(ident, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:20]

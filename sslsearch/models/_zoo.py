@@ -1,0 +1,138 @@
+"""The built-in architectures."""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models.resnet import BasicBlock
+
+from sslsearch.models._registry import register_model
+
+
+def _replace_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    if in_channels == conv.in_channels:
+        return conv
+    return nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        kernel_size=conv.kernel_size,  # type: ignore[arg-type]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        bias=conv.bias is not None,
+    )
+
+
+@register_model(
+    "vgg16_bn", residual=False, min_image_size=32, description="torchvision VGG-16 with BatchNorm"
+)
+def vgg16_bn(num_classes: int, in_channels: int = 3) -> nn.Module:
+    model = tvm.vgg16_bn(weights=None, num_classes=num_classes)
+    model.features[0] = _replace_stem(model.features[0], in_channels)
+    return model
+
+
+@register_model("resnet50", residual=True, min_image_size=32, description="torchvision ResNet-50")
+def resnet50(num_classes: int, in_channels: int = 3) -> nn.Module:
+    model = tvm.resnet50(weights=None, num_classes=num_classes)
+    model.conv1 = _replace_stem(model.conv1, in_channels)
+    return model
+
+
+class CifarResNet(nn.Module):
+    """He et al. (2016) CIFAR ResNet-(6n+2): 3 stages of n BasicBlocks, widths 16/32/64.
+
+    Downsampling shortcuts are 1x1 conv + BN projections (option B), which keeps every channel
+    prunable by a dependency graph (option A's zero padding is not an nn layer).
+    """
+
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.inplanes = 16
+        self.layer1 = self._stage(16, n, stride=1)
+        self.layer2 = self._stage(32, n, stride=2)
+        self.layer3 = self._stage(64, n, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        layers = []
+        for i in range(blocks):
+            s = stride if i == 0 else 1
+            downsample = None
+            if s != 1 or self.inplanes != planes:
+                downsample = nn.Sequential(
+                    nn.Conv2d(self.inplanes, planes, 1, stride=s, bias=False),
+                    nn.BatchNorm2d(planes),
+                )
+            layers.append(BasicBlock(self.inplanes, planes, stride=s, downsample=downsample))
+            self.inplanes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+@register_model(
+    "resnet20", residual=True, min_image_size=4, description="CIFAR ResNet-20 (He et al.)"
+)
+def resnet20(num_classes: int, in_channels: int = 3) -> nn.Module:
+    return CifarResNet(20, num_classes, in_channels)
+
+
+@register_model(
+    "resnet56", residual=True, min_image_size=4, description="CIFAR ResNet-56 (He et al.)"
+)
+def resnet56(num_classes: int, in_channels: int = 3) -> nn.Module:
+    return CifarResNet(56, num_classes, in_channels)
+
+
+class VGGSmall(nn.Module):
+    """conv-BN-ReLU stacks 32-32-M-64-64-M-128-128-M, global average pool, linear.
+
+    Sized for 8x8 (digits) to 32x32 (CIFAR) inputs on a CPU.
+    """
+
+    CFG: tuple[int | str, ...] = (32, 32, "M", 64, 64, "M", 128, 128, "M")
+
+    def __init__(self, num_classes: int, in_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for v in self.CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                assert isinstance(v, int)
+                layers += [nn.Conv2d(c, v, 3, padding=1, bias=False), nn.BatchNorm2d(v)]
+                layers.append(nn.ReLU(inplace=True))
+                c = v
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
+@register_model(
+    "vgg_small", residual=False, min_image_size=8, description="small VGG for 8x8..32x32 inputs"
+)
+def vgg_small(num_classes: int, in_channels: int = 3) -> nn.Module:
+    return VGGSmall(num_classes, in_channels)

@@ -1,0 +1,14 @@
+"""Physical pruning: remove filters, channels or residual blocks and return a smaller model."""
+
+from __future__ import annotations
+
+from sslsearch.pruning._pruner import (
+    PRUNE_TYPES,
+    PruneResult,
+    export_onnx,
+    list_prune_types,
+    prune,
+    round_keep,
+)
+
+__all__ = ["PRUNE_TYPES", "PruneResult", "export_onnx", "list_prune_types", "prune", "round_keep"]

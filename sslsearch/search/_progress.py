@@ -1,0 +1,125 @@
+"""A compact live view of the search for the console (our lines, not Tune's tables)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+log = logging.getLogger("sslsearch.progress")
+
+
+def _fmt(v: Any, spec: str, default: str = "-") -> str:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return default
+    return default if math.isnan(x) else format(x, spec)
+
+
+def describe_params(cfg: dict[str, Any]) -> str:
+    parts = [f"lambda={_fmt(cfg.get('ssl_lambda'), '.2e')}"]
+    if cfg.get("blocks") is not None:
+        parts.append(f"blocks={cfg['blocks']}")
+    elif cfg.get("ratio") is not None:
+        parts.append(f"ratio={_fmt(cfg.get('ratio'), '.3f')}")
+    for k in ("prune_type", "prune_way"):
+        if k in cfg:
+            parts.append(str(cfg[k]))
+    if cfg.get("ssl_type") not in (None, cfg.get("prune_type")):
+        parts.append(f"ssl={cfg['ssl_type']}")
+    return " ".join(parts)
+
+
+class ProgressCallback(Callback):
+    """One line per finished trial; every ``every_s`` seconds a table of the running ones."""
+
+    def __init__(self, num_samples: int, every_s: float = 15.0) -> None:
+        self.num_samples = num_samples
+        self.every_s = every_s
+        self._last_table = 0.0
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._done = 0
+        self._started = time.monotonic()
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: keep only settings
+        return {"num_samples": self.num_samples, "every_s": self.every_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["num_samples"], state["every_s"])  # type: ignore[misc]
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        log.info("start    %s %s", trial.trial_id, describe_params(trial.config))
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self._latest[trial.trial_id] = result
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._done += 1
+        r = self._latest.pop(trial.trial_id, None) or trial.last_result or {}
+        head = f"[{self._done}/{self.num_samples}] {trial.trial_id} {describe_params(trial.config)}"
+        if r.get("final") and r.get("status") == "ok":
+            log.info(
+                "%s: top1 %s  FLOPs %sM  size %sMB  actual ratio %s  (%ss)",
+                head,
+                _fmt(r.get("top1"), ".2f"),
+                _fmt(float(r.get("flops", math.nan)) / 1e6, ".3f"),
+                _fmt(r.get("size_mb"), ".3f"),
+                _fmt(r.get("actual_ratio"), ".3f"),
+                _fmt(r.get("trial_seconds"), ".1f"),
+            )
+        elif r.get("final"):
+            log.info("%s: FAILED: %s", head, r.get("error"))
+        else:
+            log.info(
+                "%s: stopped early at epoch %s (val top1 %s)",
+                head,
+                r.get("global_epoch", "?"),
+                _fmt(r.get("val_top1"), ".2f"),
+            )
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._done += 1
+        self._latest.pop(trial.trial_id, None)
+        log.info(
+            "[%d/%d] %s %s: ERROR (details in %s/error.txt)",
+            self._done,
+            self.num_samples,
+            trial.trial_id,
+            describe_params(trial.config),
+            trial.path,
+        )
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        log.info("retry    %s from its last checkpoint (its worker or node failed)", trial.trial_id)
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_table < self.every_s:
+            return
+        self._last_table = now
+        running = [t for t in trials if t.status == "RUNNING"]
+        if not running:
+            return
+        lines = [f"{'trial':10s} {'params':44s} {'phase':8s} {'epoch':>7s} {'val top1':>8s}"]
+        for t in running:
+            r = self._latest.get(t.trial_id, {})
+            epoch = f"{r.get('epoch', '-')}/{r.get('epochs', '-')}" if r else "-"
+            lines.append(
+                f"{t.trial_id:10s} {describe_params(t.config)[:44]:44s} {r.get('phase', 'start')!s:8s} "
+                f"{epoch:>7s} {_fmt(r.get('val_top1'), '.2f'):>8s}"
+            )
+        elapsed = now - self._started
+        log.info(
+            "%d/%d done, %d running, %.0fs elapsed\n%s",
+            self._done,
+            self.num_samples,
+            len(running),
+            elapsed,
+            "\n".join(lines),
+        )

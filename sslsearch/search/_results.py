@@ -1,0 +1,177 @@
+"""trials.parquet: one row per trial, built from what each trial itself wrote.
+
+The final metrics come from each trial's final checkpoint (``result.json``, persisted by the
+worker), not from the driver's experiment snapshot or the Optuna DB, which can be stale after a
+driver crash. Trials without a final result are listed with the reason: the error Tune recorded
+(``error.txt``) or early stopping.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sslsearch import storage
+from sslsearch.report._arrow import typed_table
+from sslsearch.search._trainable import latest_final_checkpoint
+from sslsearch.trial import MODEL_FILE, RESULT_FILE
+
+TRIALS_FILE = "trials.parquet"
+_TRIAL_DIR = re.compile(r"^sslsearch_trial_(?P<id>[0-9a-f]+)_")
+
+COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("trial_id", pa.string()),
+    ("trial_dir", pa.string()),
+    ("status", pa.string()),  # ok | failed | error | stopped
+    ("error", pa.string()),
+    ("arch", pa.string()),
+    ("dataset", pa.string()),
+    ("image_size", pa.int64()),
+    ("ssl_type", pa.string()),
+    ("ssl_lambda", pa.float64()),
+    ("prune_type", pa.string()),
+    ("prune_way", pa.string()),
+    ("ratio", pa.float64()),
+    ("blocks", pa.int64()),
+    ("seed", pa.int64()),
+    ("epochs", pa.int64()),
+    ("finetune_epochs", pa.int64()),
+    ("top1", pa.float64()),
+    ("top5", pa.float64()),
+    ("test_top1", pa.float64()),
+    ("test_top5", pa.float64()),
+    ("flops", pa.int64()),
+    ("params", pa.int64()),
+    ("size_mb", pa.float64()),
+    ("latency_ms", pa.float64()),
+    ("latency_batch_size", pa.int64()),
+    ("latency_device", pa.string()),
+    ("latency_threads", pa.int64()),
+    ("flops_before", pa.int64()),
+    ("params_before", pa.int64()),
+    ("size_mb_before", pa.float64()),
+    ("actual_ratio", pa.float64()),
+    ("groups_total", pa.int64()),
+    ("groups_removed", pa.int64()),
+    ("removed_blocks", pa.string()),
+    ("ssl_top1", pa.float64()),
+    ("pruned_top1", pa.float64()),
+    ("group_sparsity", pa.float64()),
+    ("ssl_cached", pa.bool_()),
+    ("train_seconds", pa.float64()),
+    ("trial_seconds", pa.float64()),
+    ("images_per_second", pa.float64()),
+    ("device", pa.string()),
+    ("gpu_ids", pa.string()),
+    ("node_ip", pa.string()),
+    ("started_at", pa.float64()),
+    ("finished_at", pa.float64()),
+    ("threads", pa.int64()),
+    ("last_epoch", pa.int64()),
+    ("model_path", pa.string()),
+    ("config", pa.string()),
+]
+SCHEMA = pa.schema(COLUMNS)
+
+
+def _read_json(fs: pafs.FileSystem, path: str) -> Any:
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read().decode())
+
+
+def _last_line(fs: pafs.FileSystem, path: str) -> str | None:
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        text = f.read().decode(errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # the exception line is the last non-empty line of the last traceback
+    return lines[-1][:500] if lines else "error"
+
+
+def _progress(
+    fs: pafs.FileSystem, trial_path: str
+) -> tuple[dict[str, Any], int | None, str | None]:
+    """Params, last epoch and trial id from Tune's per-trial logs (best effort)."""
+    params: dict[str, Any] = {}
+    p = f"{trial_path}/params.json"
+    if fs.get_file_info(p).type == pafs.FileType.File:
+        try:
+            params = dict(_read_json(fs, p))
+        except (ValueError, TypeError):
+            params = {}
+    last, trial_id = None, None
+    r = f"{trial_path}/result.json"
+    if fs.get_file_info(r).type == pafs.FileType.File:
+        with fs.open_input_stream(r) as f:
+            for line in f.read().decode(errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and "global_epoch" in row:
+                    last = int(row["global_epoch"])
+                    trial_id = row.get("trial_id", trial_id)
+    return params, last, trial_id
+
+
+def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
+    """One dict per trial directory of the experiment, keyed by the SCHEMA's columns."""
+    fs, root = storage.resolve(exp_dir)
+    rows = []
+    for name in storage.listdir(exp_dir):
+        m = _TRIAL_DIR.match(name)
+        if not m:
+            continue
+        trial_path = f"{root}/{name}"
+        row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
+        row["trial_id"] = m.group("id")
+        row["trial_dir"] = name
+        params, last, logged_id = _progress(fs, trial_path)
+        row["trial_id"] = logged_id or row["trial_id"]
+        for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", "ratio", "blocks"):
+            row[k] = params.get(k)
+        final = latest_final_checkpoint(fs, trial_path)
+        if final is not None:
+            result = _read_json(fs, f"{final[1]}/{RESULT_FILE}")
+            for k in SCHEMA.names:
+                if k in result:
+                    row[k] = result[k]
+            row["trial_id"] = result.get("trial_id", row["trial_id"])
+            row["status"] = result.get("status", "ok")
+            row["last_epoch"] = result.get("global_epoch", last)
+            ckpt_name = final[1].rsplit("/", 1)[-1]
+            if fs.get_file_info(f"{final[1]}/{MODEL_FILE}").type == pafs.FileType.File:
+                row["model_path"] = f"{name}/{ckpt_name}/{MODEL_FILE}"
+        else:
+            err = _last_line(fs, f"{trial_path}/error.txt")
+            row["status"] = "error" if err else "stopped"
+            row["error"] = err or "stopped before its final result (early stopping or interrupted)"
+            row["last_epoch"] = last
+        if row["blocks"] is not None and int(row["blocks"]) < 0:
+            row["blocks"] = None
+        if isinstance(row.get("ratio"), float) and row["ratio"] != row["ratio"]:
+            row["ratio"] = None
+        rows.append(row)
+    rows.sort(key=lambda r: r["trial_dir"])
+    return rows
+
+
+def trials_table(rows: list[dict[str, Any]], metadata: dict[str, str] | None = None) -> pa.Table:
+    return typed_table(rows, COLUMNS, metadata)
+
+
+def write_trials(exp_dir: str, metadata: dict[str, str] | None = None) -> tuple[str, pa.Table]:
+    """Collect and write ``trials.parquet`` atomically; returns its path and the table."""
+    table = trials_table(collect_trials(exp_dir), metadata)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    path = storage.join(exp_dir, TRIALS_FILE)
+    storage.write_bytes_atomic(path, buf.getvalue())
+    return path, table

@@ -1,0 +1,340 @@
+"""Run (or resume) a search: validate -> experiment dir -> Ray -> Tuner.fit -> results -> export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslsearch import storage
+from sslsearch.config import SearchSpace, load_space, space_from_mapping
+from sslsearch.errors import UserError
+from sslsearch.search._cluster import Cluster, connect, shutdown, tune_environment
+from sslsearch.search._params import define_by_run
+from sslsearch.search._results import TRIALS_FILE, collect_trials, write_trials
+from sslsearch.search._trainable import make_trainable
+from sslsearch.trial import validate_space
+
+log = logging.getLogger(__name__)
+SPACE_FILE = "space.yaml"
+STUDY_FILE = "optuna.db"
+DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
+
+
+@dataclass
+class SearchOptions:
+    """What the command line (or a caller) asks for; space keys can be overridden."""
+
+    space: str | None = None  # YAML file; None: search_spaces/default.yaml
+    overrides: list[str] = field(default_factory=list)  # "key.path=value"
+    resume: bool = False
+    address: str | None = None  # join a cluster (auto | HOST:PORT); None: start a local one
+    num_cpus: int | None = None  # of a local Ray instance (None: all cores)
+    num_gpus: int | None = None
+    dashboard: bool = True
+    dashboard_port: int = 8265
+    study_storage: str | None = None  # Optuna RDB URL; default: SQLite in the experiment dir
+    verbose: bool = False
+    progress_every_s: float = 15.0
+
+
+@dataclass
+class SearchOutcome:
+    exp_dir: str
+    trials_path: str
+    counts: dict[str, int]
+    pareto: dict[str, Any] | None
+    interrupted: bool = False
+    cluster: Cluster | None = None
+
+
+def _space_file(opts: SearchOptions) -> str:
+    if opts.space:
+        return opts.space
+    if DEFAULT_SPACE.is_file():
+        return str(DEFAULT_SPACE)
+    raise UserError("no --space given and search_spaces/default.yaml was not found")
+
+
+def _absolute_data_root(space: SearchSpace) -> SearchSpace:
+    root = space.data.root
+    if storage.is_uri(root) or os.path.isabs(os.path.expanduser(root)):
+        return replace(space, data=replace(space.data, root=os.path.expanduser(root)))
+    return replace(space, data=replace(space.data, root=str(Path(root).absolute())))
+
+
+def _exp_dir(space: SearchSpace) -> str:
+    base = space.storage_path
+    if not storage.is_uri(base):
+        base = str(Path(base).expanduser().absolute())
+    return storage.join(base, space.name)
+
+
+def prepare(opts: SearchOptions) -> tuple[SearchSpace, str]:
+    """Everything that can be checked before Ray starts: a bad input stops here, exit code 2."""
+    if opts.resume:
+        return _prepare_resume(opts)
+    path = _space_file(opts)
+    space = load_space(path, opts.overrides)
+    validate_space(space, path)
+    space = _absolute_data_root(space)
+    exp_dir = _exp_dir(space)
+    base = exp_dir.rstrip("/").rsplit("/", 1)[0]
+    try:
+        storage.check_writable(base)
+    except OSError as e:
+        raise UserError(f"storage path {space.storage_path} is not writable: {e}") from None
+    if storage.exists(exp_dir) and storage.listdir(exp_dir):
+        raise UserError(
+            f"experiment '{space.name}' already exists at {exp_dir}; pass --resume to continue "
+            f"it, or --name NEW to start another (nothing was changed)"
+        )
+    return space, exp_dir
+
+
+def _prepare_resume(opts: SearchOptions) -> tuple[SearchSpace, str]:
+    # The name and storage path come from the flags (or the space file's defaults).
+    raw_name_overrides = [
+        o for o in opts.overrides if o.split("=", 1)[0] in ("name", "storage_path")
+    ]
+    others = [o for o in opts.overrides if o not in raw_name_overrides]
+    if others:
+        keys = ", ".join(o.split("=", 1)[0] for o in others)
+        raise UserError(
+            f"--resume continues an experiment as it was started; it cannot change {keys}"
+        )
+    base = (
+        load_space(_space_file(opts), raw_name_overrides)
+        if opts.space or DEFAULT_SPACE.is_file()
+        else SearchSpace()
+    )
+    exp_dir = _exp_dir(base)
+    saved = storage.join(exp_dir, SPACE_FILE)
+    if not storage.exists(saved) or not storage.exists(storage.join(exp_dir, "tuner.pkl")):
+        raise UserError(
+            f"nothing to resume: no experiment '{base.name}' at {exp_dir} "
+            f"(give the same --name and --storage-path as the first run)"
+        )
+    raw = yaml.safe_load(storage.read_bytes(saved).decode())
+    space = space_from_mapping(raw, saved)
+    return space, exp_dir
+
+
+def _check_resources(space: SearchSpace, cluster: Cluster) -> SearchSpace:
+    res = space.resources
+    if res.gpu > 0 and cluster.gpus == 0:
+        if not res.cpu_fallback:
+            raise UserError(
+                f"resources.gpu={res.gpu} but the Ray cluster has no GPU (set "
+                "resources.cpu_fallback: true to run on CPU)"
+            )
+        log.warning("the Ray cluster has no GPU: running trials on CPU (resources.cpu_fallback)")
+        space = replace(space, resources=replace(res, gpu=0.0))
+    if res.cpus > cluster.cpus:
+        raise UserError(
+            f"resources.cpus={res.cpus} per trial, but the Ray cluster has {cluster.cpus:g} CPUs"
+        )
+    return space
+
+
+def _study_url(opts: SearchOptions, exp_dir: str, space: SearchSpace) -> str:
+    if opts.study_storage:
+        return opts.study_storage
+    if storage.is_uri(exp_dir):
+        local = Path(f"sslsearch-{space.name}-optuna.db").absolute()
+        log.warning("experiment on %s: the Optuna study is kept locally in %s", exp_dir, local)
+        return f"sqlite:///{local}"
+    return f"sqlite:///{storage.join(exp_dir, STUDY_FILE)}"
+
+
+def _tuner(
+    space: SearchSpace, exp_dir: str, study_url: str, resume: bool, progress_every_s: float
+) -> Any:
+    from ray import tune
+
+    trainable = tune.with_resources(
+        make_trainable(
+            space.to_dict(), storage.join(exp_dir, "ssl_cache"), max(1, int(space.resources.cpus))
+        ),
+        {"cpu": space.resources.cpus, "gpu": space.resources.gpu},
+    )
+    if resume:
+        return tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
+    from sslsearch.search._progress import ProgressCallback
+    from sslsearch.search._searcher import make_searcher
+
+    searcher = make_searcher(space, study_url, space.name, define_by_run(space))
+    scheduler = None
+    es = space.early_stopping
+    if es.enabled:
+        scheduler = tune.schedulers.ASHAScheduler(
+            time_attr="global_epoch",
+            metric="val_top1",
+            mode="max",
+            max_t=space.recipe.epochs + space.recipe.finetune_epochs + 1,
+            grace_period=es.grace_epochs,
+            reduction_factor=es.reduction_factor,
+        )
+    base, name = exp_dir.rstrip("/").rsplit("/", 1)
+    return tune.Tuner(
+        trainable,
+        # No metric/mode here: in TuneConfig they would turn the multi-objective searcher into a
+        # single-objective study. The searcher owns the objectives.
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=space.budget.num_samples,
+            max_concurrent_trials=space.budget.max_concurrent,
+            reuse_actors=True,
+            time_budget_s=space.budget.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=base,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
+            callbacks=[ProgressCallback(space.budget.num_samples, progress_every_s)],
+            verbose=0,
+        ),
+    )
+
+
+def _metadata(space: SearchSpace, study_url: str) -> dict[str, str]:
+    import optuna
+    import ray
+    import torch
+
+    return {
+        "sslsearch.space": json.dumps(space.to_dict()),
+        "sslsearch.objectives": json.dumps([[o.metric, o.direction] for o in space.objectives]),
+        "sslsearch.study": study_url,
+        "sslsearch.versions": json.dumps(
+            {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch.__version__}
+        ),
+    }
+
+
+def finish(
+    exp_dir: str, space: SearchSpace, study_url: str
+) -> tuple[str, dict[str, int], dict[str, Any] | None]:
+    """Write trials.parquet, reconcile the Optuna study with it, export the Pareto outputs."""
+    from sslsearch.report import NoResultsError, export_experiment
+    from sslsearch.search._searcher import fail_orphans, reconcile_study
+
+    path, table = write_trials(exp_dir, _metadata(space, study_url))
+    rows = table.to_pylist()
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    finals = {r["trial_id"]: {**r, "final": r["status"] in ("ok", "failed")} for r in rows}
+    metrics = [o.metric for o in space.objectives]
+    fixed = reconcile_study(study_url, space.name, finals, metrics)
+    orphans = fail_orphans(study_url, space.name, set(finals))
+    if fixed or orphans:
+        log.info(
+            "Optuna study reconciled with trials.parquet: %d recorded, %d lost", fixed, orphans
+        )
+    try:
+        pareto = export_experiment(exp_dir)
+    except NoResultsError as e:
+        log.warning("%s", e)
+        pareto = None
+    return path, counts, pareto
+
+
+def run_search(opts: SearchOptions) -> SearchOutcome:
+    space, exp_dir = prepare(opts)
+    if opts.address is None:
+        _check_local_data(space)
+        _check_local_gpus(space, opts.num_gpus)
+    study_url = _study_url(opts, exp_dir, space)
+    tune_environment()
+    cluster = connect(
+        opts.address,
+        num_cpus=opts.num_cpus,
+        num_gpus=opts.num_gpus,
+        dashboard=opts.dashboard,
+        dashboard_port=opts.dashboard_port,
+        verbose=opts.verbose,
+    )
+    interrupted = False
+    try:
+        log.info(
+            "Ray: %s, %d node(s), %g CPUs, %g GPUs",
+            cluster.address,
+            cluster.nodes,
+            cluster.cpus,
+            cluster.gpus,
+        )
+        log.info("%s", cluster.access_hint())
+        log.info(
+            "Optuna study: %s (study '%s'; open with optuna-dashboard %s)",
+            study_url,
+            space.name,
+            study_url,
+        )
+        space = _check_resources(space, cluster)
+        log.info(
+            "%s experiment '%s' in %s: %d trials, %d at a time, %g CPU + %g GPU each",
+            "resuming" if opts.resume else "starting",
+            space.name,
+            exp_dir,
+            space.budget.num_samples,
+            space.budget.max_concurrent,
+            space.resources.cpus,
+            space.resources.gpu,
+        )
+        t0 = time.monotonic()
+        if not opts.resume:  # written only once Ray is up: a failed start leaves nothing behind
+            storage.makedirs(exp_dir)
+            text = yaml.safe_dump(space.to_dict(), sort_keys=False)
+            storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
+        tuner = _tuner(space, exp_dir, study_url, opts.resume, opts.progress_every_s)
+        try:
+            grid = tuner.fit()
+            interrupted = bool(getattr(grid, "_experiment_analysis", None) is None)
+        except KeyboardInterrupt:
+            interrupted = True
+        log.info("search finished in %.1fs", time.monotonic() - t0)
+    finally:
+        shutdown(cluster)
+    path, counts, pareto = finish(exp_dir, space, study_url)
+    return SearchOutcome(exp_dir, path, counts, pareto, interrupted, cluster)
+
+
+def _check_local_gpus(space: SearchSpace, num_gpus: int | None) -> None:
+    """A local Ray instance has the GPUs torch sees (or --num-gpus): refuse before starting."""
+    if space.resources.gpu <= 0 or space.resources.cpu_fallback:
+        return
+    import torch
+
+    gpus = num_gpus if num_gpus is not None else torch.cuda.device_count()
+    if gpus == 0:
+        raise UserError(
+            f"resources.gpu={space.resources.gpu} but this machine has no GPU "
+            "(set resources.cpu_fallback: true to run on CPU, or --address a GPU cluster)"
+        )
+
+
+def _check_local_data(space: SearchSpace) -> None:
+    """On one machine the data must be there before anything starts (clusters: per node)."""
+    from sslsearch.data import load_datasets
+
+    load_datasets(space.data)
+
+
+__all__ = [
+    "TRIALS_FILE",
+    "SearchOptions",
+    "SearchOutcome",
+    "collect_trials",
+    "finish",
+    "prepare",
+    "run_search",
+]

@@ -1,0 +1,101 @@
+"""Paths that may be local directories or URIs (s3://, gs://, hdfs://...) via pyarrow.fs.
+
+Writes are atomic: to a temporary name next to the target, then renamed (on object stores a
+single PUT is already atomic), so a crash mid-write never leaves a half file under the real name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def resolve(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    p = str(path)
+    if is_uri(p):
+        fs, inner = pafs.FileSystem.from_uri(p)
+        return fs, inner
+    if p.startswith("file://"):
+        p = p[len("file://") :]
+    return pafs.LocalFileSystem(), str(Path(p).expanduser().absolute())
+
+
+def join(base: str, *parts: str) -> str:
+    if is_uri(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return str(Path(base, *parts))
+
+
+def exists(path: str) -> bool:
+    fs, p = resolve(path)
+    return bool(fs.get_file_info(p).type != pafs.FileType.NotFound)
+
+
+def is_dir(path: str) -> bool:
+    fs, p = resolve(path)
+    return bool(fs.get_file_info(p).type == pafs.FileType.Directory)
+
+
+def read_bytes(path: str) -> bytes:
+    fs, p = resolve(path)
+    with fs.open_input_stream(p) as f:
+        return bytes(f.read())
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    if not is_uri(path):
+        target = Path(resolve(path)[1])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    fs, p = resolve(path)
+    parent = p.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, p)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def listdir(path: str) -> list[str]:
+    """Names (not paths) of the entries directly under ``path``; empty if it does not exist."""
+    fs, p = resolve(path)
+    if fs.get_file_info(p).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(p, recursive=False))
+    return sorted(i.base_name for i in infos)
+
+
+def makedirs(path: str) -> None:
+    fs, p = resolve(path)
+    fs.create_dir(p, recursive=True)
+
+
+def check_writable(path: str) -> None:
+    """Raise OSError (with the reason) unless files can be created under ``path``."""
+    makedirs(path)
+    probe = join(path, f".write-test-{uuid.uuid4().hex}")
+    write_bytes_atomic(probe, b"ok")
+    fs, p = resolve(probe)
+    fs.delete_file(p)

@@ -1,0 +1,204 @@
+"""Training and evaluation loops (train_one_epoch / evaluate, each taking only what it needs)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sslsearch.config import Recipe
+from sslsearch.data import Split
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf (typically: ssl_lambda or the learning rate is too large)."""
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto``: the GPU this process may use (Ray sets CUDA_VISIBLE_DEVICES per trial), else CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(requested)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return dev
+
+
+def set_threads(threads: int | None) -> int:
+    """Use exactly ``threads`` CPU threads (what Ray allotted to the trial): no oversubscription."""
+    if threads is not None and threads >= 1:
+        torch.set_num_threads(int(threads))
+        os.environ["OMP_NUM_THREADS"] = str(int(threads))
+    return torch.get_num_threads()
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: nn.Module, lr: float, recipe: Recipe) -> torch.optim.SGD:
+    decay, no_decay = [], []
+    for m in model.modules():
+        for name, p in m.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_norm = isinstance(m, nn.modules.batchnorm._BatchNorm)
+            if recipe.no_decay_bn_bias and (is_norm or name == "bias"):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.SGD(
+        groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0
+    )
+
+
+def lr_at(
+    progress: float, base_lr: float, epochs: int, recipe: Recipe, warmup_epochs: float
+) -> float:
+    """Learning rate at ``progress`` (fractional epochs done), a pure function: no state to save."""
+    if warmup_epochs > 0 and progress < warmup_epochs:
+        return base_lr * (0.01 + 0.99 * progress / warmup_epochs)
+    if recipe.schedule == "constant" or epochs <= 0:
+        return base_lr
+    if recipe.schedule == "cosine":
+        span = max(epochs - warmup_epochs, 1e-9)
+        t = min(max((progress - warmup_epochs) / span, 0.0), 1.0)
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    passed = sum(1 for m in recipe.milestones if progress >= m * epochs)
+    return base_lr * recipe.gamma**passed
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    penalty: float
+    train_top1: float
+    images: int
+    seconds: float
+
+
+@dataclass
+class EvalStats:
+    loss: float
+    top1: float
+    top5: float
+    images: int
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[object]:
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    lr_fn: Callable[[float], float],
+    steps_per_epoch: int,
+    epoch: int,
+    penalty: Callable[[], torch.Tensor] | None,
+    label_smoothing: float,
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+) -> EpochStats:
+    import time
+
+    model.train()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    pen_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for step, (x, y) in enumerate(batches):
+        lr = lr_fn(epoch + step / max(steps_per_epoch, 1))
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        if channels_last and device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            out = model(x)
+            ce = loss_fn(out.float(), y)
+        pen = penalty() if penalty is not None else None
+        loss = ce + pen if pen is not None else ce
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLoss(
+                f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
+                f"(cross-entropy {float(ce.detach()):.4g}, penalty {float(pen.detach()) if pen is not None else 0:.4g})"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        n = y.shape[0]
+        seen += n
+        loss_sum += ce.detach().double() * n
+        if pen is not None:
+            pen_sum += pen.detach().double() * n
+        correct += (out.detach().argmax(1) == y).sum()
+    if seen == 0:
+        raise ValueError("the training split is empty")
+    return EpochStats(
+        loss=float(loss_sum) / seen,
+        penalty=float(pen_sum) / seen,
+        train_top1=100.0 * float(correct) / seen,
+        images=seen,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    *,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> EvalStats:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy on ``split``, in eval mode."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    loss_sum = 0.0
+    c1 = c5 = seen = 0
+    for x, y in split.batches(batch_size, shuffle=False, augment=False, seed=0, device=device):
+        if channels_last and device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            out = model(x).float()
+        loss_sum += float(loss_fn(out, y))
+        k = min(5, out.shape[1])
+        top = out.topk(k, dim=1).indices
+        c1 += int((top[:, 0] == y).sum())
+        c5 += int((top == y.view(-1, 1)).any(dim=1).sum())
+        seen += y.shape[0]
+    if seen == 0:
+        raise ValueError("the evaluation split is empty")
+    return EvalStats(
+        loss=loss_sum / seen, top1=100.0 * c1 / seen, top5=100.0 * c5 / seen, images=seen
+    )

@@ -1,0 +1,105 @@
+"""Names in configs checked against the registries, before anything starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sslsearch.config import Choices, ConfigError, Range, SearchSpace, TrialConfig
+from sslsearch.data import get_dataset_spec
+from sslsearch.errors import UserError
+from sslsearch.models import get_model_spec
+from sslsearch.pruning import PRUNE_TYPES
+from sslsearch.sparsity import CRITERIA, SSL_TYPES
+
+
+def _check(key: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ConfigError:
+        raise
+    except UserError as e:
+        raise ConfigError(key, str(e)) from None
+
+
+def _ssl_type(name: str) -> None:
+    if name not in SSL_TYPES:
+        from sslsearch.registry import unknown_name_message
+
+        raise UserError(unknown_name_message("ssl type", name, list(SSL_TYPES)))
+
+
+def check_combination(arch: str, ssl_type: str, prune_type: str, key: str = "") -> None:
+    spec = get_model_spec(arch)
+    for what, value in (("ssl_type", ssl_type), ("prune_type", prune_type)):
+        if value == "depth_wise" and not spec.residual:
+            raise ConfigError(
+                key or what,
+                f"depth_wise needs residual blocks; {arch} has none "
+                f"(use a ResNet: resnet20, resnet56, resnet50)",
+            )
+
+
+def validate_trial(cfg: TrialConfig) -> None:
+    """Raise ConfigError (a UserError) naming the key of the first wrong name in ``cfg``."""
+    spec = _check("arch", get_model_spec, cfg.arch)
+    data = _check("data.name", get_dataset_spec, cfg.data.name)
+    _check("ssl_type", _ssl_type, cfg.ssl_type)
+    _check("prune_type", PRUNE_TYPES.get, cfg.prune_type)
+    _check("prune_way", CRITERIA.get, cfg.prune_way)
+    check_combination(cfg.arch, cfg.ssl_type, cfg.prune_type)
+    size = cfg.data.image_size or data.native_size
+    if size is not None and size < spec.min_image_size:
+        raise ConfigError(
+            "data.image_size",
+            f"{cfg.arch} needs inputs of at least {spec.min_image_size}x{spec.min_image_size}, "
+            f"{cfg.data.name} gives {size}x{size}; set data.image_size",
+        )
+
+
+def _values(spec: Any) -> list[Any]:
+    if isinstance(spec, Choices):
+        return list(spec.choices)
+    if isinstance(spec, Range):
+        return []
+    return [spec]
+
+
+def validate_space(space: SearchSpace, where: str | None = None) -> None:
+    """Every name a trial of ``space`` could get, checked before any trial starts."""
+    try:
+        _validate_space(space)
+    except ConfigError as e:
+        raise (e.located(where) if where else e) from None
+
+
+def _validate_space(space: SearchSpace) -> None:
+    specs = space.param_specs()
+    arch = _check("arch", get_model_spec, space.arch)
+    data = _check("data.name", get_dataset_spec, space.data.name)
+    prune_types = _values(specs.get("prune_type", "filter_wise"))
+    for v in prune_types:
+        _check("params.prune_type", PRUNE_TYPES.get, v)
+    ssl_types = _values(specs["ssl_type"]) if "ssl_type" in specs else []
+    for v in ssl_types:
+        _check("params.ssl_type", _ssl_type, v)
+    for v in _values(specs.get("prune_way", "group_lasso")):
+        _check("params.prune_way", CRITERIA.get, v)
+    for v in ssl_types:
+        check_combination(space.arch, v, "filter_wise", "params.ssl_type")
+    for v in prune_types:
+        check_combination(space.arch, "filter_wise", v, "params.prune_type")
+    if any(t != "depth_wise" for t in prune_types) and "ratio" not in specs:
+        raise ConfigError("params.ratio", "required for prune types other than depth_wise")
+    if "depth_wise" in prune_types and "blocks" not in specs and "ratio" not in specs:
+        raise ConfigError("params.blocks", "depth_wise needs blocks (a number or a range)")
+    if "ssl_lambda" not in specs:
+        raise ConfigError("params.ssl_lambda", "required (a value or a range)")
+    if "blocks" in specs and "depth_wise" not in prune_types:
+        raise ConfigError("params.blocks", "only used by prune_type depth_wise")
+    size = space.data.image_size or data.native_size
+    if size is not None and size < arch.min_image_size:
+        raise ConfigError(
+            "data.image_size",
+            f"{space.arch} needs inputs of at least {arch.min_image_size}x{arch.min_image_size}, "
+            f"{space.data.name} gives {size}x{size}",
+        )

@@ -1,0 +1,249 @@
+"""The command line: one clear line and exit code 2 for anything a user can get wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sslsearch.cli import main
+from sslsearch.models import create_model, save_model
+
+from .spaces import write_space
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_clean_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip() and "sslsearch: error:" in ln]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_bad_space_exits_2_and_starts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, recipe={"epochz": 1})
+    code, _, err = _run(capsys, "search", "--space", str(space))
+    assert code == 2
+    assert "recipe.epochz" in _one_clean_line(err) and str(space) in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--num-samples", "0"], "--num-samples must be >= 1"),
+        (["--resume"], "nothing to resume"),
+        (
+            ["--set", "data.name=cifar10", "--data-root", "{tmp}/nodata"],
+            "cifar10 not found: looked for",
+        ),
+        (["--storage-path", "{tmp}/afile/runs"], "not writable"),
+        (
+            [
+                "--gpus-per-trial",
+                "0.5",
+                "--set",
+                "resources.cpu_fallback=false",
+                "--num-samples",
+                "1",
+            ],
+            "no GPU",
+        ),
+        (["--sampler", "cmaes"], "sampler.name"),
+        (["--space", "{tmp}/missing.yaml"], "search space file not found"),
+        (["--set", "params.ratio=1.5"], "ratio must be in [0, 1)"),
+    ],
+)
+def test_search_input_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], text: str
+) -> None:
+    (tmp_path / "afile").write_text("a file, not a directory")
+    space = write_space(tmp_path)
+    argv = ["search", "--space", str(space), *[a.replace("{tmp}", str(tmp_path)) for a in args]]
+    if "--space" in args:
+        argv = ["search", *[a.replace("{tmp}", str(tmp_path)) for a in args]]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2, err
+    assert text in _one_clean_line(err)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_existing_experiment_is_not_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path)
+    exp = tmp_path / "runs" / "tiny"
+    exp.mkdir(parents=True)
+    (exp / "trials.parquet").write_bytes(b"precious")
+    code, _, err = _run(capsys, "search", "--space", str(space))
+    assert code == 2 and "already exists" in _one_clean_line(err) and "--resume" in err
+    assert (exp / "trials.parquet").read_bytes() == b"precious"
+
+
+def test_unknown_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "search", "--num-sample", "3")
+    assert code == 2 and "unrecognized arguments" in _one_clean_line(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["trial", "--arch", "vgg17"], "did you mean 'vgg16_bn'"),
+        (
+            ["trial", "--prune-type", "depth_wise", "--blocks", "1"],
+            "depth_wise needs residual blocks",
+        ),
+        (["trial", "--ratio", "1.0"], "ratio"),
+        (["trial", "--dataset", "cifar100", "--data-root", "/nonexistent"], "cifar100 not found"),
+        (["profile", "--arch", "nope"], "unknown model"),
+        (["evaluate", "--model", "/nonexistent.pt"], "not found"),
+        (["export", "/nonexistent/exp"], "experiment directory not found"),
+        (
+            [
+                "prune",
+                "--checkpoint",
+                "/nonexistent.pt",
+                "--prune-type",
+                "filter_wise",
+                "--ratio",
+                "0.5",
+                "--out",
+                "/tmp/x.pt",
+            ],
+            "not found",
+        ),
+    ],
+)
+def test_other_commands_input_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], text: str
+) -> None:
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert text in _one_clean_line(err)
+
+
+def test_profile_json_and_prune_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys,
+        "profile",
+        "--arch",
+        "resnet20",
+        "--num-classes",
+        "10",
+        "--image-size",
+        "32",
+        "--repeats",
+        "2",
+        "--json",
+    )
+    d = json.loads(out)
+    assert code == 0 and set(d) >= {"flops", "params", "size_mb", "latency_ms"}
+    assert isinstance(d["flops"], int) and d["flops"] > 0 and d["latency_ms"] > 0
+    ckpt = tmp_path / "dense.pt"
+    save_model(
+        create_model("resnet20", 10), ckpt, arch="resnet20", num_classes=10, input_shape=(3, 32, 32)
+    )
+    code, out, _ = _run(
+        capsys,
+        "prune",
+        "--checkpoint",
+        str(ckpt),
+        "--prune-type",
+        "channel_wise",
+        "--prune-way",
+        "mean_abs",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(tmp_path / "p.pt"),
+        "--json",
+    )
+    r = json.loads(out)
+    assert code == 0 and r["flops_after"] < r["flops_before"]
+    code, out, _ = _run(
+        capsys, "profile", "--checkpoint", str(tmp_path / "p.pt"), "--no-latency", "--json"
+    )
+    assert json.loads(out)["flops"] == r["flops_after"]
+    # --out exists now: refused without --force, nothing overwritten
+    before = (tmp_path / "p.pt").read_bytes()
+    code, _, err = _run(
+        capsys,
+        "prune",
+        "--checkpoint",
+        str(ckpt),
+        "--prune-type",
+        "filter_wise",
+        "--ratio",
+        "0.2",
+        "--out",
+        str(tmp_path / "p.pt"),
+    )
+    assert code == 2 and "exists" in err and (tmp_path / "p.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_profile_reproduces_the_seed_baselines() -> None:
+    def profile(arch: str) -> dict:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sslsearch",
+                "profile",
+                "--arch",
+                arch,
+                "--num-classes",
+                "100",
+                "--image-size",
+                "224",
+                "--repeats",
+                "1",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        return json.loads(out.stdout)
+
+    vgg, r50 = profile("vgg16_bn"), profile("resnet50")
+    assert 15.49e9 <= vgg["flops"] <= 15.51e9 and round(vgg["params"] / 1e6, 2) == 134.68
+    assert round(r50["flops"] / 1e9, 2) == 4.11 and round(r50["params"] / 1e6, 2) == 23.71
+
+
+def test_launch_scripts_run_from_a_clone(tmp_path: Path) -> None:
+    root = Path(__file__).parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, str(root / "launch" / "search.py"), "--space", str(tmp_path / "no.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert out.returncode == 2 and "search space file not found" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_layering_trial_never_imports_ray_or_optuna() -> None:
+    code = (
+        "import sys, sslsearch, sslsearch.trial, sslsearch.report, sslsearch.cli; "
+        "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sslsearch.config import ConfigError, Range, SearchSpace, TrialConfig, load_space
+from sslsearch.trial import validate_space
+
+from .spaces import TINY
+
+SPACES = sorted((Path(__file__).parents[1] / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
+def test_shipped_spaces_are_valid(path: Path) -> None:
+    space = load_space(path)
+    validate_space(space, str(path))
+    assert space.searched(), "a search space searches something"
+
+
+def test_the_shipped_spaces_include_the_required_ones() -> None:
+    names = {p.stem for p in SPACES}
+    assert {"default", "cifar10_resnet20", "vgg16_bn_cifar100", "resnet50_cifar100_depth"} <= names
+    default = load_space(SPACES[[p.stem for p in SPACES].index("default")])
+    assert default.data.name == "digits"
+
+
+def _write(tmp_path: Path, data: object) -> Path:
+    p = tmp_path / "space.yaml"
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return p
+
+
+def _bad(tmp_path: Path, data: object) -> ConfigError:
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as e:
+        validate_space(load_space(path), str(path))
+    assert str(path) in str(e.value)  # names the file
+    assert "\n" not in str(e.value)  # one line
+    return e.value
+
+
+def _with(**changes: object) -> dict:
+    space = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    for key, value in changes.items():
+        node = space
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node[p] = dict(node.get(p, {}))
+            node = node[p]
+        node[parts[-1]] = value
+    return space
+
+
+CASES = [
+    ("malformed yaml", "arch: [vgg_small\nparams: {", "", "malformed YAML at line"),
+    ("unknown key", _with(recipe={"epochz": 3}), "recipe.epochz", "did you mean 'epochs'"),
+    ("unknown top key", _with(budgett={}), "budgett", "did you mean 'budget'"),
+    ("wrong type", _with(recipe={"epochs": "many"}), "recipe.epochs", "expected an integer"),
+    (
+        "empty range",
+        _with(params={"ssl_lambda": 0.01, "ratio": {"low": 0.3, "high": 0.3}}),
+        "params.ratio",
+        "empty range",
+    ),
+    (
+        "inverted range",
+        _with(params={"ssl_lambda": {"low": 0.1, "high": 0.01, "log": True}, "ratio": 0.3}),
+        "params.ssl_lambda",
+        "inverted range",
+    ),
+    (
+        "ratio above 1",
+        _with(params={"ssl_lambda": 0.01, "ratio": {"low": 0.1, "high": 1.2}}),
+        "params.ratio.high",
+        "ratio must be in [0, 1)",
+    ),
+    (
+        "fixed ratio 1",
+        _with(params={"ssl_lambda": 0.01, "ratio": 1.0}),
+        "params.ratio",
+        "ratio must be in [0, 1)",
+    ),
+    (
+        "zero lambda on log",
+        _with(params={"ssl_lambda": {"low": 0.0, "high": 0.1, "log": True}, "ratio": 0.3}),
+        "params.ssl_lambda.low",
+        "log-scale range needs low > 0",
+    ),
+    (
+        "negative lambda",
+        _with(params={"ssl_lambda": -1e-3, "ratio": 0.3}),
+        "params.ssl_lambda",
+        ">= 0",
+    ),
+    ("unknown arch", _with(arch="resnet21"), "arch", "did you mean 'resnet20'"),
+    ("unknown dataset", _with(data={"name": "cifar1000"}), "data.name", "unknown dataset"),
+    (
+        "unknown ssl type",
+        _with(params={"ssl_lambda": 0.01, "ratio": 0.3, "ssl_type": "kernel_wise"}),
+        "params.ssl_type",
+        "unknown ssl type",
+    ),
+    (
+        "unknown prune type",
+        _with(params={"ssl_lambda": 0.01, "ratio": 0.3, "prune_type": "filterwise"}),
+        "params.prune_type",
+        "did you mean 'filter_wise'",
+    ),
+    (
+        "unknown prune way",
+        _with(params={"ssl_lambda": 0.01, "ratio": 0.3, "prune_way": {"choices": ["l1"]}}),
+        "params.prune_way",
+        "unknown prune way",
+    ),
+    (
+        "depth_wise without blocks",
+        _with(params={"ssl_lambda": 0.01, "prune_type": "depth_wise", "blocks": 1}),
+        "params.prune_type",
+        "depth_wise needs residual blocks",
+    ),
+    ("num_samples 0", _with(budget={"num_samples": 0}), "budget.num_samples", "must be >= 1"),
+    (
+        "unknown objective",
+        _with(objectives=[{"metric": "accuracy"}]),
+        "objectives[0].metric",
+        "unknown objective",
+    ),
+    ("unknown sampler", _with(sampler={"name": "cmaes"}), "sampler.name", "must be one of"),
+    (
+        "unknown param",
+        _with(params={"ssl_lambda": 0.01, "ratios": 0.3}),
+        "params.ratios",
+        "did you mean 'ratio'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "data", "key", "text"), CASES, ids=[c[0] for c in CASES])
+def test_bad_space_names_file_and_key(
+    tmp_path: Path, what: str, data: object, key: str, text: str
+) -> None:
+    err = _bad(tmp_path, data)
+    assert err.key == key
+    assert text in str(err)
+
+
+def test_yaml_1e_notation_without_a_dot_is_a_number(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, "params:\n  ssl_lambda: {low: 1e-5, high: 1e-2, log: true}\n  ratio: 0.3\n"
+    )
+    spec = load_space(path).searched()["ssl_lambda"]
+    assert isinstance(spec, Range) and spec.low == 1e-5 and spec.log
+
+
+def test_overrides_change_any_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, TINY)
+    space = load_space(path, ["recipe.lr=0.2", "budget.num_samples=9", "params.ratio=0.5"])
+    assert space.recipe.lr == 0.2 and space.budget.num_samples == 9
+    assert space.fixed()["ratio"] == 0.5
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        load_space(path, ["recipe.lrr=0.2"])
+
+
+def test_fixed_searched_and_choices() -> None:
+    s = SearchSpace(
+        params={
+            "ssl_lambda": {"low": 1e-4, "high": 1e-2, "log": True},
+            "prune_way": {"choices": ["mean", "sum"]},
+            "ratio": 0.4,
+        }
+    )
+    assert set(s.searched()) == {"ssl_lambda", "prune_way"}
+    assert s.fixed() == {"ratio": 0.4}
+
+
+def test_trial_config_round_trip() -> None:
+    cfg = TrialConfig.from_dict(
+        {
+            "arch": "resnet20",
+            "ssl_lambda": {"n": 1e-4, "c": 2e-4},
+            "ssl_type": "filter_and_channel_wise",
+            "recipe": {"milestones": [0.3, 0.6]},
+        }
+    )
+    assert TrialConfig.from_dict(cfg.to_dict()) == cfg

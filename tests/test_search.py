@@ -1,0 +1,123 @@
+"""End-to-end searches on a local Ray instance (one per module, 2 CPUs, seconds per trial)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from sslsearch.search import SearchOptions, run_search
+
+from .spaces import write_space
+
+pytestmark = pytest.mark.slow
+optuna = pytest.importorskip("optuna")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Any:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _study(exp_dir: str) -> Any:
+    return optuna.load_study(
+        study_name=Path(exp_dir).name, storage=f"sqlite:///{exp_dir}/optuna.db"
+    )
+
+
+def _rows(exp_dir: str) -> list[dict[str, Any]]:
+    return pq.read_table(Path(exp_dir) / "trials.parquet").to_pylist()
+
+
+def test_tiny_search_end_to_end(ray_cluster: Any, tmp_path: Path) -> None:
+    space = write_space(tmp_path)
+    out = run_search(SearchOptions(space=str(space), progress_every_s=1.0))
+    rows = _rows(out.exp_dir)
+    assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
+    assert all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        assert r["flops"] < r["flops_before"] and 0 < r["top1"] <= 100
+        assert (Path(out.exp_dir) / r["model_path"]).is_file()
+    # the study is multi-objective, in the space's order, and holds the true final values
+    study = _study(out.exp_dir)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    by_id = {r["trial_id"]: r for r in rows}
+    for t in study.trials:
+        assert t.state.name == "COMPLETE"
+        r = by_id[t.user_attrs["tune_trial_id"]]
+        assert t.values == pytest.approx([r["top1"], r["flops"], r["size_mb"]])
+    for name in ("pareto.md", "pareto.csv", "pareto.parquet", "pareto.png", "space.yaml"):
+        assert (Path(out.exp_dir) / name).is_file(), name
+    assert out.pareto is not None and out.pareto["fronts"][0].rows
+
+
+def test_existing_name_is_refused_and_resume_of_a_finished_search_reruns_nothing(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    from sslsearch.errors import UserError
+
+    space = write_space(tmp_path, budget={"num_samples": 2, "max_concurrent": 2})
+    out = run_search(SearchOptions(space=str(space)))
+    before = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
+    with pytest.raises(UserError, match="already exists"):
+        run_search(SearchOptions(space=str(space)))
+    again = run_search(SearchOptions(space=str(space), resume=True))
+    assert len(_rows(again.exp_dir)) == 2
+    after = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
+    assert set(after) == set(before)  # no new trial and no new final checkpoint
+
+
+def test_failed_and_early_stopped_trials_never_enter_the_study_as_complete(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    space = write_space(
+        tmp_path,
+        name="faults",
+        params={"ssl_lambda": {"choices": [1e36, 0.01]}, "ratio": {"low": 0.1, "high": 0.8}},
+        recipe={"epochs": 4, "finetune_epochs": 1, "batch_size": 64},
+        budget={"num_samples": 6, "max_concurrent": 2},
+        early_stopping={"enabled": True, "grace_epochs": 1, "reduction_factor": 2},
+    )
+    out = run_search(SearchOptions(space=str(space)))
+    rows = _rows(out.exp_dir)
+    states = {t.user_attrs["tune_trial_id"]: t for t in _study(out.exp_dir).trials}
+    assert len(rows) == 6 and set(states) == {r["trial_id"] for r in rows}
+    pareto_ids = set(
+        pq.read_table(Path(out.exp_dir) / "pareto.parquet").column("trial_id").to_pylist()
+    )
+    for r in rows:
+        t = states[r["trial_id"]]
+        if r["ssl_lambda"] > 1e30:
+            assert r["status"] == "failed" and "loss became" in r["error"]
+            assert t.state.name == "FAIL" and "loss became" in t.user_attrs["reason"]
+        if r["status"] == "ok":
+            assert t.state.name == "COMPLETE"
+            assert t.values[0] == pytest.approx(r["top1"])
+        else:
+            assert t.state.name in ("FAIL", "PRUNED")
+            assert t.values is None
+            assert r["trial_id"] not in pareto_ids
+        if r["status"] == "stopped":
+            assert t.state.name == "PRUNED"
+    assert any(r["status"] == "failed" for r in rows)
+    md = (Path(out.exp_dir) / "pareto.md").read_text()
+    assert "failed" in md and "excluded" in md
+
+
+def test_resources_per_trial_reach_the_trial(ray_cluster: Any, tmp_path: Path) -> None:
+    space = write_space(
+        tmp_path,
+        name="threads",
+        budget={"num_samples": 2, "max_concurrent": 1},
+        resources={"cpus": 2},
+    )
+    out = run_search(SearchOptions(space=str(space)))
+    rows = _rows(out.exp_dir)
+    assert [r["threads"] for r in rows] == [2, 2]
+    assert all(r["device"] == "cpu" and r["gpu_ids"] == "" for r in rows)

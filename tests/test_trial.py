@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from sslsearch.config import ConfigError, TrialConfig
+from sslsearch.models import load_model
+from sslsearch.trial import MODEL_FILE, RESULT_FILE, run_trial
+
+QUICK = {"epochs": 4, "finetune_epochs": 2, "batch_size": 64}
+
+
+def _cfg(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "arch": "vgg_small",
+        "ssl_lambda": 0.03,
+        "ratio": 0.3,
+        "threads": 1,
+        "recipe": dict(QUICK),
+        "latency_repeats": 2,
+    }
+    base.update(changes)
+    return base
+
+
+class Recorder:
+    """A report callback that keeps every report and a copy of every checkpoint."""
+
+    def __init__(self, root: Path, stop_after: int | None = None) -> None:
+        self.root = root
+        self.metrics: list[dict[str, Any]] = []
+        self.checkpoints: list[Path] = []
+        self.stop_after = stop_after
+
+    def __call__(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        self.metrics.append(dict(metrics))
+        if checkpoint is not None:
+            dst = self.root / f"ckpt{len(self.checkpoints)}"
+            shutil.copytree(checkpoint, dst)
+            self.checkpoints.append(dst)
+        if self.stop_after is not None and len(self.checkpoints) >= self.stop_after:
+            raise KeyboardInterrupt("simulated stop")
+
+
+def test_reports_every_epoch_and_a_complete_final_row(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path)
+    result = run_trial(_cfg(), rec)
+    epochs = [m for m in rec.metrics if not m["final"]]
+    assert [(m["phase"], m["epoch"]) for m in epochs] == [("ssl", i) for i in range(1, 5)] + [
+        ("finetune", i) for i in range(1, 3)
+    ]
+    assert [m["global_epoch"] for m in epochs] == list(range(1, 7))
+    for m in epochs:
+        assert {"loss", "penalty", "val_top1", "val_top5", "group_sparsity"} <= m.keys()
+    final = rec.metrics[-1]
+    assert final["final"] and final["status"] == "ok" and final == result.metrics
+    for key in (
+        "top1",
+        "top5",
+        "flops",
+        "params",
+        "size_mb",
+        "latency_ms",
+        "flops_before",
+        "params_before",
+        "actual_ratio",
+        "config",
+    ):
+        assert final[key] is not None, key
+    assert final["flops"] < final["flops_before"]
+    # every epoch wrote a checkpoint; the last holds the pruned model and the result
+    assert len(rec.checkpoints) == 7
+    last = rec.checkpoints[-1]
+    assert json.loads((last / RESULT_FILE).read_text())["top1"] == final["top1"]
+    assert load_model(last / MODEL_FILE) is not None
+    assert TrialConfig.from_dict(json.loads(final["config"])).ratio == 0.3
+
+
+@pytest.mark.slow
+def test_digits_small_vgg_reaches_95_percent_at_ratio_0_3() -> None:
+    r = run_trial({"arch": "vgg_small", "ratio": 0.3})
+    assert r.status == "ok"
+    assert r.metrics["top1"] >= 95.0
+    assert r.metrics["actual_ratio"] > 0.2
+
+
+def test_same_seed_same_result() -> None:
+    a = run_trial(_cfg()).metrics
+    b = run_trial(_cfg()).metrics
+    for k in ("top1", "top5", "flops", "params", "ssl_top1", "group_sparsity"):
+        assert a[k] == b[k], k
+
+
+@pytest.mark.parametrize("stop_after", [2, 5])  # during SSL training; during fine-tuning
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(
+    tmp_path: Path, stop_after: int
+) -> None:
+    full = run_trial(_cfg()).metrics
+    rec = Recorder(tmp_path, stop_after=stop_after)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(_cfg(), rec)
+    rest = Recorder(tmp_path / "rest")
+    (tmp_path / "rest").mkdir()
+    resumed = run_trial(_cfg(), rest, resume_from=rec.checkpoints[-1]).metrics
+    # only the remaining epochs ran
+    assert [m["global_epoch"] for m in rest.metrics if not m["final"]] == list(
+        range(stop_after + 1, 7)
+    )
+    for k in ("top1", "top5", "flops", "params", "actual_ratio"):
+        assert resumed[k] == pytest.approx(full[k]), k
+
+
+def test_resuming_a_finished_trial_reports_it_again_without_work(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path)
+    first = run_trial(_cfg(), rec)
+    again = Recorder(tmp_path / "again")
+    (tmp_path / "again").mkdir()
+    second = run_trial(_cfg(), again, resume_from=rec.checkpoints[-1])
+    assert [m["final"] for m in again.metrics] == [True]
+    assert second.metrics["top1"] == first.metrics["top1"]
+    assert (again.checkpoints[-1] / MODEL_FILE).exists()
+
+
+def test_exploding_loss_fails_the_trial_with_a_reason(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path)
+    result = run_trial(_cfg(ssl_lambda=1e36), rec)
+    assert result.status == "failed"
+    assert result.error is not None and "loss became" in result.error
+    final = rec.metrics[-1]
+    assert final["final"] and final["status"] == "failed" and "loss became" in final["error"]
+    assert json.loads((rec.checkpoints[-1] / RESULT_FILE).read_text())["status"] == "failed"
+
+
+def test_cache_hit_skips_ssl_training_and_gives_the_same_model(tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    first = run_trial(_cfg(cache_dir=cache, ratio=0.5))
+    assert first.metrics["ssl_cached"] is False
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    rec = Recorder(tmp_path)
+    hit = run_trial(_cfg(cache_dir=cache, ratio=0.3, out_dir=str(tmp_path / "hit")), rec)
+    assert hit.metrics["ssl_cached"] is True
+    # the SSL curve is replayed, but no SSL epoch was trained (no SSL checkpoint written)
+    assert [m["phase"] for m in rec.metrics if not m["final"]].count("ssl") == 4
+    assert len(rec.checkpoints) == 3  # 2 fine-tune epochs + final
+    cold = run_trial(_cfg(ratio=0.3, out_dir=str(tmp_path / "cold")))
+    assert hit.metrics["ssl_top1"] == cold.metrics["ssl_top1"]
+    assert hit.metrics["top1"] == cold.metrics["top1"]
+    a = load_model(tmp_path / "hit" / MODEL_FILE).state_dict()
+    b = load_model(tmp_path / "cold" / MODEL_FILE).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_another_lambda_misses_the_cache(tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    run_trial(_cfg(cache_dir=cache, recipe={**QUICK, "epochs": 1, "finetune_epochs": 0}))
+    r = run_trial(
+        _cfg(cache_dir=cache, ssl_lambda=0.01, recipe={**QUICK, "epochs": 1, "finetune_epochs": 0})
+    )
+    assert r.metrics["ssl_cached"] is False
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+
+
+def test_ssl_key_ignores_what_does_not_change_the_ssl_model() -> None:
+    a = TrialConfig.from_dict(_cfg())
+    assert a.ssl_key() == a.with_(ratio=0.7, prune_way="mean", threads=2).ssl_key()
+    assert a.ssl_key() != a.with_(ssl_lambda=0.1).ssl_key()
+    assert a.ssl_key() != a.with_(seed=1).ssl_key()
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"arch": "vgg17"}, "arch"),
+        ({"prune_type": "depth_wise", "blocks": 1}, "prune_type"),
+        ({"prune_way": "median"}, "prune_way"),
+        ({"ratio": 1.5}, "ratio"),
+        ({"data": {"name": "mnist"}}, "data.name"),
+        ({"recipe": {"lrr": 0.1}}, "recipe.lrr"),
+    ],
+)
+def test_bad_config_names_the_key(changes: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        run_trial(_cfg(**changes))
+    assert e.value.key == key
+
+
+def test_cli_prints_json(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sslsearch",
+            "-q",
+            "trial",
+            "--arch",
+            "vgg_small",
+            "--ratio",
+            "0.3",
+            "--ssl-lambda",
+            "0.03",
+            "--epochs",
+            "2",
+            "--finetune-epochs",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    m = json.loads(out.stdout)
+    assert m["status"] == "ok" and m["arch"] == "vgg_small" and m["ratio"] == 0.3
+    assert m["flops"] < m["flops_before"]
+    assert (tmp_path / "run" / MODEL_FILE).exists()
