@@ -42,6 +42,7 @@ class SearchOptions:
     study_storage: str | None = None  # Optuna RDB URL; default: SQLite in the experiment dir
     verbose: bool = False
     progress_every_s: float = 15.0
+    reuse_actors: bool = True  # one worker process per concurrent slot, not per trial
 
 
 @dataclass
