@@ -154,9 +154,7 @@ def _study_url(opts: SearchOptions, exp_dir: str, space: SearchSpace) -> str:
     return f"sqlite:///{storage.join(exp_dir, STUDY_FILE)}"
 
 
-def _tuner(
-    space: SearchSpace, exp_dir: str, study_url: str, resume: bool, progress_every_s: float
-) -> Any:
+def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions) -> Any:
     from ray import tune
 
     trainable = tune.with_resources(
@@ -165,7 +163,7 @@ def _tuner(
         ),
         {"cpu": space.resources.cpus, "gpu": space.resources.gpu},
     )
-    if resume:
+    if opts.resume:
         return tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
     from sslsearch.search._progress import ProgressCallback
     from sslsearch.search._searcher import make_searcher
@@ -192,7 +190,7 @@ def _tuner(
             scheduler=scheduler,
             num_samples=space.budget.num_samples,
             max_concurrent_trials=space.budget.max_concurrent,
-            reuse_actors=True,
+            reuse_actors=opts.reuse_actors,
             time_budget_s=space.budget.time_budget_s,
         ),
         run_config=tune.RunConfig(
@@ -200,7 +198,7 @@ def _tuner(
             storage_path=base,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
-            callbacks=[ProgressCallback(space.budget.num_samples, progress_every_s)],
+            callbacks=[ProgressCallback(space.budget.num_samples, opts.progress_every_s)],
             verbose=0,
         ),
     )
@@ -296,7 +294,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             storage.makedirs(exp_dir)
             text = yaml.safe_dump(space.to_dict(), sort_keys=False)
             storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
-        tuner = _tuner(space, exp_dir, study_url, opts.resume, opts.progress_every_s)
+        tuner = _tuner(space, exp_dir, study_url, opts)
         try:
             grid = tuner.fit()
             interrupted = bool(getattr(grid, "_experiment_analysis", None) is None)
