@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,15 @@ def _rows(exp_dir: str) -> list[dict[str, Any]]:
     return pq.read_table(Path(exp_dir) / "trials.parquet").to_pylist()
 
 
-def test_tiny_search_end_to_end(ray_cluster: Any, tmp_path: Path) -> None:
-    space = write_space(tmp_path)
-    out = run_search(SearchOptions(space=str(space), progress_every_s=1.0))
+@pytest.fixture(scope="module")
+def tiny(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One real tiny search (4 one-epoch trials, 2 at a time), shared by the tests below."""
+    space = write_space(tmp_path_factory.mktemp("tiny"))
+    return run_search(SearchOptions(space=str(space), progress_every_s=1.0))
+
+
+def test_tiny_search_end_to_end(tiny: Any) -> None:
+    out = tiny
     rows = _rows(out.exp_dir)
     assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
     assert all(r["status"] == "ok" for r in rows)
@@ -121,3 +128,35 @@ def test_resources_per_trial_reach_the_trial(ray_cluster: Any, tmp_path: Path) -
     rows = _rows(out.exp_dir)
     assert [r["threads"] for r in rows] == [2, 2]
     assert all(r["device"] == "cpu" and r["gpu_ids"] == "" for r in rows)
+
+
+def test_export_of_a_real_experiment(tiny: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from sslsearch.cli import main
+    from sslsearch.models import load_model
+
+    exp = Path(tiny.exp_dir)
+    (exp / "pareto.parquet").unlink()
+    assert main(["export", str(exp)]) == 0
+    table = pq.read_table(exp / "pareto.parquet")
+    rows = [r for r in _rows(str(exp)) if r["status"] == "ok"]
+    front = {r["trial_id"] for r in table.to_pylist() if r["front"] == "top1_vs_flops"}
+    brute = {
+        r["trial_id"]
+        for r in rows
+        if not any(
+            o["top1"] >= r["top1"]
+            and o["flops"] <= r["flops"]
+            and (o["top1"] > r["top1"] or o["flops"] < r["flops"])
+            for o in rows
+        )
+    }
+    assert front == brute
+    # every Pareto point's pruned model is kept and reproduces its reported top-1
+    point = table.to_pylist()[0]
+    model_file = exp / point["model_path"]
+    assert model_file.is_file() and point["model_path"].startswith("pareto_models/")
+    assert load_model(model_file) is not None
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model_file), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["split"] == "val" and got["top1"] == pytest.approx(point["top1"])

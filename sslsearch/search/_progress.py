@@ -44,6 +44,7 @@ class ProgressCallback(Callback):
         self._latest: dict[str, dict[str, Any]] = {}
         self._done = 0
         self._started = time.monotonic()
+        self.max_running = 0  # most trials RUNNING at once (the driver's view)
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: keep only settings
         return {"num_samples": self.num_samples, "every_s": self.every_s}
@@ -99,11 +100,12 @@ class ProgressCallback(Callback):
         log.info("retry    %s from its last checkpoint (its worker or node failed)", trial.trial_id)
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        running = [t for t in trials if t.status == "RUNNING"]
+        self.max_running = max(self.max_running, len(running))
         now = time.monotonic()
         if now - self._last_table < self.every_s:
             return
         self._last_table = now
-        running = [t for t in trials if t.status == "RUNNING"]
         if not running:
             return
         lines = [f"{'trial':10s} {'params':44s} {'phase':8s} {'epoch':>7s} {'val top1':>8s}"]

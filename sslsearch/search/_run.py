@@ -53,6 +53,7 @@ class SearchOutcome:
     pareto: dict[str, Any] | None
     interrupted: bool = False
     cluster: Cluster | None = None
+    max_running: int = 0  # most trials running at once
 
 
 def _space_file(opts: SearchOptions) -> str:
@@ -263,6 +264,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         verbose=opts.verbose,
     )
     interrupted = False
+    max_running = 0
     try:
         log.info(
             "Ray: %s, %d node(s), %g CPUs, %g GPUs",
@@ -296,15 +298,33 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
         tuner = _tuner(space, exp_dir, study_url, opts)
         try:
-            grid = tuner.fit()
-            interrupted = bool(getattr(grid, "_experiment_analysis", None) is None)
+            tuner.fit()
         except KeyboardInterrupt:
             interrupted = True
+        progress = _progress_callback(tuner)
+        max_running = progress.max_running if progress is not None else 0
         log.info("search finished in %.1fs", time.monotonic() - t0)
     finally:
         shutdown(cluster)
     path, counts, pareto = finish(exp_dir, space, study_url)
-    return SearchOutcome(exp_dir, path, counts, pareto, interrupted, cluster)
+    ended = (
+        ("ok", "failed", "error", "stopped")
+        if space.early_stopping.enabled
+        else ("ok", "failed", "error")
+    )
+    unfinished = space.budget.num_samples - sum(counts.get(k, 0) for k in ended)
+    interrupted = interrupted or (unfinished > 0 and space.budget.time_budget_s is None)
+    return SearchOutcome(exp_dir, path, counts, pareto, interrupted, cluster, max_running)
+
+
+def _progress_callback(tuner: Any) -> Any:
+    from sslsearch.search._progress import ProgressCallback
+
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    for cb in getattr(run_config, "callbacks", None) or []:
+        if isinstance(cb, ProgressCallback):
+            return cb
+    return None
 
 
 def _check_local_gpus(space: SearchSpace, num_gpus: int | None) -> None:
