@@ -70,6 +70,7 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("device", pa.string()),
     ("gpu_ids", pa.string()),
     ("node_ip", pa.string()),
+    ("node_id", pa.string()),
     ("started_at", pa.float64()),
     ("finished_at", pa.float64()),
     ("threads", pa.int64()),

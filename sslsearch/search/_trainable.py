@@ -59,6 +59,7 @@ def make_trainable(
             "trial_name": ctx.get_trial_name(),
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
             "node_ip": ray.util.get_node_ip_address(),
+            "node_id": ray.get_runtime_context().get_node_id(),
         }
 
         def report(metrics: dict[str, Any], checkpoint: Path | None) -> None:

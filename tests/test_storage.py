@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sslsearch import storage
+
+
+def test_atomic_write_keeps_the_previous_file_on_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "trials.parquet"
+    storage.write_bytes_atomic(str(target), b"complete v1")
+
+    def crash(fd: int) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="power cut"):
+        storage.write_bytes_atomic(str(target), b"half of v2")
+    assert target.read_bytes() == b"complete v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.parquet"]  # no temp file left
+
+
+def test_paths_and_listing(tmp_path: Path) -> None:
+    base = str(tmp_path / "a")
+    storage.write_text_atomic(storage.join(base, "x", "f.txt"), "hi")
+    assert storage.exists(storage.join(base, "x", "f.txt"))
+    assert storage.is_dir(storage.join(base, "x"))
+    assert storage.listdir(base) == ["x"]
+    assert storage.listdir(str(tmp_path / "missing")) == []
+    assert storage.read_bytes(storage.join(base, "x", "f.txt")) == b"hi"
+    assert storage.is_uri("s3://bucket/x") and not storage.is_uri(str(tmp_path))
+
+
+def test_check_writable(tmp_path: Path) -> None:
+    storage.check_writable(str(tmp_path / "new"))
+    assert list((tmp_path / "new").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError):
+        storage.check_writable(str(tmp_path / "file" / "sub"))
