@@ -22,8 +22,9 @@ TINY: dict[str, Any] = {
 }
 
 
-def write_space(tmp_path: Path, **changes: Any) -> Path:
-    space = {**TINY, "storage_path": str(tmp_path / "runs")}
+def with_changes(**changes: Any) -> dict[str, Any]:
+    """TINY with top-level keys replaced (``a__b=v`` sets a nested key)."""
+    space = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
     for key, value in changes.items():
         node = space
         parts = key.split("__")
@@ -31,6 +32,11 @@ def write_space(tmp_path: Path, **changes: Any) -> Path:
             node[p] = dict(node.get(p, {}))
             node = node[p]
         node[parts[-1]] = value
+    return space
+
+
+def write_space(tmp_path: Path, **changes: Any) -> Path:
+    space = with_changes(storage_path=str(tmp_path / "runs"), **changes)
     path = tmp_path / f"{space['name']}.yaml"
     path.write_text(yaml.safe_dump(space))
     return path

@@ -8,7 +8,7 @@ import yaml
 from sslsearch.config import ConfigError, Range, SearchSpace, TrialConfig, load_space
 from sslsearch.trial import validate_space
 
-from .spaces import TINY
+from .spaces import TINY, with_changes
 
 SPACES = sorted((Path(__file__).parents[1] / "search_spaces").glob("*.yaml"))
 
@@ -42,16 +42,7 @@ def _bad(tmp_path: Path, data: object) -> ConfigError:
     return e.value
 
 
-def _with(**changes: object) -> dict:
-    space = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
-    for key, value in changes.items():
-        node = space
-        parts = key.split("__")
-        for p in parts[:-1]:
-            node[p] = dict(node.get(p, {}))
-            node = node[p]
-        node[parts[-1]] = value
-    return space
+_with = with_changes
 
 
 CASES = [

@@ -8,8 +8,8 @@ reshapes its layers to the stored widths and loads the weights.
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslsearch import storage
 from sslsearch.errors import ModelFileError, UserError
 from sslsearch.models._blocks import ResidualShortcut
 from sslsearch.models._registry import create_model, get_model_spec
@@ -152,18 +153,10 @@ def save_model(
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save to a temporary name, then rename: a crash mid-write keeps any old file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    storage.write_bytes_atomic(str(path), buf.getvalue())
 
 
 def safe_torch_load(path: str | os.PathLike[str], what: str = "file") -> Any:

@@ -115,14 +115,20 @@ def make_searcher(
         )
 
 
+def _load_study(storage_url: str, study_name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=study_name, storage=make_storage(storage_url))
+    except KeyError:  # no such study (the search never got to create it)
+        return None
+
+
 def reconcile_study(
     storage_url: str, study_name: str, finals: dict[str, dict[str, Any]], metrics: list[str]
 ) -> int:
     """After a crash, RUNNING Optuna trials whose Tune trial finished on disk get their true
     final values (or FAIL). Returns how many trials were fixed."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url))
-    except KeyError:
+    study = _load_study(storage_url, study_name)
+    if study is None:
         return 0
     fixed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -141,9 +147,8 @@ def reconcile_study(
 
 def fail_orphans(storage_url: str, study_name: str, known: set[str]) -> int:
     """RUNNING trials the finished search no longer knows of (lost with a crashed driver)."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url))
-    except KeyError:
+    study = _load_study(storage_url, study_name)
+    if study is None:
         return 0
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

@@ -47,12 +47,15 @@ def validate_trial(cfg: TrialConfig) -> None:
     _check("prune_type", PRUNE_TYPES.get, cfg.prune_type)
     _check("prune_way", CRITERIA.get, cfg.prune_way)
     check_combination(cfg.arch, cfg.ssl_type, cfg.prune_type)
-    size = cfg.data.image_size or data.native_size
+    _check_input_size(cfg.arch, spec, cfg.data.name, cfg.data.image_size or data.native_size)
+
+
+def _check_input_size(arch: str, spec: Any, dataset: str, size: int | None) -> None:
     if size is not None and size < spec.min_image_size:
         raise ConfigError(
             "data.image_size",
-            f"{cfg.arch} needs inputs of at least {spec.min_image_size}x{spec.min_image_size}, "
-            f"{cfg.data.name} gives {size}x{size}; set data.image_size",
+            f"{arch} needs inputs of at least {spec.min_image_size}x{spec.min_image_size}, "
+            f"{dataset} gives {size}x{size}; set data.image_size",
         )
 
 
@@ -96,10 +99,4 @@ def _validate_space(space: SearchSpace) -> None:
         raise ConfigError("params.ssl_lambda", "required (a value or a range)")
     if "blocks" in specs and "depth_wise" not in prune_types:
         raise ConfigError("params.blocks", "only used by prune_type depth_wise")
-    size = space.data.image_size or data.native_size
-    if size is not None and size < arch.min_image_size:
-        raise ConfigError(
-            "data.image_size",
-            f"{space.arch} needs inputs of at least {arch.min_image_size}x{arch.min_image_size}, "
-            f"{space.data.name} gives {size}x{size}",
-        )
+    _check_input_size(space.arch, arch, space.data.name, space.data.image_size or data.native_size)
