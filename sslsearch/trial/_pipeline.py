@@ -68,18 +68,20 @@ class TrialResult:
 
 
 def _log_report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
+    """Progress of a trial run alone: one line per epoch."""
     if metrics.get("final"):
         return
+    ssl = metrics["phase"] == "ssl"
     log.info(
-        "%s epoch %d/%d: loss %.4f penalty %.4g val top1 %.2f top5 %.2f sparsity %.3f",
+        "%-8s epoch %d/%d: loss %.4f%s  val top1 %.2f top5 %.2f%s",
         metrics["phase"],
         metrics["epoch"],
         metrics["epochs"],
         metrics["loss"],
-        metrics["penalty"],
+        f" + penalty {metrics['penalty']:.4g}" if ssl else "",
         metrics["val_top1"],
         metrics["val_top5"],
-        metrics["group_sparsity"],
+        f"  near-zero groups {100 * metrics['group_sparsity']:.1f}%" if ssl else "",
     )
 
 
