@@ -155,3 +155,26 @@ def test_penalty_makes_groups_sparse_without_costing_accuracy() -> None:
     assert dense["group_sparsity"] < 0.05
     assert sparse["group_sparsity"] > 0.5  # most filter groups collapsed to ~0
     assert sparse["ssl_top1"] >= dense["ssl_top1"] - 3.0
+
+
+@pytest.mark.parametrize("ssl_type", SSL_TYPES)
+def test_direct_gradient_equals_autograd(ssl_type: str) -> None:
+    from sslsearch.sparsity import SSLPenalty
+
+    model = create_model("resnet20", 10)
+    with torch.no_grad():
+        model.layer2[0].conv1.weight[:3].zero_()  # zero groups: subgradient 0 both ways
+        model.layer2[0].bn1.weight[:3].zero_()
+        model.layer2[0].bn1.bias[:3].zero_()
+    lam = {"n": 0.3, "c": 0.2} if ssl_type == "filter_and_channel_wise" else 0.3
+    pen = SSLPenalty.build(model, ssl_type, lam)
+    value = pen()
+    value.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    direct = pen.add_grad_()
+    got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
+    torch.testing.assert_close(direct, value.detach())

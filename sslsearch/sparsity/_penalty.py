@@ -121,21 +121,45 @@ class SSLPenalty:
         pairs = conv_bn_pairs(model)
         return cls(ssl_type, lams, convs, [pairs.get(c) for c in convs], convs[1:], blocks)
 
-    def norms(self, keys: tuple[str, ...] | None = None) -> list[tuple[str, torch.Tensor]]:
-        """(lambda key, vector of group norms) per layer, for the given keys (default: all)."""
+    def norms(
+        self, keys: tuple[str, ...] | None = None, fast: bool = False
+    ) -> list[tuple[str, torch.Tensor]]:
+        """(lambda key, vector of group norms) per layer, for the given keys (default: all).
+
+        ``fast``: channel and shape norms through a matrix-vector product (2-4x faster on CPU
+        than a strided reduction) but with an infinite gradient at a zero group: for values only.
+        """
         keys = tuple(self.lam) if keys is None else keys
         out: list[tuple[str, torch.Tensor]] = []
         if "n" in keys:
             out += [("n", filter_group_norms(c, b)) for c, b in zip(self.convs, self.bns)]
         if "c" in keys:
             out += [
-                ("c", torch.linalg.vector_norm(c.weight, dim=(0, 2, 3))) for c in self.channel_convs
+                (
+                    "c",
+                    _channel_norms_fast(c.weight)
+                    if fast
+                    else torch.linalg.vector_norm(c.weight, dim=(0, 2, 3)),
+                )
+                for c in self.channel_convs
             ]
         if "s" in keys:
-            out += [("s", torch.linalg.vector_norm(c.weight, dim=0).flatten()) for c in self.convs]
+            out += [
+                (
+                    "s",
+                    (
+                        _shape_norms_fast(c.weight)
+                        if fast
+                        else torch.linalg.vector_norm(c.weight, dim=0)
+                    ).flatten(),
+                )
+                for c in self.convs
+            ]
         if "d" in keys and self.blocks:
+            # sqrt of the sum of squared per-tensor norms: no copy of the block's weights
             block_norms = [
-                torch.linalg.vector_norm(torch.cat([p.flatten() for p in ps])) for ps in self.blocks
+                torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tuple(ps))))
+                for ps in self.blocks
             ]
             out.append(("d", torch.stack(block_norms)))
         return out
@@ -148,6 +172,74 @@ class SSLPenalty:
             return torch.zeros((), device=ref.weight.device if ref is not None else None)
         return torch.stack(terms).sum()
 
+    @torch.no_grad()
+    def add_grad_(self) -> torch.Tensor:
+        """Add the penalty's gradient to every ``.grad`` directly; return its value (no graph).
+
+        Equal to ``self().backward()`` (the gradient of ``lam * ||w_g||`` is ``lam * w / ||w_g||``,
+        0 for a zero group), at a fraction of the cost: no autograd graph is built or walked, and
+        each group's norm is computed once for both the value and the gradient. Call it after the
+        task loss's ``backward()`` (and after ``GradScaler.unscale_`` under mixed precision).
+        """
+        total = torch.zeros((), dtype=torch.float64, device=self._device())
+        lam = self.lam
+        if lam.get("n"):
+            for conv, bn in zip(self.convs, self.bns):
+                bn_parts = [bn.weight, bn.bias] if bn is not None else []
+                present = [p for p in [conv.weight, conv.bias, *bn_parts] if p is not None]
+                norms = filter_group_norms(conv, bn)
+                total += lam["n"] * norms.sum().double()
+                scale = lam["n"] / norms.clamp_min(1e-30) * (norms > 0)
+                for p in present:
+                    _add(p, scale.view(-1, *([1] * (p.dim() - 1))))
+        if lam.get("c"):
+            for conv in self.channel_convs:
+                norms = _channel_norms_fast(conv.weight)
+                total += lam["c"] * norms.sum().double()
+                scale = lam["c"] / norms.clamp_min(1e-30) * (norms > 0)
+                _add(conv.weight, scale.view(1, -1, 1, 1))
+        if lam.get("s"):
+            for conv in self.convs:
+                norms = _shape_norms_fast(conv.weight)
+                total += lam["s"] * norms.sum().double()
+                scale = lam["s"] / norms.clamp_min(1e-30) * (norms > 0)
+                _add(conv.weight, scale.unsqueeze(0))
+        if lam.get("d"):
+            for ps in self.blocks:
+                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tuple(ps))))
+                total += lam["d"] * norm.double()
+                scale = lam["d"] / norm.clamp_min(1e-30) * (norm > 0)
+                for p in ps:
+                    _add(p, scale)
+        return total.float()
+
+    def _device(self) -> torch.device | None:
+        ref = next(iter(self.convs), None)
+        return ref.weight.device if ref is not None else None
+
+
+def _add(p: torch.Tensor, scale: torch.Tensor) -> None:
+    """p.grad += p * scale (scale broadcast over each group), without a temporary."""
+    if p.grad is None:
+        p.grad = p * scale
+    else:
+        p.grad.addcmul_(p, scale)
+
+
+def _column_square_sums(w: torch.Tensor) -> torch.Tensor:
+    """sum over dim 0 of w**2, as ones @ (w*w): a BLAS gemv instead of a strided reduction."""
+    w2 = w.reshape(w.shape[0], -1)
+    ones = torch.ones(w2.shape[0], dtype=w2.dtype, device=w2.device)
+    return ones @ (w2 * w2)
+
+
+def _channel_norms_fast(w: torch.Tensor) -> torch.Tensor:
+    return _column_square_sums(w).view(w.shape[1], -1).sum(1).sqrt()
+
+
+def _shape_norms_fast(w: torch.Tensor) -> torch.Tensor:
+    return _column_square_sums(w).view(w.shape[1:]).sqrt()
+
 
 def ssl_penalty(model: nn.Module, ssl_type: str, lam: float | Mapping[str, float]) -> torch.Tensor:
     """The penalty value (differentiable) of ``model`` for ``ssl_type`` at strength ``lam``."""
@@ -157,7 +249,9 @@ def ssl_penalty(model: nn.Module, ssl_type: str, lam: float | Mapping[str, float
 def group_norms(model: nn.Module, ssl_type: str) -> torch.Tensor:
     """Every group's L2 norm, concatenated over layers (blocks for depth_wise)."""
     with torch.no_grad():
-        parts = [n.float().cpu() for _, n in SSLPenalty.build(model, ssl_type, 1.0).norms()]
+        parts = [
+            n.float().cpu() for _, n in SSLPenalty.build(model, ssl_type, 1.0).norms(fast=True)
+        ]
     return torch.cat(parts) if parts else torch.zeros(0)
 
 

@@ -316,9 +316,9 @@ def run_trial(
     if not isinstance(cfg, TrialConfig):
         cfg = TrialConfig.from_dict(cfg)
     validate_trial(cfg)
+    started_at, started = time.time(), time.perf_counter()  # includes loading data
     run = _Run(cfg, report or _log_report, tags or {})
-    run.extra["started_at"] = time.time()
-    started = time.perf_counter()
+    run.extra["started_at"] = started_at
     resume: dict[str, Any] | None = None
     if resume_from is not None:
         resume = safe_torch_load(Path(resume_from) / STATE_FILE, "trial checkpoint")

@@ -13,6 +13,7 @@ from torch import nn
 
 from sslsearch.config import Recipe
 from sslsearch.data import Split
+from sslsearch.sparsity import SSLPenalty
 
 
 class NonFiniteLoss(RuntimeError):
@@ -114,7 +115,7 @@ def train_one_epoch(
     lr_fn: Callable[[float], float],
     steps_per_epoch: int,
     epoch: int,
-    penalty: Callable[[], torch.Tensor] | None,
+    penalty: SSLPenalty | None,
     label_smoothing: float,
     device: torch.device,
     amp: bool = False,
@@ -139,20 +140,25 @@ def train_one_epoch(
         with _autocast(device, amp):
             out = model(x)
             ce = loss_fn(out.float(), y)
-        pen = penalty() if penalty is not None else None
-        loss = ce + pen if pen is not None else ce
-        if not bool(torch.isfinite(loss)):
-            raise NonFiniteLoss(
-                f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
-                f"(cross-entropy {float(ce.detach()):.4g}, penalty {float(pen.detach()) if pen is not None else 0:.4g})"
-            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
-            scaler.scale(loss).backward()
+            scaler.scale(ce).backward()
+            scaler.unscale_(optimizer)  # the penalty's gradient is added unscaled
+        else:
+            ce.backward()
+        # the penalty's gradient goes straight into .grad (equal to autograd's, much cheaper)
+        pen = penalty.add_grad_() if penalty is not None else None
+        loss = ce.detach() + pen if pen is not None else ce.detach()
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLoss(
+                f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
+                f"(cross-entropy {float(ce.detach()):.4g}, "
+                f"penalty {float(pen) if pen is not None else 0:.4g})"
+            )
+        if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
             optimizer.step()
         n = y.shape[0]
         seen += n
