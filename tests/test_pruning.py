@@ -83,14 +83,20 @@ def test_every_type_and_way_on_small_models(
     _widths_follow_the_rules(dense, r.model)
 
 
+@pytest.fixture(scope="module")
+def seed_models() -> dict[str, nn.Module]:
+    """One dense vgg16_bn and resnet50 for all pairs (prune works on a copy, never in place)."""
+    return {arch: randomize_bn(create_model(arch, 100)) for arch, _ in BIG}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("arch", "shape"), BIG)
 @pytest.mark.parametrize("prune_type", CHANNEL_TYPES)
 @pytest.mark.parametrize("way", list_criteria())
 def test_every_type_and_way_on_the_seed_models(
-    arch: str, shape: tuple[int, ...], prune_type: str, way: str
+    seed_models: dict[str, nn.Module], arch: str, shape: tuple[int, ...], prune_type: str, way: str
 ) -> None:
-    dense = randomize_bn(create_model(arch, 100))
+    dense = seed_models[arch]
     r = prune(dense, shape, prune_type=prune_type, prune_way=way, ratio=0.5)
     _check_result(dense, r, shape)
     _widths_follow_the_rules(dense, r.model)

@@ -178,3 +178,12 @@ def test_direct_gradient_equals_autograd(ssl_type: str) -> None:
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], msg=name)
     torch.testing.assert_close(direct, value.detach())
+
+
+@pytest.mark.parametrize("way", ["group_lasso", "mean_abs", "mean", "sum_abs", "sum"])
+def test_scores_from_moments_equal_scores_of_the_concatenated_group(way: str) -> None:
+    from sslsearch.sparsity import moments, scores_from_moments
+
+    a, b = torch.randn(6, 10), torch.randn(6, 3)  # two parts of the same 6 groups
+    direct = criterion_scores(way, torch.cat([a, b], dim=1))
+    torch.testing.assert_close(scores_from_moments(way, moments(a, 1) + moments(b, 1)), direct)

@@ -23,7 +23,7 @@ from sslsearch.metrics import count_flops, count_params
 from sslsearch.models import ResidualShortcut, residual_blocks
 from sslsearch.models._blocks import residual_branch_parameters
 from sslsearch.registry import Registry
-from sslsearch.sparsity import CRITERIA, criterion_scores
+from sslsearch.sparsity import CRITERIA, criterion_scores, moments, scores_from_moments
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +82,27 @@ class _ChannelGroup:
     root: nn.Module
     root_name: str
     width: int
-    filter_rows: list[torch.Tensor]  # each (width, k): output-filter weights per channel
-    channel_rows: list[torch.Tensor]  # each (width, k): consumer input-slice weights per channel
+    filter_moments: torch.Tensor | None  # (width, 4): the output filters producing each channel
+    channel_moments: torch.Tensor | None  # (width, 4): the consumers' input slices of each channel
     out_layers: dict[str, torch.Tensor]  # layer name -> index tensor (same order as root idx)
 
 
-def _by_root(values: torch.Tensor, root_idxs: list[int], width: int) -> torch.Tensor:
-    """Rearrange per-index rows (len(root_idxs), k) into (width, repeats * k) by root index."""
-    root = torch.as_tensor(root_idxs)
-    counts = torch.bincount(root, minlength=width)
-    if counts.min() != counts.max():
-        raise NotPrunableError("uneven index mapping in a coupled group")
-    order = torch.argsort(root, stable=True)
-    return values[order].reshape(width, -1)
+def _to_root(
+    per_index: torch.Tensor, idxs: list[int], root_idxs: list[int], width: int
+) -> torch.Tensor:
+    """Sum per-index moments (indexed by the layer's own channel ids) into the root's channels.
+
+    A root channel may map to several indices of a layer (a conv channel feeds 49 inputs of a
+    Linear after flattening a 7x7 map): their moments add up.
+    """
+    per_index = per_index.cpu()  # selection runs on the CPU, wherever the model lives
+    out = torch.zeros(width, 4, dtype=torch.float64)
+    out.index_add_(0, torch.as_tensor(root_idxs), per_index[torch.as_tensor(idxs)])
+    return out
+
+
+def _add(acc: torch.Tensor | None, m: torch.Tensor) -> torch.Tensor:
+    return m if acc is None else acc + m
 
 
 def _final_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
@@ -131,8 +139,8 @@ def _channel_groups(model: nn.Module, example: torch.Tensor) -> tuple[Any, list[
     for group in dg.get_all_groups(ignored_layers=[final], root_module_types=[nn.Conv2d]):
         root = group[0].dep.target.module
         width = root.out_channels
-        filt: list[torch.Tensor] = []
-        chan: list[torch.Tensor] = []
+        filt: torch.Tensor | None = None
+        chan: torch.Tensor | None = None
         outs: dict[str, torch.Tensor] = {}
         for item in group:
             dep, idxs, root_idxs = item.dep, item.idxs, item.root_idxs
@@ -147,18 +155,18 @@ def _channel_groups(model: nn.Module, example: torch.Tensor) -> tuple[Any, list[
                         raise NotPrunableError(
                             f"layer {names[mod]}: grouped convolutions are not supported"
                         )
-                    rows = mod.weight.detach()[idxs].flatten(1)
+                    m = moments(mod.weight.flatten(1), 1)
                     if mod.bias is not None:
-                        rows = torch.cat([rows, mod.bias.detach()[idxs].view(-1, 1)], dim=1)
-                    filt.append(_by_root(rows, root_idxs, width))
+                        m = m + moments(mod.bias.view(-1, 1), 1)
+                    filt = _add(filt, _to_root(m, idxs, root_idxs, width))
                 elif isinstance(mod, nn.BatchNorm2d) and mod.affine:
-                    # the filter group includes the BN scale and shift (see sparsity.filter_group_norms)
-                    rows = torch.stack([mod.weight.detach()[idxs], mod.bias.detach()[idxs]], dim=1)
-                    filt.append(_by_root(rows, root_idxs, width))
+                    # the filter group includes the BN scale and shift (sparsity.filter_group_norms)
+                    m = moments(torch.stack([mod.weight, mod.bias], dim=1), 1)
+                    filt = _add(filt, _to_root(m, idxs, root_idxs, width))
             elif dg.is_in_channel_pruning_fn(handler) and isinstance(mod, (nn.Conv2d, nn.Linear)):
-                w = mod.weight.detach()
-                cols = w[:, idxs].transpose(0, 1).flatten(1)
-                chan.append(_by_root(cols, root_idxs, width))
+                w = mod.weight
+                m = moments(w, (0, 2, 3)) if w.dim() == 4 else moments(w, 0)
+                chan = _add(chan, _to_root(m, idxs, root_idxs, width))
         groups.append(_ChannelGroup(root, names[root], width, filt, chan, outs))
     return dg, groups
 
@@ -188,10 +196,8 @@ def _keep_indices(score: torch.Tensor, remove: torch.Tensor) -> torch.Tensor:
     return order[:n_keep].sort().values
 
 
-def _scores(rows: list[torch.Tensor], way: str) -> torch.Tensor | None:
-    if not rows:
-        return None
-    return criterion_scores(way, torch.cat(rows, dim=1))
+def _scores(m: torch.Tensor | None, way: str) -> torch.Tensor | None:
+    return None if m is None else scores_from_moments(way, m)
 
 
 def _prune_channels(
@@ -204,8 +210,8 @@ def _prune_channels(
     fscores: list[torch.Tensor] = []
     cscores: list[torch.Tensor] = []
     for g in groups:
-        fs = _scores(g.filter_rows, way) if use_filters else None
-        cs = _scores(g.channel_rows, way) if use_channels else None
+        fs = _scores(g.filter_moments, way) if use_filters else None
+        cs = _scores(g.channel_moments, way) if use_channels else None
         if (use_filters and fs is None) or (use_channels and cs is None):
             continue  # nothing to score this group by: not prunable under this type
         candidates.append(g)

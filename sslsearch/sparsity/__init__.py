@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from sslsearch.sparsity._criteria import CRITERIA, criterion_scores, list_criteria
+from sslsearch.sparsity._criteria import (
+    CRITERIA,
+    criterion_scores,
+    list_criteria,
+    moments,
+    scores_from_moments,
+)
 from sslsearch.sparsity._penalty import (
     SSL_TYPES,
     SSLPenalty,
@@ -20,6 +26,8 @@ __all__ = [
     "group_norms",
     "group_sparsity",
     "list_criteria",
+    "moments",
     "parse_lambda",
+    "scores_from_moments",
     "ssl_penalty",
 ]
