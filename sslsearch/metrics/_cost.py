@@ -77,6 +77,8 @@ def measure_latency(
 ) -> Latency:
     """Median wall time of one eval-mode forward pass, after ``warmup`` untimed passes."""
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:  # "cuda" means the current device
+        dev = torch.device("cuda", torch.cuda.current_device())
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
