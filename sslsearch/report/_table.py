@@ -69,7 +69,7 @@ def fmt(v: Any, unit: Unit | None = None, digits: int = 4) -> str:
     s = f"{x:.{digits}g}"
     if "e" in s:
         decimals = digits - 1 - math.floor(math.log10(abs(x)))
-        s = f"{x:.0f}" if abs(x) >= 1 else f"{x:.{decimals}f}"
+        s = f"{x:.0f}" if abs(x) >= 1 else f"{x:.{decimals}f}".rstrip("0")
     return s
 
 
