@@ -110,7 +110,7 @@ def _report(tmp_path: Path) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]
 def test_report_html_embeds_every_trial_and_plotly(tmp_path: Path) -> None:
     from plotly.offline import get_plotlyjs
 
-    exp, rows, out = _report(tmp_path)
+    exp, _, out = _report(tmp_path)
     page = (exp / "report.html").read_text()
     p = _Page()
     p.feed(page)

@@ -88,7 +88,7 @@ def test_front_table_baseline_row_and_optional_columns() -> None:
     rows = [point("t001", 0.5, 97.0, n_seeds=3, top1_mean=96.5, top1_std=0.4, on_mean_front=False)]
     b = baseline_of([baseline(98.0), baseline(97.0, tid="b001")])
     assert b is not None and b.runs == 2 and b.get("top1") == pytest.approx(97.5)
-    text, units = front_table(rows, b, latency=True, confirmed=True)
+    text, _ = front_table(rows, b, latency=True, confirmed=True)
     t = md_tables(text)[0]
     assert t["header"][-5:] == [
         "latency/ms",
