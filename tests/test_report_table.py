@@ -110,3 +110,16 @@ def test_seed_row_keeps_the_seed_columns() -> None:
     assert list(r) == list(SEED_COLUMNS)
     assert r["flops/G"] == "15.51" and r["FLOPs after pruning"] == "7.67" and r["top1"] == "80.810"
     assert r["pruning ratio"] == "20.00%"
+
+
+def test_speedup_only_against_a_baseline_timed_the_same_way() -> None:
+    from sslsearch.report import derived
+
+    b = baseline_of([baseline(99.0)])
+    same = derived(point("t001", 0.5, 98.0), b)
+    assert same["speedup"] == pytest.approx(0.5 / (0.1 + 0.4 * 0.25))
+    other = derived(point("t001", 0.5, 98.0, latency_threads=4), b)
+    assert other["speedup"] is None and other["flops_reduction"] == pytest.approx(4.0)
+    none = derived(point("t001", 0.5, 98.0), None)
+    assert none["top1_drop"] is None and none["speedup"] is None
+    assert none["flops_reduction"] == pytest.approx(4.0)  # against flops_before

@@ -174,10 +174,12 @@ def hypervolume_history(
         completed(rows, names),
         key=lambda r: (number(r.get("finished_at")) or 0.0, str(r.get("trial_dir") or "")),
     )
-    out = []
-    for i in range(len(ok)):
-        f = compute_front(ok[: i + 1], objs, reference=reference)
-        out.append((str(ok[i].get("trial_id")), f.hypervolume))
+    out: list[tuple[str, float]] = []
+    front: list[dict[str, Any]] = []
+    for r in ok:  # the front of a prefix is the front of (previous front + the new point)
+        f = compute_front([*front, r], objs, reference=reference)
+        front = f.rows
+        out.append((str(r.get("trial_id")), f.hypervolume))
     return out
 
 
