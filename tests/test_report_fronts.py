@@ -154,7 +154,7 @@ def test_seed_means_mark_points_dominated_on_the_mean(tmp_path: Path) -> None:
         "t003": True,
     }
     exp = experiment(tmp_path, rows)
-    export_experiment(str(exp), ["md"])
+    export_experiment(str(exp), ["md", "png", "html"])
     t = md_tables((exp / "pareto.md").read_text())[0]
     cells = [dict(zip(t["header"], r)) for r in t["rows"]]
     assert [c["on mean front"] for c in cells] == ["", "yes", "no (dominated)", "yes"]
