@@ -516,16 +516,7 @@ def cmd_search(a: argparse.Namespace) -> int:
 
 
 def _print_fronts(pareto: dict[str, Any]) -> None:
-    from sslsearch.report import SEED_COLUMNS, markdown_table, seed_row
-
-    for f in pareto["fronts"]:
-        if f.name == "all_objectives":
-            continue
-        print(
-            f"\nPareto front {' vs '.join(f.objectives)} ({len(f.rows)} points, "
-            f"hypervolume {f.hypervolume:.4f}):"
-        )
-        print(markdown_table([seed_row(r) for r in f.rows], SEED_COLUMNS))
+    print("\n" + pareto["console"])
     files = ", ".join(pareto["files"].values())
     print(f"\nwritten: {files}")
 
@@ -537,12 +528,15 @@ def add_export(p: argparse.ArgumentParser) -> None:
     """Pareto tables, plots, hypervolume and models from an experiment directory."""
     p.add_argument("experiment", help="experiment directory (local path or URI)")
     p.add_argument(
-        "--format", default="md,csv,parquet,png", help="comma-separated: md,csv,parquet,png"
+        "--format",
+        default="md,csv,parquet,png,html",
+        help="comma-separated: md,csv,parquet,png,html (report.html: interactive, offline)",
     )
     p.add_argument(
         "--objectives",
         default=None,
-        help="objectives of the all-objectives front, e.g. top1,flops (default: the space's)",
+        help="objectives the fronts follow, e.g. top1,flops,latency_ms or flops:min "
+        "(default: the space's, with their modes)",
     )
     p.add_argument(
         "--rescan",

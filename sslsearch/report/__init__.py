@@ -1,17 +1,24 @@
-"""Results out: trial tables, Pareto fronts, hypervolume, Markdown/CSV/Parquet/PNG exports.
+"""Results out: trial tables, Pareto fronts (SSL and no-SSL), the dense baseline, hypervolume,
+Markdown/CSV/Parquet/PNG exports and an interactive report.html.
 
-Depends only on config, numpy, pyarrow and matplotlib (never on torch, ray or optuna).
+Depends only on config, numpy, pyarrow, matplotlib and plotly (never on torch, ray or optuna).
 """
 
 from __future__ import annotations
 
 from sslsearch.report._export import (
     FORMATS,
-    Front,
     NoResultsError,
-    compute_front,
     export_experiment,
     read_trials,
+    resolve_objectives,
+)
+from sslsearch.report._fronts import (
+    Front,
+    compute_front,
+    front_specs,
+    points_to_confirm,
+    with_seed_means,
 )
 from sslsearch.report._pareto import (
     hypervolume,
@@ -19,20 +26,33 @@ from sslsearch.report._pareto import (
     pareto_front,
     to_minimization,
 )
+from sslsearch.report._rows import ROLES, Baseline, baseline_of, derived, objective_modes
+from sslsearch.report._summary import Summary, summarize
 from sslsearch.report._table import SEED_COLUMNS, markdown_table, seed_row
 
 __all__ = [
     "FORMATS",
+    "ROLES",
     "SEED_COLUMNS",
+    "Baseline",
     "Front",
     "NoResultsError",
+    "Summary",
+    "baseline_of",
     "compute_front",
+    "derived",
     "export_experiment",
+    "front_specs",
     "hypervolume",
     "markdown_table",
     "non_dominated_mask",
+    "objective_modes",
     "pareto_front",
+    "points_to_confirm",
     "read_trials",
+    "resolve_objectives",
     "seed_row",
+    "summarize",
     "to_minimization",
+    "with_seed_means",
 ]

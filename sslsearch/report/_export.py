@@ -1,7 +1,8 @@
 """Pareto outputs of an experiment directory, from its trials.parquet alone.
 
-Files (atomically written): pareto.md (the seed's tables, one per front), pareto.csv,
-pareto.parquet (typed; space, versions, hypervolumes in the metadata), pareto.png, and
+Files (atomically written): pareto.md (one table per front, SSL and no-SSL, under the dense
+baseline), pareto.csv, pareto.parquet (typed; space, versions, hypervolumes in the metadata),
+pareto.png, report.html (interactive, self-contained), hypervolume.json, and
 pareto_models/<trial>.pt: the pruned model of every Pareto point.
 """
 
@@ -9,45 +10,32 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from sslsearch import storage
-from sslsearch.config import OBJECTIVE_MODES
 from sslsearch.errors import UserError
 from sslsearch.report._arrow import typed_table
-from sslsearch.report._pareto import hypervolume, pareto_front, to_minimization
-from sslsearch.report._table import SEED_COLUMNS, markdown_table, seed_row
+from sslsearch.report._fronts import Front
+from sslsearch.report._history import trial_history
+from sslsearch.report._markdown import console, markdown
+from sslsearch.report._rows import derived, objective_modes
+from sslsearch.report._summary import Summary, summarize
 
 TRIALS_FILE = "trials.parquet"
-FORMATS = ("md", "csv", "parquet", "png")
+FORMATS = ("md", "csv", "parquet", "png", "html")
 MODELS_DIR = "pareto_models"
 DEFAULT_OBJECTIVES = ("top1", "flops", "size_mb")
-# Reference of the normalised hypervolume: 0% accuracy, the dense model's cost.
-BEFORE = {"flops": "flops_before", "params": "params_before", "size_mb": "size_mb_before"}
 
 
 class NoResultsError(UserError):
     """The experiment has no completed trial to build a front from."""
-
-
-@dataclass
-class Front:
-    name: str
-    objectives: list[str]
-    directions: list[str]
-    rows: list[dict[str, Any]]  # the Pareto-optimal trials, sorted by FLOPs
-    hypervolume: float  # normalised: a share of the unit box
-    reference: dict[str, float]  # in raw units
-    scale: dict[str, float]
 
 
 def read_trials(exp_dir: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -62,118 +50,30 @@ def read_trials(exp_dir: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
     return table.to_pylist(), meta
 
 
-def _finite(v: Any) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def compute_front(
-    rows: list[dict[str, Any]], objectives: list[str], name: str | None = None
-) -> Front:
-    """The non-dominated completed trials for ``objectives``, and their hypervolume."""
+def resolve_objectives(
+    objectives: Sequence[str | Sequence[str]] | None, meta: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(metric, mode) pairs: given ones win; a bare name (or ``metric:mode``) takes the mode the
+    space saved for it (``sslsearch.objectives`` metadata), else its usual direction."""
+    saved = {str(m): str(d) for m, d in json.loads(meta.get("sslsearch.objectives", "[]"))}
+    if objectives is None:
+        return objective_modes(list(saved.items()) or list(DEFAULT_OBJECTIVES))
+    out: list[str | Sequence[str]] = []
     for o in objectives:
-        if o not in OBJECTIVE_MODES:
-            raise UserError(f"unknown objective {o!r}; known: {', '.join(OBJECTIVE_MODES)}")
-    directions = [OBJECTIVE_MODES[o] for o in objectives]
-    ok = [r for r in rows if r.get("status") == "ok" and all(_finite(r.get(o)) for o in objectives)]
-    values = np.array([[float(r[o]) for o in objectives] for r in ok]).reshape(
-        len(ok), len(objectives)
-    )
-    idx = pareto_front(values, directions) if len(ok) else np.array([], dtype=int)
-    front_rows = sorted(
-        (ok[i] for i in idx), key=lambda r: (float(r.get("flops") or 0), -float(r["top1"]))
-    )
-    # normalise: accuracy in [0, 1]; costs as a share of the dense model's (max seen if unknown)
-    scale, reference = {}, {}
-    for o, d in zip(objectives, directions):
-        if d == "max":
-            scale[o] = 100.0 if o.startswith("top") else max(float(r[o]) for r in ok) if ok else 1.0
-            reference[o] = 0.0
+        if isinstance(o, str):
+            name, _, mode = o.partition(":")
+            out.append((name, mode or saved.get(name, "")) if (mode or name in saved) else name)
         else:
-            before = [float(r[BEFORE[o]]) for r in ok if o in BEFORE and _finite(r.get(BEFORE[o]))]
-            seen = [float(r[o]) for r in ok]
-            scale[o] = max(before + seen) if (before or seen) else 1.0
-            reference[o] = scale[o]
-    if len(ok):
-        norm = values / np.array([scale[o] for o in objectives])
-        ref = np.array([reference[o] / scale[o] for o in objectives])
-        hv = hypervolume(
-            to_minimization(norm, directions), to_minimization(ref[None, :], directions)[0]
-        )
-    else:
-        hv = 0.0
-    return Front(
-        name or "_vs_".join(objectives),
-        list(objectives),
-        directions,
-        front_rows,
-        hv,
-        reference,
-        scale,
-    )
-
-
-def _fronts(rows: list[dict[str, Any]], objectives: list[str]) -> list[Front]:
-    fronts = [
-        compute_front(rows, ["top1", "flops"], "top1_vs_flops"),
-        compute_front(rows, ["top1", "size_mb"], "top1_vs_size"),
-    ]
-    if list(objectives) not in (["top1", "flops"], ["top1", "size_mb"]):
-        fronts.append(compute_front(rows, list(objectives), "all_objectives"))
-    return fronts
-
-
-def _reference_text(f: Front) -> str:
-    parts = []
-    for o in f.objectives:
-        unit = {
-            "top1": "%",
-            "top5": "%",
-            "flops": " FLOPs",
-            "size_mb": " MB",
-            "params": " params",
-            "latency_ms": " ms",
-        }[o]
-        parts.append(f"{o}={f.reference[o]:.6g}{unit}")
-    return ", ".join(parts)
-
-
-def _markdown(fronts: list[Front], counts: dict[str, int], title: str) -> str:
-    lines = [f"# Pareto fronts: {title}", ""]
-    done = counts.get("ok", 0)
-    excluded = {k: v for k, v in counts.items() if k != "ok"}
-    lines.append(
-        f"{sum(counts.values())} trials: {done} completed"
-        + (
-            " (" + ", ".join(f"{v} {k}" for k, v in sorted(excluded.items())) + ", excluded)"
-            if excluded
-            else ""
-        )
-        + ". FLOPs are multiply-adds counted by fvcore (one fused multiply-add = one flop), in G. "
-        'Model size is the fp32 state in MB (10^6 bytes); the seed\'s "model size/MB" column held '
-        "parameter counts in millions, shown here as params/M. top1/top5 are on the validation split."
-    )
-    for f in fronts:
-        lines += ["", f"## {' vs '.join(f.objectives)} ({len(f.rows)} points)", ""]
-        lines.append(
-            f"Hypervolume {f.hypervolume:.4f} (normalised: objectives divided by "
-            + ", ".join(f"{o} {f.scale[o]:.6g}" for o in f.objectives)
-            + f"; reference point {_reference_text(f)})"
-        )
-        lines += [
-            "",
-            markdown_table([seed_row(r) for r in f.rows], SEED_COLUMNS)
-            if f.rows
-            else "(no points)",
-        ]
-    return "\n".join(lines) + "\n"
+            out.append(o)
+    return objective_modes(out)
 
 
 PARETO_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("front", pa.string()),
+    ("role", pa.string()),  # search (SSL), reference (no-SSL, lambda = 0), baseline (dense)
     ("trial_id", pa.string()),
+    ("ssl_model_id", pa.string()),
+    ("seed", pa.int64()),
     ("arch", pa.string()),
     ("dataset", pa.string()),
     ("ssl_type", pa.string()),
@@ -190,20 +90,52 @@ PARETO_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("params", pa.int64()),
     ("size_mb", pa.float64()),
     ("latency_ms", pa.float64()),
+    ("latency_batch_size", pa.int64()),
+    ("latency_device", pa.string()),
+    ("latency_threads", pa.int64()),
     ("flops_before", pa.int64()),
     ("params_before", pa.int64()),
     ("size_mb_before", pa.float64()),
+    ("top1_drop", pa.float64()),  # points: baseline top1 - top1
+    ("flops_reduction", pa.float64()),  # x: dense FLOPs / FLOPs
+    ("params_reduction", pa.float64()),
+    ("speedup", pa.float64()),  # x: baseline latency / latency (same batch, device, threads)
+    ("n_seeds", pa.int64()),  # with --confirm-front: the point and its re-evaluations
+    ("top1_mean", pa.float64()),
+    ("top1_std", pa.float64()),
+    ("on_mean_front", pa.bool_()),
     ("model_path", pa.string()),
 ]
 
 
 def _pareto_table(
-    fronts: list[Front], model_paths: dict[str, str | None], metadata: dict[str, str]
+    s: Summary, model_paths: dict[str, str | None], metadata: dict[str, str]
 ) -> pa.Table:
+    """Every point of every front with its role, then the dense baseline (front "baseline")."""
     rows = []
-    for f in fronts:
+    for f in s.fronts:
         for r in f.rows:
-            rows.append({**r, "front": f.name, "model_path": model_paths.get(str(r["trial_id"]))})
+            rows.append(
+                {
+                    **r,
+                    **derived(r, s.baseline),
+                    "front": f.name,
+                    "role": f.role,
+                    "model_path": model_paths.get(str(r["trial_id"])),
+                }
+            )
+    if s.baseline is not None:
+        b = s.baseline.values
+        rows.append(
+            {
+                **b,
+                "front": "baseline",
+                "role": "baseline",
+                "model_path": None,
+                **derived(b, s.baseline),
+                "n_seeds": s.baseline.runs,
+            }
+        )
     return typed_table(rows, PARETO_COLUMNS, metadata)
 
 
@@ -239,75 +171,51 @@ def _keep_models(exp_dir: str, fronts: list[Front]) -> dict[str, str | None]:
     return out
 
 
-def _plot(fronts: list[Front], rows: list[dict[str, Any]], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pairs = [f for f in fronts if f.name in ("top1_vs_flops", "top1_vs_size")]
-    ok = [r for r in rows if r.get("status") == "ok"]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
-    for ax, f in zip(axes[0], pairs):
-        cost = f.objectives[1]
-        dense = max((float(r[cost]) for r in ok if _finite(r.get(cost))), default=1.0)
-        giga = cost == "flops" and dense >= 1e8
-        scale = (1e9 if giga else 1e6) if cost == "flops" else 1.0
-        xs = [float(r[cost]) / scale for r in ok if _finite(r.get(cost))]
-        ys = [float(r["top1"]) for r in ok if _finite(r.get(cost))]
-        ax.scatter(xs, ys, s=18, color="0.6", label=f"trials ({len(xs)})", zorder=2)
-        fx = [float(r[cost]) / scale for r in f.rows]
-        fy = [float(r["top1"]) for r in f.rows]
-        if fx:
-            ax.step(
-                fx,
-                fy,
-                where="post",
-                color="C3",
-                lw=1.8,
-                label=f"Pareto front ({len(fx)})",
-                zorder=3,
-            )
-            ax.scatter(fx, fy, s=30, color="C3", zorder=4)
-        before = [float(r[BEFORE[cost]]) / scale for r in ok if _finite(r.get(BEFORE[cost]))]
-        if before:
-            ax.axvline(max(before), color="0.3", ls="--", lw=1, label="dense model")
-        unit = "G" if giga else "M"
-        ax.set_xlabel(
-            f"FLOPs ({unit} multiply-adds, fvcore)" if cost == "flops" else "model size (MB, fp32)"
-        )
-        ax.set_ylabel("top-1 accuracy (%, validation)")
-        ax.set_title(
-            f"top-1 vs {'FLOPs' if cost == 'flops' else 'size'}: hypervolume {f.hypervolume:.3f}"
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+def _hypervolumes(s: Summary) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in s.pairs:
+        f = p.ssl
+        out[p.name] = {
+            "objectives": f.objectives,
+            "directions": f.directions,
+            "hypervolume": f.hypervolume,
+            "points": len(f.rows),
+            "reference": f.reference,
+            "reference_source": f.reference_source,
+            "scale": f.scale,
+            "no_ssl": None
+            if p.no_ssl is None
+            else {"hypervolume": p.no_ssl.hypervolume, "points": len(p.no_ssl.rows)},
+        }
+    return out
 
 
 def export_experiment(
     exp_dir: str,
-    formats: tuple[str, ...] | list[str] = FORMATS,
-    objectives: list[str] | None = None,
+    formats: Sequence[str] = FORMATS,
+    objectives: Sequence[str | Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """(Re)write the Pareto outputs of ``exp_dir`` from its trials.parquet; nothing is re-run."""
+    """(Re)write the Pareto outputs of ``exp_dir`` from its trials.parquet; nothing is re-run.
+
+    Args:
+        exp_dir: the experiment directory (local path or URI).
+        formats: any of FORMATS.
+        objectives: metric names, ``metric:mode`` strings or (metric, mode) pairs; default the
+            space's (``sslsearch.objectives`` in trials.parquet's metadata, modes included).
+
+    Returns:
+        ``{"summary", "fronts", "counts", "markdown", "console", "files", "hypervolume"}``.
+    """
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise UserError(f"unknown format {bad[0]!r}; known: {', '.join(FORMATS)}")
     rows, meta = read_trials(exp_dir)
-    if objectives is None:
-        saved = json.loads(meta.get("sslsearch.objectives", "[]"))
-        objectives = [m for m, _ in saved] or list(DEFAULT_OBJECTIVES)
+    objs = resolve_objectives(objectives, meta)
+    if not rows:
+        raise NoResultsError(f"experiment {exp_dir} has no trials yet")
     counts: dict[str, int] = {}
     for r in rows:
         counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
-    if not rows:
-        raise NoResultsError(f"experiment {exp_dir} has no trials yet")
     if counts.get("ok", 0) == 0:
         reasons = sorted({str(r.get("error"))[:120] for r in rows})
         raise NoResultsError(
@@ -315,28 +223,19 @@ def export_experiment(
             + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
             + f"); first reason: {reasons[0]}"
         )
-    fronts = _fronts(rows, objectives)
-    title = os.path.basename(exp_dir.rstrip("/"))
-    model_paths = _keep_models(exp_dir, fronts)
-    hv = {
-        f.name: {
-            "objectives": f.objectives,
-            "hypervolume": f.hypervolume,
-            "reference": f.reference,
-            "scale": f.scale,
-            "points": len(f.rows),
-        }
-        for f in fronts
-    }
+    s = summarize(rows, objs, os.path.basename(exp_dir.rstrip("/")))
+    model_paths = _keep_models(exp_dir, s.fronts)
+    hv = _hypervolumes(s)
     metadata = {k: v for k, v in meta.items() if k.startswith("sslsearch.")}
     metadata["sslsearch.hypervolume"] = json.dumps(hv)
     metadata["sslsearch.counts"] = json.dumps(counts)
+    metadata["sslsearch.export_objectives"] = json.dumps(objs)
     written: dict[str, str] = {}
-    md = _markdown(fronts, counts, title)
+    md = markdown(s)
     if "md" in formats:
         written["md"] = storage.join(exp_dir, "pareto.md")
         storage.write_text_atomic(written["md"], md)
-    table = _pareto_table(fronts, model_paths, metadata)
+    table = _pareto_table(s, model_paths, metadata)
     if "parquet" in formats:
         buf = io.BytesIO()
         pq.write_table(table, buf)
@@ -348,7 +247,23 @@ def export_experiment(
         written["csv"] = storage.join(exp_dir, "pareto.csv")
         storage.write_bytes_atomic(written["csv"], buf.getvalue())
     if "png" in formats:
+        from sslsearch.report._plot import plot
+
         written["png"] = storage.join(exp_dir, "pareto.png")
-        storage.write_bytes_atomic(written["png"], _plot(fronts, rows, title))
+        storage.write_bytes_atomic(written["png"], plot(s))
+    if "html" in formats:
+        from sslsearch.report._html import render
+
+        written["html"] = storage.join(exp_dir, "report.html")
+        page = render(s, lambda r: trial_history(exp_dir, r))
+        storage.write_text_atomic(written["html"], page)
     storage.write_text_atomic(storage.join(exp_dir, "hypervolume.json"), json.dumps(hv, indent=1))
-    return {"fronts": fronts, "counts": counts, "markdown": md, "files": written, "hypervolume": hv}
+    return {
+        "summary": s,
+        "fronts": s.fronts,
+        "counts": counts,
+        "markdown": md,
+        "console": console(s),
+        "files": written,
+        "hypervolume": hv,
+    }

@@ -1,0 +1,153 @@
+"""pareto.md and the console's fronts: per front, the SSL and no-SSL tables under the baseline."""
+
+from __future__ import annotations
+
+from sslsearch.report._fronts import ALL_OBJECTIVES, Front
+from sslsearch.report._rows import ROLE_LABELS, Baseline, number, role_of
+from sslsearch.report._summary import FrontPair, Summary
+from sslsearch.report._table import count_unit, fmt, front_table, markdown_table, size_unit
+
+
+def value_text(metric: str, value: float | None) -> str:
+    """``2.393 M`` FLOPs, ``1.16 MB``, ``0.21 ms``, ``99.30 %``."""
+    if value is None:
+        return "-"
+    if metric in ("top1", "top5"):
+        return f"{value:.2f} %"
+    if metric == "latency_ms":
+        return f"{fmt(value, None, 3)} ms"
+    if metric == "size_mb":
+        u = size_unit([value])
+        return f"{fmt(value, u)} {u.suffix}"
+    u = count_unit([value])
+    return f"{fmt(value, u)}{' ' + u.suffix if u.suffix else ''}"
+
+
+def baseline_text(b: Baseline | None, latency_setup: str) -> str:
+    if b is None:
+        return (
+            "No dense baseline in this experiment (no row with role `baseline`): top-1 drop and "
+            "speed-up are not shown; FLOPs and params reductions are against the unpruned "
+            "architecture (flops_before, params_before), and hypervolumes use it as reference."
+        )
+    v = b.values
+    recipe = ""
+    if number(v.get("epochs")) is not None:
+        recipe = (
+            f" ({int(v['epochs'])} SSL-stage epochs + {int(v.get('finetune_epochs') or 0)} "
+            "fine-tune epochs, no penalty, no pruning)"
+        )
+    runs = f", mean of {b.runs} seeds (sd {b.top1_std:.2f})" if b.top1_std is not None else ""
+    lat = ""
+    if b.get("latency_ms") is not None:
+        lat = f", latency {value_text('latency_ms', b.get('latency_ms'))}"
+        lat += f" ({latency_setup})" if latency_setup else ""
+    return (
+        f"Dense baseline: {v.get('arch')} trained with the search's recipe{recipe}: "
+        f"top-1 {value_text('top1', b.get('top1'))}{runs}, "
+        f"{value_text('flops', b.get('flops'))} FLOPs, {value_text('params', b.get('params'))} "
+        f"params, {value_text('size_mb', b.get('size_mb'))}{lat}."
+    )
+
+
+def _title(pair: FrontPair) -> str:
+    f = pair.ssl
+    text = " vs ".join(f.objectives)
+    if pair.name == ALL_OBJECTIVES:
+        text = f"all objectives: {' vs '.join(f.objectives)}"
+    if not pair.spec.in_space:
+        text += " (measured; not a search objective)"
+    return text
+
+
+def _reference_line(f: Front) -> str:
+    parts = [
+        f"{o} {value_text(o, f.reference[o])}"
+        + (f" ({f.reference_source[o]})" if d == "min" and f.reference_source.get(o) else "")
+        for o, d in zip(f.objectives, f.directions)
+    ]
+    return (
+        "Hypervolume reference point: "
+        + ", ".join(parts)
+        + "; each objective divided by its dense (or 100 %) value, so 1.0 is the unit box."
+    )
+
+
+def _front_section(f: Front, s: Summary, level: str, latency: bool) -> list[str]:
+    label = ROLE_LABELS[f.role]
+    head = f"{level}{label} front ({len(f.rows)} of {f.considered} points, "
+    head += f"hypervolume {f.hypervolume:.4f})"
+    confirmed = any(r.get("n_seeds") for r in f.rows)
+    table, _ = front_table(f.rows, s.baseline, latency=latency, confirmed=confirmed)
+    out = ["", head, "", table if f.rows or s.baseline else "(no points)"]
+    if confirmed:
+        out += [
+            "",
+            "Seeds: each point with its re-evaluations (`confirm_of`); top1 mean ± sample sd; "
+            '"no (dominated)": another point is better on the means.',
+        ]
+    return out
+
+
+def pair_section(
+    pair: FrontPair, s: Summary, levels: tuple[str, str] = ("## ", "### ")
+) -> list[str]:
+    latency = "latency_ms" in pair.ssl.objectives or any(
+        number(r.get("latency_ms")) is not None for f in pair.fronts for r in f.rows
+    )
+    lines = ["", f"{levels[0]}{_title(pair)}", ""]
+    hv = [f"{ROLE_LABELS[f.role]} {f.hypervolume:.4f}" for f in pair.fronts]
+    lines.append(f"Hypervolume: {', '.join(hv)}.")
+    if pair.no_ssl is None:
+        lines[-1] += " No lambda = 0 points (role `reference`): no no-SSL front."
+    lines.append(_reference_line(pair.ssl))
+    if "latency_ms" in pair.ssl.objectives and s.latency_setup:
+        lines.append(
+            f"Latency measured at {s.latency_setup}; speed-up = baseline latency / latency."
+        )
+    for f in pair.fronts:
+        lines += _front_section(f, s, levels[1], latency)
+    return lines
+
+
+def _counts_text(s: Summary) -> str:
+    done = s.counts.get("ok", 0)
+    excluded = {k: v for k, v in s.counts.items() if k != "ok"}
+    text = f"{len(s.rows)} trials: {done} completed"
+    if excluded:
+        text += " (" + ", ".join(f"{v} {k}" for k, v in sorted(excluded.items())) + ", excluded)"
+    roles: dict[str, int] = {}
+    for r in s.rows:
+        if r.get("status") == "ok":
+            key = "re-evaluation" if r.get("confirm_of") else ROLE_LABELS.get(role_of(r), "?")
+            roles[key] = roles.get(key, 0) + 1
+    return text + "; completed: " + ", ".join(f"{v} {k}" for k, v in roles.items()) + "."
+
+
+def markdown(s: Summary) -> str:
+    """The whole pareto.md."""
+    lines = [f"# Pareto fronts: {s.title}", "", _counts_text(s), ""]
+    lines.append(
+        "FLOPs are multiply-adds counted by fvcore (one fused multiply-add = one flop); each table "
+        "states its units in the column headers (K = 10^3, M = 10^6, G = 10^9). Model size is the "
+        'fp32 state (MB = 10^6 bytes); the seed\'s "model size/MB" column held parameter counts, '
+        "shown here as params. top1/top5 are on the validation split; top-1 drop is in points "
+        "(baseline minus point), reductions and speed-up are dense / pruned. Each front is sorted "
+        "by its own cost."
+    )
+    lines += ["", baseline_text(s.baseline, s.latency_setup)]
+    for pair in s.pairs:
+        lines += pair_section(pair, s)
+    return "\n".join(lines) + "\n"
+
+
+def console(s: Summary) -> str:
+    """What the search and ``sslsearch export`` print: the fronts of two objectives."""
+    lines = [baseline_text(s.baseline, s.latency_setup)]
+    for pair in s.pairs:
+        if pair.name != ALL_OBJECTIVES:
+            lines += pair_section(pair, s, ("Pareto front ", ""))
+    return "\n".join(lines)
+
+
+__all__ = ["console", "markdown", "markdown_table"]
