@@ -392,7 +392,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str) -> No
     """Export an (often pruned) model to ONNX with a dynamic batch dimension.
 
     Needs the ``onnx`` extra (``pip install 'sslsearch[onnx]'``: onnx and onnxscript). Weights
-    may be written beside ``path`` as ``<path>.data`` (ONNX external data); keep both files.
+    are written beside ``path`` as ``<path>.data`` (ONNX external data); keep both files.
     """
     import importlib.util
 
