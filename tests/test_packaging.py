@@ -88,9 +88,10 @@ def test_a_launch_wrapper_per_command() -> None:
     assert "usage: sslsearch finetune" in out
 
 
-def _fresh_venv_with_the_wheel(tmp_path: Path) -> Path:
-    """A venv holding only the built wheel; the heavy dependencies come from this interpreter's
-    site-packages through a .pth file (no 6 GB reinstall)."""
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+
+
+def _source_copy(tmp_path: Path) -> Path:
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -98,51 +99,82 @@ def _fresh_venv_with_the_wheel(tmp_path: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("sslsearch", "search_spaces"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(
-        [
-            *pip,
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(tmp_path / "dist"),
-            str(src),
-        ],
-        check=True,
-        timeout=300,
-    )
-    (wheel,) = (tmp_path / "dist").glob("sslsearch-*.whl")
+    return src
+
+
+def _bare_venv(tmp_path: Path) -> Path:
+    """A venv whose heavy dependencies come from this interpreter's site-packages through a
+    .pth file (no 6 GB reinstall); sslsearch itself is not importable in it yet."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    py = venv / "bin" / "python"
     purelib = subprocess.run(
-        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
     heavy = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(purelib) / "_heavy_deps.pth").write_text("\n".join(sorted(heavy)) + "\n")
-    subprocess.run([*pip, "--python", str(py), "install", "--no-deps", str(wheel)], check=True)
     return venv
+
+
+def _clean_env(tmp_path: Path) -> dict[str, str]:
+    """No PYTHONPATH: the checkout must not be importable, only what was installed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["RAY_TMPDIR"] = env.get("RAY_TMPDIR", str(tmp_path / "ray"))
+    return env
+
+
+def _python(venv: Path, code: str, cwd: Path) -> str:
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code],
+        cwd=cwd,
+        env=_clean_env(cwd),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.slow
+def test_an_editable_install_finds_the_spaces_in_the_checkout(tmp_path: Path) -> None:
+    src = _source_copy(tmp_path)
+    venv = _bare_venv(tmp_path)
+    py = str(venv / "bin" / "python")
+    subprocess.run(
+        [*PIP, "--python", py, "install", "--no-deps", "--no-build-isolation", "-e", str(src)],
+        check=True,
+        timeout=300,
+    )
+    code = "from sslsearch.config import space_file; print(space_file('cifar10_resnet20'))"
+    assert _python(venv, code, tmp_path) == str(src / "search_spaces" / "cifar10_resnet20.yaml")
 
 
 @pytest.mark.slow
 def test_the_wheel_runs_a_search_with_no_space_given(tmp_path: Path) -> None:
-    venv = _fresh_venv_with_the_wheel(tmp_path)
-    work = tmp_path / "elsewhere"  # not the checkout: only the installed wheel can be imported
-    work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["RAY_TMPDIR"] = env.get("RAY_TMPDIR", str(tmp_path / "ray"))
-    where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import sslsearch; print(sslsearch.__file__)"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
+    src = _source_copy(tmp_path)
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [*PIP, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)],
         check=True,
-    ).stdout
+        timeout=300,
+    )
+    (wheel,) = dist.glob("sslsearch-*.whl")
+    venv = _bare_venv(tmp_path)
+    subprocess.run(
+        [*PIP, "--python", str(venv / "bin" / "python"), "install", "--no-deps", str(wheel)],
+        check=True,
+        timeout=300,
+    )
+    shutil.rmtree(src)  # nothing of the source tree is left to import from
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = _python(venv, "import sslsearch; print(sslsearch.__file__)", work)
     assert where.startswith(str(venv)), where
     run = subprocess.run(
         [
@@ -159,7 +191,7 @@ def test_the_wheel_runs_a_search_with_no_space_given(tmp_path: Path) -> None:
             "--no-dashboard",
         ],
         cwd=work,
-        env=env,
+        env=_clean_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=900,
