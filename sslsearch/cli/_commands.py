@@ -265,7 +265,8 @@ def cmd_finetune(a: argparse.Namespace) -> int:
         _print_json({k: v for k, v in m.items() if k not in ("data", "recipe")})
     else:
         print(
-            f"{path} fine-tuned {m['epochs']} epochs on {m['dataset']}: val top1 "
+            f"{path} fine-tuned {m['epochs']} epoch{'' if m['epochs'] == 1 else 's'} on "
+            f"{m['dataset']}: val top1 "
             f"{m['top1_before']:.2f} -> {m['top1']:.2f} (test {m['test_top1']:.2f}), "
             f"{m['flops'] / 1e9:.4g} GFLOPs (multiply-adds), {m['params'] / 1e6:.4g} M params; "
             f"wrote {out} and {out.with_suffix('.json')}"
