@@ -1,7 +1,9 @@
 """Paths that may be local directories or URIs (s3://, gs://, hdfs://...) via pyarrow.fs.
 
 Writes are atomic: to a temporary name next to the target, then renamed (on object stores a
-single PUT is already atomic), so a crash mid-write never leaves a half file under the real name.
+single PUT is already atomic), so a crash mid-write never leaves a half file under the real name. Local files get the mode a
+plain ``open()`` would give (0666 minus the umask), so teammates on a shared storage path can read
+the results as they read Ray's files beside them.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
+            os.fchmod(fd, _umask_mode())  # mkstemp creates 0600
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -72,6 +75,14 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     with fs.open_output_stream(tmp) as f:
         f.write(data)
     fs.move(tmp, p)
+
+
+def _umask_mode() -> int:
+    """0666 minus the process umask: what ``open(path, "w")`` creates. The umask can only be read
+    by setting it, so set it back at once (a race only with another thread changing it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_text_atomic(path: str, text: str) -> None:

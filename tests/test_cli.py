@@ -247,3 +247,204 @@ def test_layering_trial_never_imports_ray_or_optuna() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+# ---- a new user's first hour (issue 15) ------------------------------------------------------
+
+
+def _heavy_modules_after(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter; which of torch, ray, optuna did it import?"""
+    probe = f"{code}\nimport sys; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["search", "--help"],
+        ["search", "--set", "params.ratio.high=1.5"],
+        ["search", "--space", "cifar10_resnet20", "--set", "arch=resnet21"],
+        ["search", "--num-sample", "3"],
+    ],
+)
+def test_parsing_and_space_checks_import_neither_torch_nor_ray(argv: list[str]) -> None:
+    code = (
+        "import contextlib, io\nfrom sslsearch.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        f"    try:\n        main({argv!r})\n    except SystemExit:\n        pass"
+    )
+    assert _heavy_modules_after(code) == []
+
+
+def test_import_sslsearch_is_light_and_names_resolve_on_use() -> None:
+    assert _heavy_modules_after("import sslsearch, sslsearch.config, sslsearch.cli") == []
+    assert _heavy_modules_after("import sslsearch; sslsearch.prune") == ["torch"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "where"),
+    [
+        (
+            ["--set", "params.ratio.high=1.5"],
+            "--set params.ratio.high=1.5: key 'params.ratio.high'",
+        ),
+        (["--set", "recipe.epochz=1"], "--set recipe.epochz=1: key 'recipe.epochz'"),
+        (["--set", "arch=vgg17"], "--set arch=vgg17: key 'arch': unknown model 'vgg17'"),
+        (["--epochs", "-1"], "--epochs -1: key 'recipe.epochs': must be >= 0"),
+        (["--sampler", "cmaes"], "--sampler cmaes: key 'sampler.name'"),
+    ],
+)
+def test_set_and_flag_errors_name_what_was_typed(
+    capsys: pytest.CaptureFixture[str], argv: list[str], where: str
+) -> None:
+    code, _, err = _run(capsys, "search", *argv)
+    assert code == 2
+    line = _one_clean_line(err)
+    assert line.startswith(f"sslsearch: error: {where}"), line
+    assert "default.yaml" not in line
+
+
+def test_space_errors_still_name_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, arch="resnet21")
+    code, _, err = _run(capsys, "search", "--space", str(space), "--set", "recipe.lr=0.1")
+    assert code == 2
+    assert _one_clean_line(err).startswith(f"sslsearch: error: {space}: key 'arch'")
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["search", "--num-sample", "3"], "(did you mean --num-samples?)"),
+        (["evaluate", "m.pt", "--jsn"], "(did you mean --json?)"),
+        (["serch"], "(did you mean search?)"),
+    ],
+)
+def test_wrong_flags_get_one_prefix_and_did_you_mean(
+    capsys: pytest.CaptureFixture[str], argv: list[str], hint: str
+) -> None:
+    code, _, err = _run(capsys, *argv)
+    line = _one_clean_line(err)
+    assert code == 2 and line.count("sslsearch:") == 1 and line.endswith(hint), line
+
+
+def test_search_space_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "search", "--space", "defualt")
+    assert code == 2 and "did you mean 'default'" in _one_clean_line(err)
+    code, _, err = _run(capsys, "search", "--space", "cifar10_resnet20", "--set", "arch=resnet21")
+    assert code == 2 and "cifar10_resnet20" not in err and "--set arch=resnet21" in err
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    path = tmp_path / "dense.pt"
+    save_model(
+        create_model("vgg_small", 10, 1),
+        path,
+        arch="vgg_small",
+        num_classes=10,
+        in_channels=1,
+        input_shape=(1, 8, 8),
+    )
+    return path
+
+
+@pytest.mark.parametrize("form", ["positional", "--model", "--checkpoint"])
+def test_one_name_for_a_model_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Path, form: str
+) -> None:
+    def model_args(path: Path) -> list[str]:
+        return [str(path)] if form == "positional" else [form, str(path)]
+
+    out_file = tmp_path / "p.pt"
+    code, out, err = _run(
+        capsys,
+        "prune",
+        *model_args(tiny_model),
+        "--prune-type",
+        "filter_wise",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(out_file),
+        "--json",
+    )
+    assert code == 0, err
+    flops_after = json.loads(out)["flops_after"]
+    code, out, _ = _run(capsys, "profile", *model_args(out_file), "--no-latency", "--json")
+    assert code == 0 and json.loads(out)["flops"] == flops_after
+    code, out, _ = _run(capsys, "evaluate", *model_args(out_file), "--json")
+    assert code == 0 and json.loads(out)["dataset"] == "digits"
+
+
+def test_a_model_file_is_required_once(
+    capsys: pytest.CaptureFixture[str], tiny_model: Path
+) -> None:
+    code, _, err = _run(capsys, "evaluate")
+    assert code == 2 and "give a model file: sslsearch evaluate MODEL" in _one_clean_line(err)
+    code, _, err = _run(capsys, "evaluate", str(tiny_model), "--model", "other.pt")
+    assert code == 2 and "give one" in _one_clean_line(err)
+
+
+def test_profile_defaults_to_the_models_own_input_size(capsys: pytest.CaptureFixture[str]) -> None:
+    from sslsearch.metrics import count_flops
+
+    code, out, _ = _run(capsys, "profile", "--arch", "vgg_small", "--no-latency", "--json")
+    assert code == 0
+    assert json.loads(out)["flops"] == count_flops(create_model("vgg_small", 10), (3, 32, 32))
+
+
+def test_prune_prints_its_result_once_and_no_deprecation_noise(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sslsearch",
+            "prune",
+            str(tiny_model),
+            "--prune-type",
+            "filter_wise",
+            "--ratio",
+            "0.5",
+            "--out",
+            str(tmp_path / "p.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    both = out.stdout + out.stderr
+    assert both.count("filter_wise/group_lasso") == 1, both
+    assert "Warning" not in out.stderr, out.stderr
+
+
+def test_warm_start_from_a_pruned_model_says_what_to_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Path
+) -> None:
+    pruned = tmp_path / "p.pt"
+    assert (
+        _run(
+            capsys,
+            "prune",
+            str(tiny_model),
+            "--prune-type",
+            "filter_wise",
+            "--ratio",
+            "0.5",
+            "--out",
+            str(pruned),
+        )[0]
+        == 0
+    )
+    code, _, err = _run(capsys, "trial", "--warm-start", str(pruned), "--epochs", "1")
+    line = _one_clean_line(err)
+    assert code == 2
+    assert "tensors have other shapes" in line and line.rstrip().endswith(
+        f"use `sslsearch finetune --model {pruned}`"
+    ), line

@@ -87,15 +87,19 @@ def test_cifar_file_with_code_is_refused(tmp_path: Path) -> None:
         load_datasets(DataConfig("cifar100", root=str(tmp_path)))
 
 
-def test_imagefolder(tmp_path: Path) -> None:
+def _image_tree(root: Path, side: int = 20) -> None:
     from PIL import Image
 
     for split in ("train", "test"):
         for cls in ("cat", "dog"):
-            d = tmp_path / split / cls
+            d = root / split / cls
             d.mkdir(parents=True)
             for i in range(6):
-                Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(d / f"{i}.png")
+                Image.new("RGB", (side, side + 4), (i * 40, 0, 0)).save(d / f"{i}.png")
+
+
+def test_imagefolder(tmp_path: Path) -> None:
+    _image_tree(tmp_path)
     ds = load_datasets(DataConfig("imagefolder", root=str(tmp_path), image_size=16))
     assert ds.num_classes == 2 and ds.image_size == 16
     assert len(ds.test) == 12 and len(ds.train) + len(ds.val) == 12
@@ -107,3 +111,25 @@ def test_imagefolder(tmp_path: Path) -> None:
 def test_missing_imagefolder(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match="train"):
         load_datasets(DataConfig("imagefolder", root=str(tmp_path)))
+
+
+def test_imagefolder_uses_the_images_own_size(tmp_path: Path) -> None:
+    _image_tree(tmp_path, side=12)  # 12x16 images: the shorter side
+    ds = load_datasets(DataConfig("imagefolder", root=str(tmp_path)))
+    assert ds.image_size == 12
+    for split in (ds.train, ds.test):
+        split.num_workers = 0  # type: ignore[attr-defined]
+        x, _ = next(
+            split.batches(4, shuffle=False, augment=False, seed=0, device=torch.device("cpu"))
+        )
+        assert x.shape == (4, 3, 12, 12)
+
+
+def test_imagefolder_warns_when_it_upscales(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _image_tree(tmp_path, side=8)
+    with caplog.at_level("WARNING", logger="sslsearch.data"):
+        ds = load_datasets(DataConfig("imagefolder", root=str(tmp_path), image_size=32))
+    assert ds.image_size == 32
+    assert any("upscales" in r.getMessage() and "8x8" in r.getMessage() for r in caplog.records)

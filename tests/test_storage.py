@@ -41,3 +41,15 @@ def test_check_writable(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(OSError):
         storage.check_writable(str(tmp_path / "file" / "sub"))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_gives_the_mode_a_plain_open_gives(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        storage.write_bytes_atomic(str(tmp_path / "atomic.csv"), b"x")
+        (tmp_path / "plain.csv").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "atomic.csv").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.csv").stat().st_mode & 0o777 == 0o666 & ~umask

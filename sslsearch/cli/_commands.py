@@ -37,6 +37,38 @@ def _float_or_dict(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def add_model_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """One name for a model file in every command: ``MODEL`` or ``--model`` (old: --checkpoint)."""
+    p.add_argument("model_file", nargs="?", default=None, metavar="MODEL", help=f"{what}")
+    p.add_argument(
+        "--model",
+        "--checkpoint",
+        dest="model",
+        default=None,
+        metavar="MODEL",
+        help="the same as MODEL (--checkpoint: its old name, still accepted)",
+    )
+
+
+def optional_model_argument(a: argparse.Namespace) -> str | None:
+    if a.model_file and a.model and a.model_file != a.model:
+        raise UserError(f"two model files given ({a.model_file}, --model {a.model}); give one")
+    path: str | None = a.model_file or a.model
+    return path
+
+
+def model_argument(a: argparse.Namespace) -> str:
+    path = optional_model_argument(a)
+    if path is None:
+        raise UserError(f"give a model file: sslsearch {a.command} MODEL (or --model MODEL)")
+    return path
+
+
+def _refuse_overwrite(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to overwrite it")
+
+
 # ---- trial ----------------------------------------------------------------------------------
 
 
@@ -79,7 +111,11 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    p.add_argument("--warm-start", default=None, help="dense checkpoint to start SSL training from")
+    p.add_argument(
+        "--warm-start",
+        default=None,
+        help="dense model file to start SSL training from (a pruned one: use `sslsearch finetune`)",
+    )
     p.add_argument("--cache-dir", default=None, help="reuse SSL-trained models across trials")
     p.add_argument("--out", default=None, help="write model.pt and result.json here")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
@@ -154,12 +190,96 @@ def cmd_trial(a: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
+# ---- finetune -------------------------------------------------------------------------------
+
+
+def add_finetune(p: argparse.ArgumentParser) -> None:
+    """Fine-tune a saved model, pruned or not (no SSL penalty); write it and its metrics."""
+    add_model_argument(p, "the model file to fine-tune (written by a trial, prune or finetune)")
+    p.add_argument(
+        "--out", required=True, help="the fine-tuned model file (metrics: same name, .json)"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--dataset", default=None, help="default: the one the model was trained on")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true", help="download the dataset if missing")
+    p.add_argument(
+        "--epochs",
+        "--finetune-epochs",
+        dest="finetune_epochs",
+        type=int,
+        default=None,
+        help="default: the model's recipe (finetune_epochs)",
+    )
+    p.add_argument(
+        "--lr",
+        "--finetune-lr",
+        dest="finetune_lr",
+        type=float,
+        default=None,
+        help="default: the model's recipe (finetune_lr)",
+    )
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=("cosine", "multistep", "constant"), default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from sslsearch.config import from_mapping, to_mapping
+    from sslsearch.models import model_info
+    from sslsearch.trial import finetune, trained_with
+
+    path = model_argument(a)
+    out = Path(a.out)
+    _refuse_overwrite(out, a.force)
+    data, recipe = trained_with(model_info(path))
+    data_changes = {"name": a.dataset, "root": a.data_root, "download": a.download or None}
+    data = replace(data, **{k: v for k, v in data_changes.items() if v is not None})
+    recipe_changes = {
+        k: getattr(a, k)
+        for k in (
+            "finetune_epochs",
+            "finetune_lr",
+            "batch_size",
+            "weight_decay",
+            "schedule",
+            "label_smoothing",
+        )
+        if getattr(a, k) is not None
+    }
+    # through from_mapping, so a bad value is one line naming its key (recipe.finetune_lr)
+    recipe = from_mapping(type(recipe), {**to_mapping(recipe), **recipe_changes}, "recipe")
+    r = finetune(
+        path, data=data, recipe=recipe, seed=a.seed, device=a.device, threads=a.threads, out=out
+    )
+    m = r.metrics
+    if a.json:
+        _print_json({k: v for k, v in m.items() if k not in ("data", "recipe")})
+    else:
+        print(
+            f"{path} fine-tuned {m['epochs']} epoch{'' if m['epochs'] == 1 else 's'} on "
+            f"{m['dataset']}: val top1 "
+            f"{m['top1_before']:.2f} -> {m['top1']:.2f} (test {m['test_top1']:.2f}), "
+            f"{m['flops'] / 1e9:.4g} GFLOPs (multiply-adds), {m['params'] / 1e6:.4g} M params; "
+            f"wrote {out} and {out.with_suffix('.json')}"
+        )
+    return 0
+
+
 # ---- prune ----------------------------------------------------------------------------------
 
 
 def add_prune(p: argparse.ArgumentParser) -> None:
     """Prune a saved model (the seed's prune step) and write the smaller model."""
-    p.add_argument("--checkpoint", required=True, help="a model file written by sslsearch")
+    add_model_argument(p, "the model file to prune (written by a trial, finetune or prune)")
     p.add_argument("--prune-type", required=True)
     p.add_argument("--prune-way", default="group_lasso")
     p.add_argument("--ratio", type=float, default=None)
@@ -168,7 +288,7 @@ def add_prune(p: argparse.ArgumentParser) -> None:
         "--image-size",
         type=int,
         default=None,
-        help="input size (default: the one stored in the checkpoint)",
+        help="input size (default: the one stored in the model file)",
     )
     p.add_argument("--out", required=True, help="where to write the pruned model")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -183,18 +303,20 @@ def _input_shape(info: dict[str, Any], image_size: int | None) -> tuple[int, ...
         return (c, image_size, image_size)
     if shape:
         return tuple(int(s) for s in shape)
-    raise UserError("the checkpoint does not store its input size; pass --image-size")
+    raise UserError("the model file does not store its input size; pass --image-size")
 
 
 def cmd_prune(a: argparse.Namespace) -> int:
     from sslsearch.models import load_model, model_info, save_model
     from sslsearch.pruning import prune
 
+    path = model_argument(a)
     out = Path(a.out)
-    if out.exists() and not a.force:
-        raise UserError(f"{out} exists; pass --force to overwrite it")
-    info = model_info(a.checkpoint)
-    model = load_model(a.checkpoint)
+    _refuse_overwrite(out, a.force)
+    info = model_info(path)
+    model = load_model(path)
+    if not a.verbose:  # the library logs what the command prints below: say it once
+        logging.getLogger("sslsearch.pruning").setLevel(logging.WARNING)
     shape = _input_shape(info, a.image_size)
     r = prune(
         model,
@@ -231,11 +353,17 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
 def add_profile(p: argparse.ArgumentParser) -> None:
     """FLOPs (multiply-adds, fvcore), parameters, size (MB) and measured latency of a model."""
-    p.add_argument("--arch", default=None, help="model name (or give --checkpoint)")
+    add_model_argument(p, "profile a saved (pruned) model file (or give --arch)")
+    p.add_argument("--arch", default=None, help="model name (or give a model file)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--in-channels", type=int, default=3)
-    p.add_argument("--image-size", type=int, default=None, help="default: 224, or the checkpoint's")
-    p.add_argument("--checkpoint", default=None, help="profile a saved (pruned) model instead")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="default: the model file's, else the architecture's own (vgg_small, resnet20, "
+        "resnet56: 32; vgg16_bn, resnet50: 224)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="latency batch size")
     p.add_argument("--repeats", type=int, default=20, help="timed runs (after 5 warm-up runs)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
@@ -246,22 +374,25 @@ def add_profile(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
+    from sslsearch.config import MODEL_NAMES
     from sslsearch.metrics import measure_cost
     from sslsearch.models import create_model, load_model, model_info
     from sslsearch.trial import pick_device
 
-    if a.checkpoint:
-        info = model_info(a.checkpoint)
-        model = load_model(a.checkpoint)
+    path = optional_model_argument(a)
+    if path:
+        info = model_info(path)
+        model = load_model(path)
         shape = _input_shape(info, a.image_size)
         arch = info["arch"]
     elif a.arch:
         model = create_model(a.arch, a.num_classes, a.in_channels)
-        size = a.image_size or 224
+        known = MODEL_NAMES.get(a.arch)
+        size = a.image_size or (known.input_size if known else 224)
         shape = (a.in_channels, size, size)
         arch = a.arch
     else:
-        raise UserError("give --arch NAME or --checkpoint FILE")
+        raise UserError("give --arch NAME or a model file (sslsearch profile MODEL)")
     if a.batch_size < 1 or a.repeats < 1:
         raise UserError("--batch-size and --repeats must be >= 1")
     device = pick_device(a.device)
@@ -298,7 +429,7 @@ def cmd_profile(a: argparse.Namespace) -> int:
 
 def add_evaluate(p: argparse.ArgumentParser) -> None:
     """Top-1/top-5 of a saved model on a dataset split (val by default: what the search saw)."""
-    p.add_argument("--model", required=True, help="a model file written by sslsearch")
+    add_model_argument(p, "a model file written by sslsearch")
     p.add_argument("--dataset", default=None, help="default: the one the model was trained on")
     p.add_argument("--data-root", default=None)
     p.add_argument("--split", choices=("val", "test", "train"), default="val")
@@ -310,17 +441,13 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from sslsearch.config import DataConfig, TrialConfig
     from sslsearch.data import load_datasets
     from sslsearch.models import load_model, model_info
-    from sslsearch.trial import evaluate, pick_device
+    from sslsearch.trial import evaluate, pick_device, trained_with
 
-    info = model_info(a.model)
-    meta = info.get("meta", {})
-    data = DataConfig()
-    if "metrics" in meta:  # trained by sslsearch: reuse its data settings (same split)
-        cfg = TrialConfig.from_dict(json.loads(json.loads(meta["metrics"])["config"]))
-        data = cfg.data
+    path = model_argument(a)
+    info = model_info(path)
+    data = trained_with(info)[0]  # trained by sslsearch: its data settings (same val split)
     changes: dict[str, Any] = {}
     if a.dataset:
         changes["name"] = a.dataset
@@ -332,12 +459,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     data = replace(data, **changes)
     device = pick_device(a.device)
-    model = load_model(a.model, device)
+    model = load_model(path, device)
     ds = load_datasets(data)
     split = {"val": ds.val, "test": ds.test, "train": ds.train}[a.split]
     ev = evaluate(model, split, batch_size=a.batch_size, device=device)
     out = {
-        "model": a.model,
+        "model": path,
         "dataset": data.name,
         "split": a.split,
         "top1": ev.top1,
@@ -349,7 +476,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         _print_json(out)
     else:
         print(
-            f"{a.model} on {data.name}/{a.split} ({ev.images} images): "
+            f"{path} on {data.name}/{a.split} ({ev.images} images): "
             f"top1 {ev.top1:.3f}  top5 {ev.top5:.3f}"
         )
     return 0
@@ -398,7 +525,8 @@ def add_search(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--space",
         default=None,
-        help="search space YAML (default: search_spaces/default.yaml, digits)",
+        help="a shipped space's name (default, cifar10_resnet20, vgg16_bn_cifar100, "
+        "resnet50_cifar100_depth) or a YAML file (default: default, digits)",
     )
     p.add_argument("--name", default=None, help="experiment name (directory under --storage-path)")
     p.add_argument("--storage-path", default=None, help="local dir or URI (s3://...) for results")
@@ -464,17 +592,47 @@ _FLAG_KEYS = {
 }
 
 
-def search_options_from_args(a: argparse.Namespace) -> Any:
-    from sslsearch.search import SearchOptions
-
-    overrides = []
+def flag_overrides(a: argparse.Namespace) -> dict[str, str]:
+    """Space overrides the search flags stand for, each with the flag as the user typed it."""
+    out = {}
     for attr, key in _FLAG_KEYS.items():
         value = getattr(a, attr)
         if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    overrides += list(a.set)
+            flag = "--" + attr.replace("_", "-")
+            if isinstance(value, bool):
+                flag = flag if value else flag.replace("--", "--no-", 1)
+            else:
+                flag = f"{flag} {value}"
+            out[f"{key}={json.dumps(value)}"] = flag
+    return out
+
+
+def check_space(a: argparse.Namespace) -> None:
+    """Load and check the space torch-free (names, types, ranges): a typo costs well under 1 s.
+
+    An error names what the user typed: the flag, the ``--set``, else the space file.
+    """
+    from sslsearch.config import ConfigError, check_names, load_space, override_for, space_file
+
+    path = space_file(a.space)
+    labels = flag_overrides(a)
+    overrides = [*labels, *a.set]
+    try:
+        check_names(load_space(path, overrides))
+    except ConfigError as e:
+        where = e.where if e.where and e.where != path else override_for(e.key, overrides)
+        if where and where.startswith("--set ") and where[len("--set ") :] in labels:
+            where = labels[where[len("--set ") :]]
+        raise e.located(where or path) from None
+
+
+def search_options_from_args(a: argparse.Namespace) -> Any:
+    from sslsearch.config import space_file
+    from sslsearch.search import SearchOptions
+
+    overrides = [*flag_overrides(a), *a.set]
     return SearchOptions(
-        space=a.space,
+        space=space_file(a.space),
         overrides=overrides,
         resume=a.resume,
         address=a.address,
@@ -498,10 +656,12 @@ def _progress_to_stdout() -> None:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
-    from sslsearch.search import run_search
-
     if a.num_samples is not None and a.num_samples < 1:
         raise UserError(f"--num-samples must be >= 1, got {a.num_samples}")
+    if not a.resume:
+        check_space(a)  # before torch and ray are imported
+    from sslsearch.search import run_search
+
     _progress_to_stdout()
     outcome = run_search(search_options_from_args(a))
     counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items())) or "no trials"

@@ -1,14 +1,23 @@
+"""``sslsearch`` entry point: parse, check, then import what the command needs.
+
+Nothing here (or in the argument definitions) imports torch or ray: ``--help``, a mistyped flag
+and a bad search space answer in a fraction of a second; each command imports its library
+inside its handler.
+"""
+
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
 from sslsearch.errors import UserError
 
-COMMANDS = ("search", "trial", "prune", "profile", "export", "evaluate", "list")
+COMMANDS = ("search", "trial", "finetune", "prune", "profile", "export", "evaluate", "list")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,7 +28,17 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}")
+        # main() adds the one "sslsearch: error:" prefix; argparse's own prog prefix would double it
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            known = [c.strip().strip("'") for c in choice.group(2).split(",")]
+            message += _did_you_mean(choice.group(1), known)
+        raise UserError(message)
+
+
+def _did_you_mean(word: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,17 +52,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, adder in (
-        ("search", c.add_search),
-        ("trial", c.add_trial),
-        ("prune", c.add_prune),
-        ("profile", c.add_profile),
-        ("export", c.add_export),
-        ("evaluate", c.add_evaluate),
-        ("list", c.add_list),
-    ):
+    adders = {
+        "search": c.add_search,
+        "trial": c.add_trial,
+        "finetune": c.add_finetune,
+        "prune": c.add_prune,
+        "profile": c.add_profile,
+        "export": c.add_export,
+        "evaluate": c.add_evaluate,
+        "list": c.add_list,
+    }
+    for name in COMMANDS:
+        adder = adders[name]
         adder(sub.add_parser(name, help=adder.__doc__, description=adder.__doc__))
     return p
+
+
+def _options(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
+    """Every option string of ``command`` (and the global ones)."""
+    opts = list(parser._option_string_actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            opts += list(action.choices[command]._option_string_actions)
+    return opts
+
+
+def _unrecognized(extra: list[str], known: list[str]) -> str:
+    hints = {}
+    for word in extra:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.6)
+            if close:
+                hints[word] = close[0]
+    if len(hints) == 1:
+        hint = f" (did you mean {next(iter(hints.values()))}?)"
+    else:
+        hint = " (did you mean " + "; ".join(f"{w} -> {c}" for w, c in hints.items()) + "?)"
+    hint = hint if hints else ""
+    return f"unrecognized arguments: {' '.join(extra)}{hint}"
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -60,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise UserError(_unrecognized(extra, _options(parser, args.command)))
         if not args.command:
             parser.print_help()
             return 2

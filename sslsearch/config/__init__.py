@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from sslsearch.config._names import (
+    DATASET_NAMES,
+    MODEL_NAMES,
+    PRUNE_TYPE_NAMES,
+    PRUNE_WAY_NAMES,
+    SSL_TYPE_NAMES,
+    ModelName,
+    check_names,
+)
+from sslsearch.config._shipped import shipped_spaces, space_file, spaces_dir
 from sslsearch.config._space import (
     OBJECTIVE_MODES,
     PARAM_TYPES,
@@ -15,6 +25,7 @@ from sslsearch.config._space import (
     SearchSpace,
     apply_overrides,
     load_space,
+    override_for,
     param_spec,
     read_yaml,
     space_from_mapping,
@@ -23,13 +34,19 @@ from sslsearch.config._trial import DataConfig, Recipe, TrialConfig
 from sslsearch.config._typed import ConfigError, did_you_mean, from_mapping, to_mapping
 
 __all__ = [
+    "DATASET_NAMES",
+    "MODEL_NAMES",
     "OBJECTIVE_MODES",
     "PARAM_TYPES",
+    "PRUNE_TYPE_NAMES",
+    "PRUNE_WAY_NAMES",
+    "SSL_TYPE_NAMES",
     "Budget",
     "Choices",
     "ConfigError",
     "DataConfig",
     "EarlyStopping",
+    "ModelName",
     "Objective",
     "Range",
     "Recipe",
@@ -38,11 +55,16 @@ __all__ = [
     "SearchSpace",
     "TrialConfig",
     "apply_overrides",
+    "check_names",
     "did_you_mean",
     "from_mapping",
     "load_space",
+    "override_for",
     "param_spec",
     "read_yaml",
+    "shipped_spaces",
+    "space_file",
     "space_from_mapping",
+    "spaces_dir",
     "to_mapping",
 ]

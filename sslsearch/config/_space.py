@@ -283,4 +283,17 @@ def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSp
     raw = read_yaml(path)
     if overrides:
         raw = apply_overrides(raw, overrides)
-    return space_from_mapping(raw, str(path))
+    try:
+        return from_mapping(SearchSpace, raw)
+    except ConfigError as e:
+        # blame what the user typed: the --set that wrote the key, else the file
+        raise e.located(override_for(e.key, overrides or []) or str(path)) from None
+
+
+def override_for(key: str, overrides: list[str]) -> str | None:
+    """``--set K=V``, the last override that wrote ``key`` or a key above or below it."""
+    for item in reversed(overrides):
+        k = item.split("=", 1)[0].strip()
+        if key and (key == k or key.startswith(k + ".") or k.startswith(key + ".")):
+            return f"--set {item}"
+    return None

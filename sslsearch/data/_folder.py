@@ -1,8 +1,15 @@
-"""Any image classification tree: <root>/train/<class>/*.jpg and <root>/test (or val)/<class>/."""
+"""Any image classification tree: <root>/train/<class>/*.jpg and <root>/test (or val)/<class>/.
+
+Images are used at their own size unless ``image_size`` says otherwise (upscaling a 32x32
+dataset to 224 would cost 49x the compute for no information): the size is the shorter side of
+the training images, the median over a sample when they differ.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,38 @@ from sslsearch.errors import DataNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_SIZE = 224
+SIZE_SAMPLE = 64  # images opened to find the dataset's own size
+
+log = logging.getLogger(__name__)
+
+
+def own_size(paths: list[str]) -> int:
+    """The shorter side of the images (median over an evenly spread sample of them)."""
+    from PIL import Image
+
+    step = max(1, len(paths) // SIZE_SAMPLE)
+    sides = []
+    for p in paths[::step][:SIZE_SAMPLE]:
+        with Image.open(p) as im:
+            sides.append(min(im.size))
+    return int(statistics.median_low(sides))
+
+
+def _pick_size(requested: int | None, own: int, root: Path) -> int:
+    if requested is None:
+        log.info("imagefolder %s: using the images' own size, %dx%d", root, own, own)
+        return own
+    if requested > own:
+        log.warning(
+            "imagefolder %s: images are %dx%d; image_size %d upscales them (%.1fx the pixels "
+            "and the compute; leave image_size unset to use their own size)",
+            root,
+            own,
+            own,
+            requested,
+            (requested / own) ** 2,
+        )
+    return requested
 
 
 class FolderSplit:
@@ -73,20 +111,24 @@ def _load(cfg: DataConfig) -> Datasets:
             f"imagefolder not found: looked for {train_dir} and {root / 'test'} (or "
             f"{root / 'val'}), each holding one sub-folder of images per class"
         )
-    size = cfg.image_size or DEFAULT_SIZE
+    try:
+        train_aug = tvd.ImageFolder(str(train_dir))
+        train_eval = tvd.ImageFolder(str(train_dir))
+        test = tvd.ImageFolder(str(test_dir))
+        size = _pick_size(cfg.image_size, own_size([s[0] for s in train_aug.samples]), root)
+    except (FileNotFoundError, RuntimeError, OSError) as e:
+        raise DataNotFoundError(f"imagefolder at {root}: {e}") from None
     norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train_tf = T.Compose(
         [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm]
         if cfg.augment
         else [T.Resize(size), T.CenterCrop(size), T.ToTensor(), norm]
     )
-    eval_tf = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(), norm])
-    try:
-        train_aug = tvd.ImageFolder(str(train_dir), transform=train_tf)
-        train_eval = tvd.ImageFolder(str(train_dir), transform=eval_tf)
-        test = tvd.ImageFolder(str(test_dir), transform=eval_tf)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise DataNotFoundError(f"imagefolder at {root}: {e}") from None
+    # ImageNet's resize-then-crop margin (256/224) only when resizing anyway
+    resize = size if cfg.image_size is None else int(size * 256 / 224)
+    eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), norm])
+    train_aug.transform = train_tf
+    train_eval.transform = test.transform = eval_tf
     if test.classes != train_aug.classes:
         raise DataNotFoundError(
             f"imagefolder at {root}: {test_dir} has other classes than {train_dir}"

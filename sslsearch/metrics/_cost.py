@@ -19,7 +19,9 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     most CNN papers' "FLOPs"). Convolutions, linear layers, batch norm and adaptive pooling are
     counted; element-wise ops (ReLU, residual adds) and max pooling are not.
     """
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # importing fvcore.nn runs torch.jit.script (deprecated)
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
     model.eval()

@@ -200,3 +200,35 @@ def model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything in a model file except the weights."""
     payload = read_model_file(path)
     return {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+def state_dict_misfit(state: Mapping[str, Any], model: nn.Module) -> str:
+    """Why ``state`` does not load into ``model``, as one line (torch's own message spans many).
+
+    Example: "12 tensors have other shapes (features.0.weight: 11x3x3x3 in the file, 16x3x3x3
+    in the model), as a pruned model's do".
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+
+    def shape(t: Any) -> str:
+        return "x".join(map(str, getattr(t, "shape", ()))) or "scalar"
+
+    reshaped = [
+        k
+        for k in own
+        if k in state and getattr(state[k], "shape", None) != getattr(own[k], "shape", None)
+    ]
+    parts = []
+    if reshaped:
+        k = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} tensors have other shapes ({k}: {shape(state[k])} in the file, "
+            f"{shape(own[k])} in the model)"
+        )
+    if missing:
+        parts.append(f"{len(missing)} tensors are missing (first: {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensors are not in the model (first: {unexpected[0]})")
+    return "; ".join(parts) or "the weights do not load"

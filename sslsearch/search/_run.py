@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from sslsearch import storage
-from sslsearch.config import SearchSpace, load_space, space_from_mapping
+from sslsearch.config import SearchSpace, load_space, space_from_mapping, spaces_dir
 from sslsearch.errors import UserError
 from sslsearch.search._cluster import Cluster, connect, shutdown, tune_environment
 from sslsearch.search._params import define_by_run
@@ -24,7 +24,7 @@ from sslsearch.trial import validate_space
 log = logging.getLogger(__name__)
 SPACE_FILE = "space.yaml"
 STUDY_FILE = "optuna.db"
-DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
+DEFAULT_SPACE = spaces_dir() / "default.yaml"  # shipped as package data (sslsearch.config)
 
 
 @dataclass

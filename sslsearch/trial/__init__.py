@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sslsearch.trial._cache import SSLCache
+from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
 from sslsearch.trial._pipeline import (
     MODEL_FILE,
     RESULT_FILE,
@@ -20,6 +21,7 @@ __all__ = [
     "RESULT_FILE",
     "STATE_FILE",
     "EvalStats",
+    "FinetuneResult",
     "NonFiniteLoss",
     "Report",
     "SSLCache",
@@ -27,8 +29,10 @@ __all__ = [
     "check_combination",
     "describe",
     "evaluate",
+    "finetune",
     "pick_device",
     "run_trial",
+    "trained_with",
     "validate_space",
     "validate_trial",
 ]

@@ -289,10 +289,12 @@ def _warm_start(cfg: TrialConfig, model: nn.Module) -> None:
         model.load_state_dict(payload)
     except (RuntimeError, TypeError) as e:
         from sslsearch.errors import ModelFileError
+        from sslsearch.models._io import state_dict_misfit
 
-        first = str(e).strip().splitlines()[0]
+        why = state_dict_misfit(payload, model) if isinstance(payload, dict) else str(e)
         raise ModelFileError(
-            f"warm start {cfg.warm_start} does not fit {cfg.arch}: {first}"
+            f"warm start {cfg.warm_start} does not fit a dense {cfg.arch}: {why}; to train a "
+            f"pruned model further use `sslsearch finetune --model {cfg.warm_start}`"
         ) from None
 
 

@@ -1,0 +1,202 @@
+"""Fine-tune a saved model, pruned or not: train, prune and fine-tune as separate steps.
+
+The same loops as a trial's fine-tune phase (``train_one_epoch`` / ``evaluate`` / ``lr_at``),
+without the SSL penalty. The model file says how it was built (architecture as data), so a
+pruned model is rebuilt at its pruned widths and trained as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from sslsearch.config import DataConfig, Recipe, TrialConfig, from_mapping, to_mapping
+from sslsearch.data import Datasets, load_datasets
+from sslsearch.errors import ModelFileError
+from sslsearch.metrics import measure_cost
+from sslsearch.models import load_model, model_info, save_model
+from sslsearch.trial._train import (
+    evaluate,
+    lr_at,
+    make_optimizer,
+    pick_device,
+    seed_everything,
+    set_threads,
+    train_one_epoch,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneResult:
+    """``metrics``: top1/top5 (val) before and after, test top-1/top-5, FLOPs, params, size."""
+
+    metrics: dict[str, Any]
+    model: nn.Module
+    model_path: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _trial_config(info: dict[str, Any]) -> TrialConfig | None:
+    metrics = info.get("meta", {}).get("metrics")
+    if not metrics:
+        return None
+    return TrialConfig.from_dict(json.loads(json.loads(metrics)["config"]))
+
+
+def trained_with(info: dict[str, Any]) -> tuple[DataConfig, Recipe]:
+    """Data settings (so the same val split) and recipe stored in a model file, else defaults.
+
+    ``info`` is :func:`sslsearch.models.model_info` of a file written by a trial, ``prune`` or
+    ``finetune``; a later fine-tune's settings win over the trial's.
+    """
+    meta = info.get("meta", {})
+    if "finetune" in meta:
+        ft = json.loads(meta["finetune"])
+        return from_mapping(DataConfig, ft["data"]), from_mapping(Recipe, ft["recipe"])
+    cfg = _trial_config(info)
+    if cfg is None:
+        return DataConfig(), Recipe()
+    return cfg.data, cfg.recipe
+
+
+def check_fit(info: dict[str, Any], data: Datasets, data_name: str, source: str) -> None:
+    """One line saying what to use instead when the model cannot train on ``data``."""
+    arch, classes, channels = info["arch"], int(info["num_classes"]), int(info["in_channels"])
+    if classes != data.num_classes or channels != data.channels:
+        raise ModelFileError(
+            f"{source} ({arch}) takes {channels}-channel images of {classes} classes but "
+            f"{data_name} has {data.channels}-channel images of {data.num_classes} classes: "
+            f"fine-tune it on the data it was trained on, or train a new model with "
+            f"`sslsearch trial --arch {arch} --dataset {data_name}`"
+        )
+
+
+def finetune(
+    model_path: str | os.PathLike[str],
+    *,
+    data: DataConfig | None = None,
+    recipe: Recipe | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int | None = None,
+    out: str | os.PathLike[str] | None = None,
+) -> FinetuneResult:
+    """Train a saved model (pruned or dense) without the SSL penalty and measure it.
+
+    Args:
+        model_path: a model file written by sslsearch (a trial, ``prune`` or ``finetune``).
+        data: dataset settings; default: those the model was trained with (same val split).
+        recipe: ``finetune_epochs``, ``finetune_lr``, batch size, schedule, weight decay...;
+            default: the model's own recipe.
+        out: write the fine-tuned model here and its metrics beside it (``.json``).
+
+    Returns:
+        FinetuneResult with val top-1 before and after, test accuracy and the model's cost.
+
+    Example:
+        >>> r = finetune("pruned.pt", recipe=Recipe(finetune_epochs=3), out="ft.pt")
+        >>> r.metrics["top1_before"], r.metrics["top1"]
+    """
+    source = str(model_path)
+    info = model_info(source)
+    stored_data, stored_recipe = trained_with(info)
+    data = data or stored_data
+    rec = recipe or stored_recipe
+    threads_used = set_threads(threads)
+    seed_everything(seed)
+    dev = pick_device(device)
+    ds = load_datasets(data)
+    check_fit(info, ds, data.name, source)
+    shape = tuple(info["input_shape"] or (ds.channels, ds.image_size, ds.image_size))
+    model = load_model(source, dev)
+
+    before = evaluate(model, ds.val, batch_size=rec.eval_batch_size, device=dev)
+    opt = make_optimizer(model, rec.finetune_lr, rec)
+    steps = math.ceil(len(ds.train) / rec.batch_size)
+    epochs = rec.finetune_epochs
+    history: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        batches = ds.train.batches(
+            rec.batch_size,
+            shuffle=True,
+            augment=data.augment,
+            seed=seed * 1_000_003 + epoch * 7919,
+            device=dev,
+        )
+        stats = train_one_epoch(
+            model,
+            batches,
+            opt,
+            lr_fn=lambda p: lr_at(p, rec.finetune_lr, epochs, rec, 0.0),
+            steps_per_epoch=steps,
+            epoch=epoch,
+            penalty=None,
+            label_smoothing=rec.label_smoothing,
+            device=dev,
+        )
+        ev = evaluate(model, ds.val, batch_size=rec.eval_batch_size, device=dev)
+        history.append({"epoch": epoch + 1, "loss": stats.loss, "top1": ev.top1, "top5": ev.top5})
+        log.info(
+            "finetune epoch %d/%d: loss %.4f  val top1 %.2f top5 %.2f",
+            epoch + 1,
+            epochs,
+            stats.loss,
+            ev.top1,
+            ev.top5,
+        )
+    val = evaluate(model, ds.val, batch_size=rec.eval_batch_size, device=dev)
+    test = evaluate(model, ds.test, batch_size=rec.eval_batch_size, device=dev)
+    cost = measure_cost(model.eval(), shape, latency=False, device=dev)
+    metrics: dict[str, Any] = {
+        "model": source,
+        "arch": info["arch"],
+        "dataset": data.name,
+        "top1_before": before.top1,
+        "top5_before": before.top5,
+        "top1": val.top1,
+        "top5": val.top5,
+        "test_top1": test.top1,
+        "test_top5": test.top5,
+        "flops": cost.flops,
+        "params": cost.params,
+        "size_mb": cost.size_mb,
+        "epochs": epochs,
+        "lr": rec.finetune_lr,
+        "seed": seed,
+        "train_seconds": time.perf_counter() - started,
+        "threads": threads_used,
+        "device": str(dev),
+        "data": _plain(data),
+        "recipe": _plain(rec),
+    }
+    path = None
+    if out is not None:
+        path = str(out)
+        save_model(
+            model,
+            path,
+            arch=info["arch"],
+            num_classes=int(info["num_classes"]),
+            in_channels=int(info["in_channels"]),
+            input_shape=shape,
+            meta={**info.get("meta", {}), "finetune": json.dumps(metrics)},
+        )
+        from sslsearch.storage import write_text_atomic
+
+        write_text_atomic(str(Path(path).with_suffix(".json")), json.dumps(metrics, indent=1))
+    return FinetuneResult(metrics, model, path, history)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return dict(to_mapping(obj))
