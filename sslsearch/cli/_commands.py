@@ -173,7 +173,7 @@ def trial_config_from_args(a: argparse.Namespace) -> Any:
 
 
 def cmd_trial(a: argparse.Namespace) -> int:
-    from sslsearch.report import SEED_COLUMNS, markdown_table, seed_row
+    from sslsearch.report import front_table
     from sslsearch.trial import run_trial
 
     cfg = trial_config_from_args(a)
@@ -182,7 +182,8 @@ def cmd_trial(a: argparse.Namespace) -> int:
     if a.json:
         _print_json({k: v for k, v in m.items() if k != "config"})
     else:
-        print(markdown_table([seed_row(m)], SEED_COLUMNS))
+        # the same columns and per-table units as the search's Pareto tables
+        print(front_table([m], None)[0])
         if result.status != "ok":
             print(f"trial failed: {result.error}")
         if result.model_path:

@@ -28,7 +28,7 @@ from sslsearch.report._pareto import (
 )
 from sslsearch.report._rows import ROLES, Baseline, baseline_of, derived, objective_modes
 from sslsearch.report._summary import Summary, summarize
-from sslsearch.report._table import SEED_COLUMNS, markdown_table, seed_row
+from sslsearch.report._table import SEED_COLUMNS, front_table, markdown_table, seed_row
 
 __all__ = [
     "FORMATS",
@@ -43,6 +43,7 @@ __all__ = [
     "derived",
     "export_experiment",
     "front_specs",
+    "front_table",
     "hypervolume",
     "markdown_table",
     "non_dominated_mask",
