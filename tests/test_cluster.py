@@ -234,6 +234,68 @@ def test_a_trial_larger_than_any_node_is_refused_before_it_starts(
     assert not (tmp_path / "runs" / "big").exists()  # nothing started, nothing written
 
 
+_HOLD = """
+import sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+@ray.remote(num_cpus=1)
+class Hold:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+holders = [Hold.remote() for _ in range(int(sys.argv[2]))]
+print(sorted(ray.get([h.node.remote() for h in holders])), flush=True)
+time.sleep(3600)  # the actors, and the CPUs they hold, go when this driver is killed
+"""
+
+
+@pytest.mark.slow
+def test_trials_that_cannot_start_are_reported_then_run_when_resources_free(
+    bare_cluster: ClusterWithoutSslsearch, tmp_path: Path
+) -> None:
+    hold_log = tmp_path / "hold.log"
+    with hold_log.open("w") as f:
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, bare_cluster.address, "2"],
+            env=bare_cluster.env,
+            cwd=tmp_path,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+    search = None
+    try:
+        deadline = time.monotonic() + 300
+        while "[" not in hold_log.read_text():  # every CPU of both nodes is held
+            assert holder.poll() is None and time.monotonic() < deadline, hold_log.read_text()
+            time.sleep(0.5)
+        space = write_space(
+            tmp_path,
+            name="held",
+            recipe={"epochs": 1, "finetune_epochs": 1, "batch_size": 64},
+            budget={"num_samples": 1, "max_concurrent": 1},
+        )
+        env = {**bare_cluster.env, "PYTHONPATH": str(ROOT), "SSLSEARCH_PENDING_WARN_S": "3"}
+        cmd = [sys.executable, "-m", "sslsearch", "search", "--space", str(space)]
+        cmd += ["--address", bare_cluster.address]
+        log = tmp_path / "search.log"
+        with log.open("w") as f:
+            search = subprocess.Popen(
+                cmd, env=env, cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT
+            )
+        while "waiting for" not in log.read_text():
+            assert search.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert "1 trial(s) waiting for" in log.read_text()
+        assert "with none running" in log.read_text()
+        holder.kill()  # frees the CPUs: the trial starts and finishes
+        holder.wait(timeout=60)
+        assert search.wait(timeout=600) == 0, log.read_text()
+        rows = pq.read_table(tmp_path / "runs" / "held" / "trials.parquet").to_pylist()
+        assert [r["status"] for r in rows] == ["ok"]
+    finally:
+        for p in (holder, search):
+            if p is not None and p.poll() is None:
+                p.kill()
+
+
 # --- two local searches on one machine ----------------------------------------------------------
 
 

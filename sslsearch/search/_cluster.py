@@ -225,10 +225,12 @@ class PendingWatch:
     Trials queue normally while others run; with nothing running, no trial can start: the
     resources are held by another job, a node left, or the cluster is still scaling up. Call
     ``check`` from the search loop (a Tune callback's ``on_step_end``); it warns once per
-    stall and again after the next one.
+    stall and again after the next one. ``after_s`` defaults to $SSLSEARCH_PENDING_WARN_S or 60.
     """
 
-    def __init__(self, after_s: float = 60.0) -> None:
+    def __init__(self, after_s: float | None = None) -> None:
+        if after_s is None:
+            after_s = float(os.environ.get("SSLSEARCH_PENDING_WARN_S", "60"))
         self.after_s = after_s
         self._since: float | None = None
         self._warned = False
