@@ -343,6 +343,9 @@ def test_two_local_searches_at_once_both_finish() -> None:
         assert f"Ray dashboard: http://127.0.0.1:{port}" in one
         assert f"dashboard port {port} is in use" in two
         assert f"Ray dashboard: http://127.0.0.1:{port}\n" not in two
+        # neither instance lost a server to the other one's ports
+        ray_logs = "".join(p.read_text(errors="replace") for p in tmp.glob("ray/**/*.log"))
+        assert "exception occurred while starting the metrics server" not in ray_logs
         for name, n in (("first", 4), ("second", 1)):
             rows = pq.read_table(tmp / "runs" / name / "trials.parquet").to_pylist()
             assert [r["status"] for r in rows] == ["ok"] * n

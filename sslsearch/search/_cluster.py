@@ -120,6 +120,19 @@ def _dashboard_port(host: str, port: int) -> int:
     return other
 
 
+# Ray's autoscaler and dashboard metrics servers have fixed default ports (44217, 44227): a
+# second local instance would start without them. Each local instance takes free ones (read
+# from the environment by the processes ray.init starts); a value the user set is kept.
+_METRICS_PORT_VARS = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
+_picked: dict[str, str] = {}
+
+
+def _own_metrics_ports() -> None:
+    for var in _METRICS_PORT_VARS:
+        if var not in os.environ or os.environ[var] == _picked.get(var):
+            _picked[var] = os.environ[var] = str(free_port())
+
+
 def connect(
     address: str | None,
     *,
@@ -168,6 +181,7 @@ def connect(
             logging.ERROR
         )
         log.info("starting a local Ray instance ...")
+        _own_metrics_ports()
         ctx = ray.init(
             address="local",  # a new instance, even when RAY_ADDRESS names another one
             num_cpus=num_cpus,
