@@ -112,6 +112,37 @@ CASES = [
         "params.prune_type",
         "depth_wise needs residual blocks",
     ),
+    (
+        "log with step",
+        _with(params={"ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True, "step": 1e-3}}),
+        "params.ssl_lambda.step",
+        "a log-scale range cannot have a step",
+    ),
+    (
+        "step not dividing the range",
+        _with(params={"ssl_lambda": 0.01, "ratio": {"low": 0.1, "high": 0.8, "step": 0.3}}),
+        "params.ratio.step",
+        "does not divide the range [0.1, 0.8]: high - low must be a multiple of step (e.g. high: 0.7)",
+    ),
+    (
+        "zero step",
+        _with(params={"ssl_lambda": 0.01, "ratio": {"low": 0.1, "high": 0.8, "step": 0.0}}),
+        "params.ratio.step",
+        "must be a finite number > 0",
+    ),
+    (
+        "fractional step on an integer range",
+        _with(
+            params={
+                "ssl_lambda": 0.01,
+                "prune_type": "depth_wise",
+                "blocks": {"low": 1, "high": 4, "step": 1.5},
+            },
+            arch="resnet20",
+        ),
+        "params.blocks.step",
+        "an integer range needs an integer step",
+    ),
     ("num_samples 0", _with(budget={"num_samples": 0}), "budget.num_samples", "must be >= 1"),
     (
         "unknown objective",
@@ -177,3 +208,20 @@ def test_trial_config_round_trip() -> None:
         }
     )
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "step"),
+    [(0.1, 0.8, 0.1), (0.1, 0.9, 0.05), (0.0, 0.3, 0.1), (0.25, 0.75, 0.125)],
+)
+def test_a_step_that_divides_the_range_keeps_its_top(low: float, high: float, step: float) -> None:
+    """What passes validation is sampled by Optuna over exactly [low, high] (no lowered top)."""
+    import optuna
+
+    space = SearchSpace(
+        params={"ssl_lambda": 0.01, "ratio": {"low": low, "high": high, "step": step}}
+    )
+    spec = space.searched()["ratio"]
+    assert isinstance(spec, Range)
+    dist = optuna.distributions.FloatDistribution(spec.low, spec.high, step=spec.step)
+    assert dist.high == high

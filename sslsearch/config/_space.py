@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,8 +51,26 @@ class Range:
             raise ConfigError("", f"{word} range: low={self.low} must be < high={self.high}")
         if self.log and self.low <= 0:
             raise ConfigError("low", f"a log-scale range needs low > 0, got {self.low}")
-        if self.step is not None and self.step <= 0:
-            raise ConfigError("step", f"must be > 0, got {self.step}")
+        if self.step is not None:
+            self._check_step(self.step)
+
+    def _check_step(self, step: float) -> None:
+        # Optuna refuses log together with step only once it samples (after Ray started), and
+        # quietly lowers a top that is off the step grid (one warning): refuse both here.
+        if step <= 0 or not math.isfinite(step):
+            raise ConfigError("step", f"must be a finite number > 0, got {step}")
+        if self.log:
+            raise ConfigError("step", "a log-scale range cannot have a step (drop one of them)")
+        # The same exact decimal test Optuna applies before it lowers the top.
+        low, d_step = Decimal(str(self.low)), Decimal(str(step))
+        span = Decimal(str(self.high)) - low
+        if span % d_step != 0:
+            top = float(span // d_step * d_step + low)
+            raise ConfigError(
+                "step",
+                f"step {step:g} does not divide the range [{self.low:g}, {self.high:g}]: "
+                f"high - low must be a multiple of step (e.g. high: {top:g})",
+            )
 
 
 @dataclass(frozen=True)
@@ -202,6 +221,10 @@ def param_spec(name: str, value: Any) -> Range | Choices | Any:
         if tp is int:
             if not (float(rng.low).is_integer() and float(rng.high).is_integer()):
                 raise ConfigError(key, "an integer range needs integer bounds")
+            if rng.step is not None and not float(rng.step).is_integer():
+                raise ConfigError(
+                    f"{key}.step", f"an integer range needs an integer step, got {rng.step}"
+                )
             rng = Range(rng.low, rng.high, rng.log, rng.step, integer=True)
         for bound, v in (("low", rng.low), ("high", rng.high)):
             _check_value(name, v, f"{key}.{bound}")

@@ -1,12 +1,27 @@
-"""Starting or joining Ray, the dashboard (127.0.0.1 only by default) and its token."""
+"""Starting or joining Ray: what the workers get, what a local instance exposes, what fits.
+
+* The sslsearch package travels to every worker in Ray's runtime_env (``py_modules``): a node
+  needs Python, Ray and the heavy dependencies, not sslsearch itself, and runs exactly the
+  driver's code.
+* A local instance is held to this machine: every Ray port (GCS, raylet, object manager,
+  workers, agents, dashboard) listens on 127.0.0.1. A second search on the same machine starts
+  its own instance on free ports. Joining a cluster (``--address``) keeps Ray's own behaviour.
+* A trial must fit on one node (not the cluster's sum); trials that wait with nothing running
+  are reported.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import sslsearch
 from sslsearch.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -22,7 +37,17 @@ _TUNE_ENV = {
     # Snapshot the experiment every 2 s (Tune's "auto" waits >= 10 s): after a driver crash,
     # fewer trials are unknown to Tune. The state is small; a snapshot costs milliseconds.
     "TUNE_GLOBAL_CHECKPOINT_S": "2",
+    # Tune's own "insufficient resources" warning compares with cluster totals and names Tune
+    # settings; PendingWatch below says it in sslsearch's terms.
+    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S": "1e9",
+    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S_AUTOSCALER": "1e9",
 }
+# On Linux Ray takes the machine's network address as the node address and binds its servers to
+# it or to every interface. With this set (the macOS/Windows default), the node address is
+# 127.0.0.1 and Ray binds everything to loopback. Read when ray is imported and by every process
+# the local instance starts.
+_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass
@@ -34,6 +59,8 @@ class Cluster:
     cpus: float
     gpus: float
     nodes: int
+    # (CPUs, GPUs) of each alive node: a trial runs on one node, so it must fit one of these
+    node_resources: list[tuple[float, float]] = field(default_factory=list)
 
     def access_hint(self) -> str:
         """How to reach the dashboard; never the token itself."""
@@ -48,8 +75,10 @@ class Cluster:
                 "machines need RAY_AUTH_MODE=token and the same token"
             )
         if self.dashboard_url.startswith("http://127.0.0.1"):
+            port = self.dashboard_url.rsplit(":", 1)[-1].strip("/")
             lines.append(
-                "  listening on 127.0.0.1 only; from another machine: ssh -L 8265:127.0.0.1:8265 <this host>"
+                f"  listening on 127.0.0.1 only; from another machine: "
+                f"ssh -L {port}:127.0.0.1:{port} <this host>"
             )
         return "\n".join(lines)
 
@@ -57,6 +86,51 @@ class Cluster:
 def tune_environment() -> None:
     for k, v in _TUNE_ENV.items():
         os.environ.setdefault(k, v)
+
+
+def runtime_env() -> dict[str, Any]:
+    """Ship the sslsearch package (this very code, not a node's copy) to every Ray worker."""
+    return {
+        "py_modules": [str(Path(sslsearch.__file__).parent)],
+        "excludes": ["__pycache__", "*.pyc"],
+    }
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _dashboard_port(host: str, port: int) -> int:
+    """``port`` when free; else (another search's dashboard, say) a free one, with a warning."""
+    if port == 0 or _port_free(port, host):
+        return port
+    other = free_port(host)
+    log.warning("dashboard port %d is in use (another search?): using %d", port, other)
+    return other
+
+
+# Ray's autoscaler and dashboard metrics servers have fixed default ports (44217, 44227): a
+# second local instance would start without them. Each local instance takes free ones (read
+# from the environment by the processes ray.init starts); a value the user set is kept.
+_METRICS_PORT_VARS = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
+_picked: dict[str, str] = {}
+
+
+def _own_metrics_ports() -> None:
+    for var in _METRICS_PORT_VARS:
+        if var not in os.environ or os.environ[var] == _picked.get(var):
+            _picked[var] = os.environ[var] = str(free_port())
 
 
 def connect(
@@ -69,16 +143,31 @@ def connect(
     dashboard_port: int = 8265,
     verbose: bool = False,
 ) -> Cluster:
-    """Join ``address`` (``auto`` or ``HOST:PORT``) or start a local instance."""
+    """Join ``address`` (``auto`` or ``HOST:PORT``) or start a local instance (loopback only).
+
+    Each search started without ``address`` gets its own Ray instance, on free ports: two
+    searches on one machine run side by side, and neither outlives nor stops the other's
+    workers (joining the first one's instance would end the second's trials when the first
+    finishes and shuts it down). They share the machine's cores: give each ``--num-cpus``.
+    """
+    if address is None:
+        # before `import ray`: the node address is read when ray is imported
+        os.environ.update(_LOOPBACK_ENV)
     import ray
 
     tune_environment()
     if ray.is_initialized():
         started = False
         ctx = None
+        log.info("using the Ray instance this process already started (its runtime_env as is)")
     elif address:
         try:
-            ctx = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
+            ctx = ray.init(
+                address=address,
+                runtime_env=runtime_env(),
+                logging_level=logging.WARNING,
+                log_to_driver=verbose,
+            )
         except ConnectionError as e:
             hint = ""
             if os.environ.get("RAY_AUTH_MODE") != "token":
@@ -92,20 +181,28 @@ def connect(
             logging.ERROR
         )
         log.info("starting a local Ray instance ...")
+        _own_metrics_ports()
         ctx = ray.init(
+            address="local",  # a new instance, even when RAY_ADDRESS names another one
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             include_dashboard=dashboard,
             dashboard_host=dashboard_host,
-            dashboard_port=dashboard_port,
+            dashboard_port=_dashboard_port(dashboard_host, dashboard_port) if dashboard else None,
+            runtime_env=runtime_env(),
             logging_level=logging.WARNING,
             log_to_driver=verbose,
         )
         started = True
+        node_ip = ray.util.get_node_ip_address()
+        if node_ip not in LOOPBACK:
+            # ray was imported before connect() could set _LOOPBACK_ENV (a Python API caller)
+            log.warning("Ray was imported early: the local instance listens on %s", node_ip)
     url = getattr(ctx, "dashboard_url", None) if ctx is not None else None
     if url and not url.startswith("http"):
         url = f"http://{url}"
     res = ray.cluster_resources()
+    alive = [n for n in ray.nodes() if n.get("Alive")]
     return Cluster(
         started_here=started,
         address=address or "local",
@@ -113,8 +210,65 @@ def connect(
         auth=os.environ.get("RAY_AUTH_MODE", "token"),
         cpus=float(res.get("CPU", 0.0)),
         gpus=float(res.get("GPU", 0.0)),
-        nodes=len([n for n in ray.nodes() if n.get("Alive")]),
+        nodes=len(alive),
+        node_resources=[
+            (float(n["Resources"].get("CPU", 0.0)), float(n["Resources"].get("GPU", 0.0)))
+            for n in alive
+        ],
     )
+
+
+def check_trial_fits(cpus: float, gpu: float, cluster: Cluster) -> None:
+    """A trial runs on one node: refuse (one line) resources that no single node has."""
+    fits = [(c, g) for c, g in cluster.node_resources if c >= cpus and g >= gpu]
+    if fits or not cluster.node_resources:
+        return
+    most_cpus = max(c for c, _ in cluster.node_resources)
+    most_gpus = max(g for _, g in cluster.node_resources)
+    asked = f"resources.cpus={cpus:g}" + (f", resources.gpu={gpu:g}" if gpu else "")
+    raise UserError(
+        f"{asked} per trial, but no Ray node has that much: the largest have {most_cpus:g} CPUs "
+        f"and {most_gpus:g} GPUs ({cluster.nodes} node(s), {cluster.cpus:g} CPUs in all; a "
+        "trial runs on one node)"
+    )
+
+
+class PendingWatch:
+    """Warns when trials wait (PENDING) while none of ours runs, for ``after_s`` seconds.
+
+    Trials queue normally while others run; with nothing running, no trial can start: the
+    resources are held by another job, a node left, or the cluster is still scaling up. Call
+    ``check`` from the search loop (a Tune callback's ``on_step_end``); it warns once per
+    stall and again after the next one. ``after_s`` defaults to $SSLSEARCH_PENDING_WARN_S or 60.
+    """
+
+    def __init__(self, after_s: float | None = None) -> None:
+        if after_s is None:
+            after_s = float(os.environ.get("SSLSEARCH_PENDING_WARN_S", "60"))
+        self.after_s = after_s
+        self._since: float | None = None
+        self._warned = False
+
+    def check(self, trials: Sequence[Any], now: float | None = None) -> str | None:
+        now = time.monotonic() if now is None else now
+        statuses = [getattr(t, "status", None) for t in trials]
+        pending = statuses.count("PENDING")
+        if not pending or "RUNNING" in statuses:
+            self._since, self._warned = None, False
+            return None
+        if self._since is None:
+            self._since = now
+        if self._warned or now - self._since < self.after_s:
+            return None
+        self._warned = True
+        msg = (
+            f"{pending} trial(s) waiting for {now - self._since:.0f}s with none running: no Ray "
+            "node has the resources.cpus / resources.gpu of a trial free (another job holds "
+            "them, a node left, or the cluster is still scaling up; `ray status` shows what is "
+            "free)"
+        )
+        log.warning("%s", msg)
+        return msg
 
 
 def shutdown(cluster: Cluster | None) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sslsearch.search._cluster import PendingWatch
+
 log = logging.getLogger("sslsearch.progress")
 
 
@@ -45,6 +47,7 @@ class ProgressCallback(Callback):
         self._done = 0
         self._started = time.monotonic()
         self.max_running = 0  # most trials RUNNING at once (the driver's view)
+        self.pending = PendingWatch()  # warns when trials wait with none running
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: keep only settings
         return {"num_samples": self.num_samples, "every_s": self.every_s}
@@ -101,6 +104,7 @@ class ProgressCallback(Callback):
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         running = [t for t in trials if t.status == "RUNNING"]
+        self.pending.check(trials)
         self.max_running = max(self.max_running, len(running))
         now = time.monotonic()
         if now - self._last_table < self.every_s:

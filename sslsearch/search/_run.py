@@ -15,7 +15,7 @@ import yaml
 from sslsearch import storage
 from sslsearch.config import SearchSpace, load_space, space_from_mapping, spaces_dir
 from sslsearch.errors import UserError
-from sslsearch.search._cluster import Cluster, connect, shutdown, tune_environment
+from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdown, tune_environment
 from sslsearch.search._params import define_by_run
 from sslsearch.search._results import TRIALS_FILE, collect_trials, write_trials
 from sslsearch.search._trainable import make_trainable
@@ -138,10 +138,7 @@ def _check_resources(space: SearchSpace, cluster: Cluster) -> SearchSpace:
             )
         log.warning("the Ray cluster has no GPU: running trials on CPU (resources.cpu_fallback)")
         space = replace(space, resources=replace(res, gpu=0.0))
-    if res.cpus > cluster.cpus:
-        raise UserError(
-            f"resources.cpus={res.cpus} per trial, but the Ray cluster has {cluster.cpus:g} CPUs"
-        )
+    check_trial_fits(space.resources.cpus, space.resources.gpu, cluster)
     return space
 
 
