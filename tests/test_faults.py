@@ -238,11 +238,11 @@ def _check_consistent(exp: Path, n: int) -> list[dict[str, Any]]:
     assert len({r["trial_id"] for r in rows}) == n  # every trial exactly once
     assert [r["status"] for r in rows] == ["ok"] * n, [(r["status"], r["error"]) for r in rows]
     study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp}/optuna.db")
-    ids = [t.user_attrs["tune_trial_id"] for t in study.trials]
+    ids = [t.user_attrs["trial_id"] for t in study.trials]
     assert sorted(ids) == sorted(r["trial_id"] for r in rows)  # each trial once in the study
     by_id = {r["trial_id"]: r for r in rows}
     for t in study.trials:
-        r = by_id[t.user_attrs["tune_trial_id"]]
+        r = by_id[t.user_attrs["trial_id"]]
         assert t.state.name == "COMPLETE"
         assert t.values == pytest.approx([r["top1"], r["flops"], r["size_mb"]])  # true final values
     pareto = pq.read_table(exp / "pareto.parquet").to_pylist()

@@ -57,7 +57,7 @@ def test_tiny_search_end_to_end(tiny: Any) -> None:
     by_id = {r["trial_id"]: r for r in rows}
     for t in study.trials:
         assert t.state.name == "COMPLETE"
-        r = by_id[t.user_attrs["tune_trial_id"]]
+        r = by_id[t.user_attrs["trial_id"]]
         assert t.values == pytest.approx([r["top1"], r["flops"], r["size_mb"]])
     for name in ("pareto.md", "pareto.csv", "pareto.parquet", "pareto.png", "space.yaml"):
         assert (Path(out.exp_dir) / name).is_file(), name
@@ -93,7 +93,7 @@ def test_failed_and_early_stopped_trials_never_enter_the_study_as_complete(
     )
     out = run_search(SearchOptions(space=str(space)))
     rows = _rows(out.exp_dir)
-    states = {t.user_attrs["tune_trial_id"]: t for t in _study(out.exp_dir).trials}
+    states = {t.user_attrs["trial_id"]: t for t in _study(out.exp_dir).trials}
     assert len(rows) == 6 and set(states) == {r["trial_id"] for r in rows}
     pareto_ids = set(
         pq.read_table(Path(out.exp_dir) / "pareto.parquet").column("trial_id").to_pylist()

@@ -1,17 +1,15 @@
-"""One trial end to end (never imports ray): train with SSL, prune, fine-tune, measure."""
+"""A trial, never importing ray: SSL training -> SSL model (stage 1); SSL model + pruning choice
+-> pruned, fine-tuned, measured point (stage 2). ``run_trial`` is one point, ``run_points``
+several from one SSL model."""
 
 from __future__ import annotations
 
 from sslsearch.trial._cache import SSLCache
-from sslsearch.trial._pipeline import (
-    MODEL_FILE,
-    RESULT_FILE,
-    STATE_FILE,
-    Report,
-    TrialResult,
-    describe,
-    run_trial,
-)
+from sslsearch.trial._early import dominated_reason
+from sslsearch.trial._pipeline import TrialResult, point_id, run_points, run_trial
+from sslsearch.trial._point import describe
+from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_FILE, Report, StopCheck
+from sslsearch.trial._ssl import SSLModel, ssl_model_id, train_ssl_model
 from sslsearch.trial._train import EvalStats, NonFiniteLoss, evaluate, pick_device
 from sslsearch.trial._validate import check_combination, validate_space, validate_trial
 
@@ -23,12 +21,19 @@ __all__ = [
     "NonFiniteLoss",
     "Report",
     "SSLCache",
+    "SSLModel",
+    "StopCheck",
     "TrialResult",
     "check_combination",
     "describe",
+    "dominated_reason",
     "evaluate",
     "pick_device",
+    "point_id",
+    "run_points",
     "run_trial",
+    "ssl_model_id",
+    "train_ssl_model",
     "validate_space",
     "validate_trial",
 ]
