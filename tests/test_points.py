@@ -191,3 +191,17 @@ def test_resume_continues_the_random_stream_that_dropout_draws_from(
     draws.clear()
     run_trial(cfg, Rec(tmp_path / "b"), resume_from=rec.checkpoints[-1])
     assert draws == full[stop_after:]
+
+
+def test_a_point_on_disk_is_kept_when_its_trial_resumes_from_before_it(tmp_path: Path) -> None:
+    """The worker wrote the point, then died before its checkpoint reached the driver."""
+    cfgs = _cfgs(tmp_path, ratios=(0.3, 0.6))
+    rec = Rec(tmp_path / "a")
+    first = run_points(cfgs, rec, point_ids=IDS[:2], points_dir=str(tmp_path / "points"))
+    mid_point_0 = rec.checkpoints[2]  # after its first fine-tuning epoch
+    again = Rec(tmp_path / "b")
+    resumed = run_points(
+        cfgs, again, resume_from=mid_point_0, point_ids=IDS[:2], points_dir=str(tmp_path / "points")
+    )
+    assert not [m for m in again.metrics if not m["final"]]  # nothing trained again
+    assert [r.metrics["top1"] for r in resumed] == [r.metrics["top1"] for r in first]

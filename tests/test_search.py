@@ -89,7 +89,8 @@ def test_failed_and_early_stopped_trials_never_enter_the_study_as_complete(
         params={"ssl_lambda": {"choices": [1e36, 0.01]}, "ratio": {"low": 0.1, "high": 0.8}},
         recipe={"epochs": 4, "finetune_epochs": 1, "batch_size": 64},
         budget={"num_samples": 6, "max_concurrent": 2},
-        early_stopping={"enabled": True, "grace_epochs": 1, "reduction_factor": 2},
+        early_stopping={"enabled": True, "margin": 0.0},
+        economy={"points_per_ssl": 3},
     )
     out = run_search(SearchOptions(space=str(space)))
     rows = _rows(out.exp_dir)

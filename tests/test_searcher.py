@@ -103,3 +103,12 @@ def test_auto_picks_gp_unless_the_space_is_conditional() -> None:
         )
     )
     assert sampler_name(cond) == "tpe"
+
+
+def test_resume_accepts_the_same_overrides_and_names_real_changes() -> None:
+    from sslsearch.search._run import _changed_keys
+
+    saved = with_changes(budget={"num_samples": 6, "max_concurrent": 2})
+    assert _changed_keys(saved, ["budget.num_samples=6", "sampler.name=tpe"]) == []
+    changed = _changed_keys(saved, ["budget.num_samples=7", "budget.max_concurrent=2"])
+    assert changed == ["budget.num_samples (was 6)"]

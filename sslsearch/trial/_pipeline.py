@@ -180,9 +180,10 @@ def run_points(
     while run.point < len(points):
         i = run.point
         cfg = points[i]
-        stored = _stored_final(points_dir, ids[i]) if resume is None else None
+        stored = _stored_final(points_dir, ids[i])
         if stored is not None:  # finished before a crash, after its trial's last checkpoint
             log.info("point %s already finished: keeping its result", ids[i])
+            resume = None
             _point_done(run, points, ids, points_dir, stored, None, write=False)
             continue
         model: nn.Module | None = None
