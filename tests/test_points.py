@@ -205,3 +205,21 @@ def test_a_point_on_disk_is_kept_when_its_trial_resumes_from_before_it(tmp_path:
     )
     assert not [m for m in again.metrics if not m["final"]]  # nothing trained again
     assert [r.metrics["top1"] for r in resumed] == [r.metrics["top1"] for r in first]
+
+
+def test_the_baseline_is_dense_trained_as_long_as_a_point_and_made_once(tmp_path: Path) -> None:
+    from sslsearch.trial import run_baseline
+
+    cfg = _cfgs(tmp_path, ratios=(0.5,))[0]
+    rec = Rec(tmp_path / "rec")
+    b = run_baseline(cfg, str(tmp_path / "exp"), rec)
+    m = b.metrics
+    assert b.status == "ok" and m["role"] == "baseline" and m["trial_id"] == "baseline"
+    assert m["ssl_model_id"] is None and m["ssl_lambda"] == 0.0
+    assert m["flops"] == m["flops_before"] and m["actual_ratio"] == 0.0  # nothing pruned
+    assert m["epochs"] == TINY["epochs"] + TINY["finetune_epochs"]
+    assert [x["penalty"] for x in rec.metrics if not x["final"]] == [0.0] * 4
+    assert (tmp_path / "exp" / "baseline" / "model.pt").is_file()
+    again = Rec(tmp_path / "again")
+    assert run_baseline(cfg, str(tmp_path / "exp"), again).metrics == m
+    assert again.metrics == []  # reused, not retrained

@@ -69,13 +69,18 @@ def test_existing_name_is_refused_and_resume_of_a_finished_search_reruns_nothing
 ) -> None:
     from sslsearch.errors import UserError
 
-    space = write_space(tmp_path, budget={"num_samples": 2, "max_concurrent": 2})
+    space = write_space(
+        tmp_path, budget={"num_samples": 2, "max_concurrent": 2}, reference={"baseline": True}
+    )
     out = run_search(SearchOptions(space=str(space)))
+    base = [r for r in _rows(out.exp_dir) if r["role"] == "baseline"]
+    assert len(base) == 1 and base[0]["status"] == "ok" and base[0]["ssl_model_id"] is None
+    assert base[0]["flops"] == base[0]["flops_before"] and base[0]["top1"] > 50
     before = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
     with pytest.raises(UserError, match="already exists"):
         run_search(SearchOptions(space=str(space)))
     again = run_search(SearchOptions(space=str(space), resume=True))
-    assert len(_rows(again.exp_dir)) == 2
+    assert len(_rows(again.exp_dir)) == 3  # two points and the baseline, made once
     after = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
     assert set(after) == set(before)  # no new trial and no new final checkpoint
 

@@ -156,6 +156,18 @@ class Economy:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """What an experiment measures besides its search.
+
+    ``baseline``: the dense, unpruned model trained with the same recipe (SSL epochs +
+    fine-tuning epochs, no penalty), once per experiment (reused on resume), as a row with
+    ``role: baseline`` in trials.parquet.
+    """
+
+    baseline: bool = False
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     name: str = "default"
     description: str = ""
@@ -173,6 +185,7 @@ class SearchSpace:
     sampler: Sampler = field(default_factory=Sampler)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     economy: Economy = field(default_factory=Economy)
+    reference: Reference = field(default_factory=Reference)
     seed: int = 0  # training seed of every trial
     storage_path: str = "runs"
 

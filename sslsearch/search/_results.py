@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from sslsearch import storage
 from sslsearch.report._arrow import typed_table
 from sslsearch.search._trainable import POINTS_DIR
-from sslsearch.trial import MODEL_FILE, RESULT_FILE, point_id
+from sslsearch.trial import BASELINE_ID, MODEL_FILE, RESULT_FILE, point_id
 
 TRIALS_FILE = "trials.parquet"
 _TRIAL_DIR = re.compile(r"^sslsearch_trial_(?P<id>[0-9a-f]+)_")
@@ -182,6 +182,17 @@ def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
                 row["ratio"] = None
             rows.append(row)
     rows.sort(key=lambda r: (r["trial_dir"], r["trial_id"]))
+    baseline = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
+    if storage.exists(baseline):
+        result = json.loads(storage.read_bytes(baseline).decode())
+        row = {k: result.get(k) for k in SCHEMA.names}
+        row.update(trial_id=BASELINE_ID, role="baseline", ssl_model_id=None)
+        row["last_epoch"] = result.get("global_epoch")
+        if storage.exists(storage.join(exp_dir, BASELINE_ID, MODEL_FILE)):
+            row["model_path"] = f"{BASELINE_ID}/{MODEL_FILE}"
+        if row["blocks"] is not None and int(row["blocks"]) < 0:
+            row["blocks"] = None
+        rows.append(row)
     return rows
 
 

@@ -262,7 +262,7 @@ def finish(
     from sslsearch.search._searcher import fail_orphans, reconcile_study
 
     path, table = write_trials(exp_dir, _metadata(space, study_url))
-    rows = table.to_pylist()
+    rows = [r for r in table.to_pylist() if r["role"] != "baseline"]  # search points only
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -332,8 +332,10 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
             storage.write_text_atomic(storage.join(exp_dir, STUDY_URL_FILE), study_url + "\n")
         tuner = _tuner(space, exp_dir, study_url, opts)
+        baseline = _start_baseline(space, exp_dir)
         try:
             tuner.fit()
+            _wait_baseline(baseline)
         except KeyboardInterrupt:
             interrupted = True
         progress = _progress_callback(tuner)
@@ -342,7 +344,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     finally:
         shutdown(cluster)
     path, counts, pareto = finish(exp_dir, space, study_url)
-    rows = pq_rows(path)
+    rows = [r for r in pq_rows(path) if r["role"] != "baseline"]
     unfinished = space.budget.num_samples - sum(
         1 for r in rows if _ended(r) or r["status"] == "error"
     )
@@ -363,6 +365,34 @@ def pq_rows(path: str) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     return list(pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist())
+
+
+def _start_baseline(space: SearchSpace, exp_dir: str) -> Any:
+    """The dense baseline as a Ray task that runs beside the trials (once per experiment)."""
+    if not space.reference.baseline:
+        return None
+    import ray
+
+    from sslsearch.search._trainable import baseline_job
+    from sslsearch.trial import BASELINE_ID, RESULT_FILE
+
+    if storage.exists(storage.join(exp_dir, BASELINE_ID, RESULT_FILE)):
+        return None  # made by an earlier run of this experiment
+    task = ray.remote(baseline_job).options(
+        num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
+    )
+    return task.remote(space.to_dict(), exp_dir, max(1, int(space.resources.cpus)))
+
+
+def _wait_baseline(ref: Any) -> None:
+    if ref is None:
+        return
+    import ray
+
+    try:
+        log.info("dense baseline: %s", ray.get(ref))
+    except Exception as e:  # the search's results stand without it
+        log.warning("the dense baseline failed: %s", str(e).strip().splitlines()[-1][:300])
 
 
 def _progress_callback(tuner: Any) -> Any:

@@ -110,3 +110,13 @@ def make_trainable(
                 run_points(cfgs, report, resume_from=d, stop=stop, **kw)
 
     return sslsearch_trial
+
+
+def baseline_job(space_dict: dict[str, Any], exp_dir: str, threads: int) -> str:
+    """The experiment's dense baseline (a Ray task beside the trials); returns its status."""
+    from sslsearch.trial import run_baseline
+
+    space = space_from_mapping(space_dict)
+    params = {"ssl_lambda": 0.0, "ratio": 0.0}
+    cfg = trial_config(space, params, threads=threads, cache_dir=None)
+    return run_baseline(cfg, exp_dir).status

@@ -4,6 +4,7 @@ several from one SSL model."""
 
 from __future__ import annotations
 
+from sslsearch.trial._baseline import BASELINE_ID, baseline_config, run_baseline
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._early import dominated_reason
 from sslsearch.trial._pipeline import TrialResult, point_id, run_points, run_trial
@@ -14,6 +15,7 @@ from sslsearch.trial._train import EvalStats, NonFiniteLoss, evaluate, pick_devi
 from sslsearch.trial._validate import check_combination, validate_space, validate_trial
 
 __all__ = [
+    "BASELINE_ID",
     "MODEL_FILE",
     "RESULT_FILE",
     "STATE_FILE",
@@ -24,12 +26,14 @@ __all__ = [
     "SSLModel",
     "StopCheck",
     "TrialResult",
+    "baseline_config",
     "check_combination",
     "describe",
     "dominated_reason",
     "evaluate",
     "pick_device",
     "point_id",
+    "run_baseline",
     "run_points",
     "run_trial",
     "ssl_model_id",
