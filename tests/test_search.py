@@ -70,17 +70,29 @@ def test_existing_name_is_refused_and_resume_of_a_finished_search_reruns_nothing
     from sslsearch.errors import UserError
 
     space = write_space(
-        tmp_path, budget={"num_samples": 2, "max_concurrent": 2}, reference={"baseline": True}
+        tmp_path,
+        budget={"num_samples": 2, "max_concurrent": 2},
+        reference={"baseline": True, "lambda0": True},
     )
     out = run_search(SearchOptions(space=str(space)))
     base = [r for r in _rows(out.exp_dir) if r["role"] == "baseline"]
     assert len(base) == 1 and base[0]["status"] == "ok" and base[0]["ssl_model_id"] is None
     assert base[0]["flops"] == base[0]["flops_before"] and base[0]["top1"] > 50
+    # lambda = 0 reference points at the search's pruning choices, from one SSL model
+    rows = _rows(out.exp_dir)
+    search = {r["trial_id"]: r for r in rows if r["role"] == "search"}
+    refs = [r for r in rows if r["role"] == "reference"]
+    assert sorted(r["trial_id"] for r in refs) == sorted(f"ref-{i}" for i in search)
+    assert len({r["ssl_model_id"] for r in refs}) == 1
+    for r in refs:
+        s = search[r["trial_id"][4:]]
+        assert r["ssl_lambda"] == 0.0 and r["ratio"] == s["ratio"] and r["status"] == "ok"
+        assert r["ssl_model_id"] != s["ssl_model_id"]
     before = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
     with pytest.raises(UserError, match="already exists"):
         run_search(SearchOptions(space=str(space)))
     again = run_search(SearchOptions(space=str(space), resume=True))
-    assert len(_rows(again.exp_dir)) == 3  # two points and the baseline, made once
+    assert len(_rows(again.exp_dir)) == 5  # 2 points, 2 references, the baseline: made once
     after = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
     assert set(after) == set(before)  # no new trial and no new final checkpoint
 

@@ -162,9 +162,13 @@ class Reference:
     ``baseline``: the dense, unpruned model trained with the same recipe (SSL epochs +
     fine-tuning epochs, no penalty), once per experiment (reused on resume), as a row with
     ``role: baseline`` in trials.parquet.
+    ``lambda0``: reference points: after the search, one SSL model at lambda = 0 (plain
+    training) pruned and fine-tuned at every pruning choice the search finished, as rows with
+    ``role: reference`` (what SSL adds on the task).
     """
 
     baseline: bool = False
+    lambda0: bool = False
 
 
 @dataclass(frozen=True)

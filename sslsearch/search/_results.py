@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from sslsearch import storage
 from sslsearch.report._arrow import typed_table
-from sslsearch.search._trainable import POINTS_DIR
+from sslsearch.search._trainable import POINTS_DIR, REFERENCE_DIR
 from sslsearch.trial import BASELINE_ID, MODEL_FILE, RESULT_FILE, point_id
 
 TRIALS_FILE = "trials.parquet"
@@ -182,6 +182,21 @@ def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
                 row["ratio"] = None
             rows.append(row)
     rows.sort(key=lambda r: (r["trial_dir"], r["trial_id"]))
+    refs = storage.join(exp_dir, REFERENCE_DIR)
+    for name in sorted(storage.listdir(refs)) if storage.exists(refs) else []:
+        path = storage.join(refs, name, RESULT_FILE)
+        try:
+            result = json.loads(storage.read_bytes(path).decode())
+        except (OSError, ValueError):
+            continue
+        row = {k: result.get(k) for k in SCHEMA.names}
+        row.update(trial_id=name, role="reference")
+        row["last_epoch"] = result.get("global_epoch")
+        if storage.exists(storage.join(refs, name, MODEL_FILE)):
+            row["model_path"] = f"{REFERENCE_DIR}/{name}/{MODEL_FILE}"
+        if row["blocks"] is not None and int(row["blocks"]) < 0:
+            row["blocks"] = None
+        rows.append(row)
     baseline = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
     if storage.exists(baseline):
         result = json.loads(storage.read_bytes(baseline).decode())

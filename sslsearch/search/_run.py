@@ -262,7 +262,7 @@ def finish(
     from sslsearch.search._searcher import fail_orphans, reconcile_study
 
     path, table = write_trials(exp_dir, _metadata(space, study_url))
-    rows = [r for r in table.to_pylist() if r["role"] != "baseline"]  # search points only
+    rows = [r for r in table.to_pylist() if r["role"] == "search"]  # search points only
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -335,6 +335,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         baseline = _start_baseline(space, exp_dir)
         try:
             tuner.fit()
+            _run_references(space, exp_dir)
             _wait_baseline(baseline)
         except KeyboardInterrupt:
             interrupted = True
@@ -344,7 +345,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     finally:
         shutdown(cluster)
     path, counts, pareto = finish(exp_dir, space, study_url)
-    rows = [r for r in pq_rows(path) if r["role"] != "baseline"]
+    rows = [r for r in pq_rows(path) if r["role"] == "search"]
     unfinished = space.budget.num_samples - sum(
         1 for r in rows if _ended(r) or r["status"] == "error"
     )
@@ -382,6 +383,34 @@ def _start_baseline(space: SearchSpace, exp_dir: str) -> Any:
         num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
     )
     return task.remote(space.to_dict(), exp_dir, max(1, int(space.resources.cpus)))
+
+
+def _run_references(space: SearchSpace, exp_dir: str) -> None:
+    """lambda = 0 reference points at the pruning choices of the finished search points."""
+    if not space.reference.lambda0:
+        return
+    import ray
+
+    from sslsearch.search._results import collect_trials
+    from sslsearch.search._trainable import reference_job
+
+    keys = ("ssl_type", "prune_type", "prune_way", "ratio", "blocks", "trial_id")
+    choices = [
+        {k: r[k] for k in keys if r.get(k) is not None}
+        for r in collect_trials(exp_dir)
+        if r["role"] == "search" and r["status"] == "ok"
+    ]
+    # One SSL model at lambda = 0 for every choice; several tasks would each train it.
+    task = ray.remote(reference_job).options(
+        num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
+    )
+    try:
+        n = ray.get(
+            task.remote(space.to_dict(), exp_dir, max(1, int(space.resources.cpus)), choices)
+        )
+        log.info("reference points (lambda = 0): %d", n)
+    except Exception as e:  # the search's results stand without them
+        log.warning("the reference points failed: %s", str(e).strip().splitlines()[-1][:300])
 
 
 def _wait_baseline(ref: Any) -> None:

@@ -120,3 +120,38 @@ def baseline_job(space_dict: dict[str, Any], exp_dir: str, threads: int) -> str:
     params = {"ssl_lambda": 0.0, "ratio": 0.0}
     cfg = trial_config(space, params, threads=threads, cache_dir=None)
     return run_baseline(cfg, exp_dir).status
+
+
+REFERENCE_DIR = "reference"  # lambda = 0 points: reference/<id>/result.json and model.pt
+
+
+def reference_job(
+    space_dict: dict[str, Any], exp_dir: str, threads: int, choices: list[dict[str, Any]]
+) -> int:
+    """Reference points: the lambda = 0 SSL model pruned at each of the search's choices.
+
+    ``choices``: the finished search points' parameters with their ``trial_id``. Returns how
+    many reference points there are; those already on disk (a resumed experiment) are kept.
+    """
+    space = space_from_mapping(space_dict)
+    # at lambda = 0 the ssl type trains nothing: one SSL model serves every prune type
+    ssl_type = choices[0].get("ssl_type") if choices else None
+    cfgs = [
+        trial_config(
+            space,
+            {**c, "ssl_lambda": 0.0, "ssl_type": ssl_type or c.get("prune_type", "filter_wise")},
+            threads=threads,
+            cache_dir=_storage.join(exp_dir, SSL_MODELS_DIR),
+        )
+        for c in choices
+    ]
+    if not cfgs:
+        return 0
+    ids = [f"ref-{c['trial_id']}" for c in choices]
+    run_points(
+        cfgs,
+        tags={"role": "reference"},
+        point_ids=ids,
+        points_dir=_storage.join(exp_dir, REFERENCE_DIR),
+    )
+    return len(ids)
