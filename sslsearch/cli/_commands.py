@@ -416,7 +416,7 @@ def add_search(p: argparse.ArgumentParser) -> None:
         "--early-stopping",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="ASHA on validation top-1 during training",
+        help="stop points whose optimistic result is dominated (fine-tuning only)",
     )
     p.add_argument(
         "--set",
