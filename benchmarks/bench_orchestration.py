@@ -91,6 +91,7 @@ def one_run(
         f"budget.max_concurrent={concurrency}",
         f"recipe.epochs={args.epochs}",
         f"recipe.finetune_epochs={args.finetune_epochs}",
+        "economy.points_per_ssl=1",  # one point per Tune trial: what this benchmark times
         *args.set,
     ]
     opts = SearchOptions(

@@ -213,10 +213,6 @@ def _reports(exp: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _finals(exp: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in exp.glob("sslsearch_trial_*/checkpoint_*/result.json")}
-
-
 def _wait(pred: Any, proc: subprocess.Popen[str], timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -238,11 +234,11 @@ def _check_consistent(exp: Path, n: int) -> list[dict[str, Any]]:
     assert len({r["trial_id"] for r in rows}) == n  # every trial exactly once
     assert [r["status"] for r in rows] == ["ok"] * n, [(r["status"], r["error"]) for r in rows]
     study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp}/optuna.db")
-    ids = [t.user_attrs["tune_trial_id"] for t in study.trials]
+    ids = [t.user_attrs["trial_id"] for t in study.trials]
     assert sorted(ids) == sorted(r["trial_id"] for r in rows)  # each trial once in the study
     by_id = {r["trial_id"]: r for r in rows}
     for t in study.trials:
-        r = by_id[t.user_attrs["tune_trial_id"]]
+        r = by_id[t.user_attrs["trial_id"]]
         assert t.state.name == "COMPLETE"
         assert t.values == pytest.approx([r["top1"], r["flops"], r["size_mb"]])  # true final values
     pareto = pq.read_table(exp / "pareto.parquet").to_pylist()
@@ -263,6 +259,7 @@ def test_node_loss_retries_trials_from_their_checkpoint(cluster: Cluster, tmp_pa
         name="nodeloss",
         recipe={"epochs": 10, "finetune_epochs": 2, "batch_size": 64},
         budget={"num_samples": 3, "max_concurrent": 2, "max_failures": 2},
+        economy={"points_per_ssl": 1},
     )
     exp = tmp_path / "runs" / "nodeloss"
     proc = _search(cluster, space)
@@ -299,45 +296,52 @@ def test_node_loss_retries_trials_from_their_checkpoint(cluster: Cluster, tmp_pa
     assert "retry" in out
 
 
+def _mtimes(exp: Path, pattern: str) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in exp.glob(pattern)}
+
+
 def test_driver_crash_then_resume_loses_nothing_and_reruns_nothing(
     cluster: Cluster, tmp_path: Path
 ) -> None:
+    """Killed between the points of one SSL model: on resume (the same command plus --resume)
+    no finished point is lost or re-run and no stored SSL model is trained again."""
     if cluster.dead_workers() == cluster.workers:
         cluster.add_worker()
     space = write_space(
         tmp_path,
         name="crash",
-        recipe={"epochs": 6, "finetune_epochs": 2, "batch_size": 64},
+        recipe={"epochs": 4, "finetune_epochs": 2, "batch_size": 64},
         budget={"num_samples": 6, "max_concurrent": 2},
+        economy={"points_per_ssl": 3},
     )
     exp = tmp_path / "runs" / "crash"
-    proc = _search(cluster, space)
+    proc = _search(cluster, space, "--num-samples", "6")
 
-    def two_done_two_running() -> bool:
-        finals = _finals(exp)
-        if len(finals) < 2:
+    def a_point_done_and_two_trials_past_ssl() -> bool:
+        if not _mtimes(exp, "points/*/result.json"):
             return False
-        running = [
-            rows
-            for rows in _reports(exp).values()
-            if rows and not any(r.get("final") for r in rows)
-        ]
-        # both running trials are past two checkpoints, so the last snapshot knows them
+        running = [rows for rows in _reports(exp).values() if rows]
+        # both trials are past SSL training and two checkpoints: the last snapshot knows them
         return len(running) >= 2 and all(
-            max(r.get("global_epoch", 0) for r in rows) >= 3 for rows in running
+            max(r.get("global_epoch", 0) for r in rows) >= 5 for rows in running
         )
 
-    _wait(two_done_two_running, proc)
+    _wait(a_point_done_and_two_trials_past_ssl, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    done_before = _finals(exp)
-    assert len(done_before) >= 2
+    points_before = _mtimes(exp, "points/*/result.json")
+    ssl_before = _mtimes(exp, "ssl_models/*.pt")
+    assert points_before and len(ssl_before) == 2
     assert not (exp / "trials.parquet").exists()
-    resumed = _search(cluster, space, "--resume")
+    resumed = _search(cluster, space, "--num-samples", "6", "--resume")  # the same command
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
-    _check_consistent(exp, 6)
-    after = _finals(exp)
-    for path, mtime in done_before.items():  # completed trials were kept, not re-run
+    rows = _check_consistent(exp, 6)
+    after = _mtimes(exp, "points/*/result.json")
+    for path, mtime in points_before.items():  # finished points were kept, not re-run
         assert after.get(path) == mtime
-    assert len({p.parent.parent for p in after}) == 6
+    ssl_after = _mtimes(exp, "ssl_models/*.pt")
+    for path, mtime in ssl_before.items():  # no SSL model trained again
+        assert ssl_after.get(path) == mtime
+    assert len(ssl_after) == 2 == len({r["ssl_model_id"] for r in rows})
+    assert len(after) == 6

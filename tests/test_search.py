@@ -57,7 +57,7 @@ def test_tiny_search_end_to_end(tiny: Any) -> None:
     by_id = {r["trial_id"]: r for r in rows}
     for t in study.trials:
         assert t.state.name == "COMPLETE"
-        r = by_id[t.user_attrs["tune_trial_id"]]
+        r = by_id[t.user_attrs["trial_id"]]
         assert t.values == pytest.approx([r["top1"], r["flops"], r["size_mb"]])
     for name in ("pareto.md", "pareto.csv", "pareto.parquet", "pareto.png", "space.yaml"):
         assert (Path(out.exp_dir) / name).is_file(), name
@@ -69,13 +69,30 @@ def test_existing_name_is_refused_and_resume_of_a_finished_search_reruns_nothing
 ) -> None:
     from sslsearch.errors import UserError
 
-    space = write_space(tmp_path, budget={"num_samples": 2, "max_concurrent": 2})
+    space = write_space(
+        tmp_path,
+        budget={"num_samples": 2, "max_concurrent": 2},
+        reference={"baseline": True, "lambda0": True},
+    )
     out = run_search(SearchOptions(space=str(space)))
+    base = [r for r in _rows(out.exp_dir) if r["role"] == "baseline"]
+    assert len(base) == 1 and base[0]["status"] == "ok" and base[0]["ssl_model_id"] is None
+    assert base[0]["flops"] == base[0]["flops_before"] and base[0]["top1"] > 50
+    # lambda = 0 reference points at the search's pruning choices, from one SSL model
+    rows = _rows(out.exp_dir)
+    search = {r["trial_id"]: r for r in rows if r["role"] == "search"}
+    refs = [r for r in rows if r["role"] == "reference"]
+    assert sorted(r["trial_id"] for r in refs) == sorted(f"ref-{i}" for i in search)
+    assert len({r["ssl_model_id"] for r in refs}) == 1
+    for r in refs:
+        s = search[r["trial_id"][4:]]
+        assert r["ssl_lambda"] == 0.0 and r["ratio"] == s["ratio"] and r["status"] == "ok"
+        assert r["ssl_model_id"] != s["ssl_model_id"]
     before = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
     with pytest.raises(UserError, match="already exists"):
         run_search(SearchOptions(space=str(space)))
     again = run_search(SearchOptions(space=str(space), resume=True))
-    assert len(_rows(again.exp_dir)) == 2
+    assert len(_rows(again.exp_dir)) == 5  # 2 points, 2 references, the baseline: made once
     after = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
     assert set(after) == set(before)  # no new trial and no new final checkpoint
 
@@ -89,11 +106,12 @@ def test_failed_and_early_stopped_trials_never_enter_the_study_as_complete(
         params={"ssl_lambda": {"choices": [1e36, 0.01]}, "ratio": {"low": 0.1, "high": 0.8}},
         recipe={"epochs": 4, "finetune_epochs": 1, "batch_size": 64},
         budget={"num_samples": 6, "max_concurrent": 2},
-        early_stopping={"enabled": True, "grace_epochs": 1, "reduction_factor": 2},
+        early_stopping={"enabled": True, "margin": 0.0},
+        economy={"points_per_ssl": 3},
     )
     out = run_search(SearchOptions(space=str(space)))
     rows = _rows(out.exp_dir)
-    states = {t.user_attrs["tune_trial_id"]: t for t in _study(out.exp_dir).trials}
+    states = {t.user_attrs["trial_id"]: t for t in _study(out.exp_dir).trials}
     assert len(rows) == 6 and set(states) == {r["trial_id"] for r in rows}
     pareto_ids = set(
         pq.read_table(Path(out.exp_dir) / "pareto.parquet").column("trial_id").to_pylist()

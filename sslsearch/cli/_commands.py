@@ -534,7 +534,7 @@ def add_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     p.add_argument("--num-samples", type=int, default=None, help="number of trials")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at a time")
-    p.add_argument("--sampler", default=None, help="tpe | nsga2 | gp | random")
+    p.add_argument("--sampler", default=None, help="auto | gp | tpe | nsga2 | random")
     p.add_argument("--seed", type=int, default=None, help="sampler seed")
     p.add_argument("--data-root", default=None, help="dataset root on every node")
     p.add_argument("--epochs", type=int, default=None, help="SSL epochs per trial")
@@ -545,7 +545,7 @@ def add_search(p: argparse.ArgumentParser) -> None:
         "--early-stopping",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="ASHA on validation top-1 during training",
+        help="stop points whose optimistic result is dominated (fine-tuning only)",
     )
     p.add_argument(
         "--set",

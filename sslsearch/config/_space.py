@@ -129,22 +129,65 @@ class Resources:
 
 @dataclass(frozen=True)
 class Sampler:
-    name: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    # auto: gp (best in benchmarks/bench_search_efficiency.py) unless the space is conditional
+    # (depth_wise asks for blocks, the other prune types for a ratio), where GP would fall back
+    # to random sampling: then tpe.
+    name: Literal["auto", "tpe", "nsga2", "gp", "random"] = "auto"
     seed: int = 0
     n_startup_trials: int | None = None  # random trials before the model kicks in
 
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """ASHA on validation top-1 during SSL training (a Tune scheduler, not a pruner)."""
+    """Stop a point during fine-tuning when even an optimistic result would be dominated.
+
+    Never during SSL training: there, ratio and criterion have not acted yet. After pruning a
+    point's costs (FLOPs, params, size) are exact; its top-1 is bounded optimistically by the
+    best of the SSL model's and its own top-1 so far plus ``margin`` (top-1 points). A point
+    whose bound is dominated by a finished point of the experiment stops and never enters a
+    front or the study as COMPLETE (Optuna: PRUNED; trials.parquet: ``stopped``).
+    """
 
     enabled: bool = False
-    grace_epochs: int = 2
-    reduction_factor: float = 3.0
+    margin: float = 1.0  # top-1 points added to the optimistic bound
+    grace_epochs: int = 0  # fine-tune epochs before the first check (0: right after pruning)
 
     def check(self) -> None:
-        if self.grace_epochs < 1 or self.reduction_factor <= 1:
-            raise ConfigError("grace_epochs", "needs grace_epochs >= 1 and reduction_factor > 1")
+        if self.margin < 0 or self.grace_epochs < 0:
+            raise ConfigError("margin", "needs margin >= 0 and grace_epochs >= 0")
+
+
+@dataclass(frozen=True)
+class Economy:
+    """How many points (pruning choices) one SSL model yields.
+
+    Each Ray Tune trial trains (or reuses) one SSL model, then prunes and fine-tunes
+    ``points_per_ssl`` points from it, each its own Optuna trial chosen by the sampler at the
+    same SSL settings. ``points_per_ssl: 1`` is one SSL training per point (the old scheme).
+    ``budget.num_samples`` counts points.
+    """
+
+    points_per_ssl: int = 4
+
+    def check(self) -> None:
+        if self.points_per_ssl < 1:
+            raise ConfigError("points_per_ssl", f"must be >= 1, got {self.points_per_ssl}")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What an experiment measures besides its search.
+
+    ``baseline``: the dense, unpruned model trained with the same recipe (SSL epochs +
+    fine-tuning epochs, no penalty), once per experiment (reused on resume), as a row with
+    ``role: baseline`` in trials.parquet.
+    ``lambda0``: reference points: after the search, one SSL model at lambda = 0 (plain
+    training) pruned and fine-tuned at every pruning choice the search finished, as rows with
+    ``role: reference`` (what SSL adds on the task).
+    """
+
+    baseline: bool = False
+    lambda0: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +207,8 @@ class SearchSpace:
     resources: Resources = field(default_factory=Resources)
     sampler: Sampler = field(default_factory=Sampler)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    economy: Economy = field(default_factory=Economy)
+    reference: Reference = field(default_factory=Reference)
     seed: int = 0  # training seed of every trial
     storage_path: str = "runs"
 

@@ -143,7 +143,7 @@ class TrialConfig:
             "seed": self.seed,
             "warm_start": self.warm_start,
             "extra": extra or {},
-            "version": 1,
+            "version": 2,  # 2: precision joined the key
         }
         blob = json.dumps(ident, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:20]

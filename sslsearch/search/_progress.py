@@ -24,6 +24,9 @@ def _fmt(v: Any, spec: str, default: str = "-") -> str:
 
 def describe_params(cfg: dict[str, Any]) -> str:
     parts = [f"lambda={_fmt(cfg.get('ssl_lambda'), '.2e')}"]
+    points = cfg.get("points")
+    if isinstance(points, list) and len(points) > 1:
+        return f"{parts[0]} {len(points)} points"
     if cfg.get("blocks") is not None:
         parts.append(f"blocks={cfg['blocks']}")
     elif cfg.get("ratio") is not None:
@@ -62,12 +65,26 @@ class ProgressCallback(Callback):
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
         self._latest[trial.trial_id] = result
+        if result.get("final") and "point" in result:
+            self._point_line(result)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._done += 1
         r = self._latest.pop(trial.trial_id, None) or trial.last_result or {}
-        head = f"[{self._done}/{self.num_samples}] {trial.trial_id} {describe_params(trial.config)}"
-        if r.get("final") and r.get("status") == "ok":
+        if not r.get("final"):
+            self._done += 1
+            log.info(
+                "[%d/%d] %s %s: interrupted at epoch %s",
+                self._done,
+                self.num_samples,
+                trial.trial_id,
+                describe_params(trial.config),
+                r.get("global_epoch", "?"),
+            )
+
+    def _point_line(self, r: dict[str, Any]) -> None:
+        self._done += 1
+        head = f"[{self._done}/{self.num_samples}] {r.get('trial_id', '?')} {describe_params(r)}"
+        if r.get("status") == "ok":
             log.info(
                 "%s: top1 %s  FLOPs %sM  size %sMB  actual ratio %s  (%ss)",
                 head,
@@ -75,17 +92,12 @@ class ProgressCallback(Callback):
                 _fmt(float(r.get("flops", math.nan)) / 1e6, ".3f"),
                 _fmt(r.get("size_mb"), ".3f"),
                 _fmt(r.get("actual_ratio"), ".3f"),
-                _fmt(r.get("trial_seconds"), ".1f"),
+                _fmt(r.get("point_seconds"), ".1f"),
             )
-        elif r.get("final"):
-            log.info("%s: FAILED: %s", head, r.get("error"))
+        elif r.get("status") == "stopped":
+            log.info("%s: stopped: %s", head, r.get("error"))
         else:
-            log.info(
-                "%s: stopped early at epoch %s (val top1 %s)",
-                head,
-                r.get("global_epoch", "?"),
-                _fmt(r.get("val_top1"), ".2f"),
-            )
+            log.info("%s: FAILED: %s", head, r.get("error"))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._done += 1

@@ -1,9 +1,10 @@
-"""trials.parquet: one row per trial, built from what each trial itself wrote.
+"""trials.parquet: one row per point, built from what each trial itself wrote.
 
-The final metrics come from each trial's final checkpoint (``result.json``, persisted by the
-worker), not from the driver's experiment snapshot or the Optuna DB, which can be stale after a
-driver crash. Trials without a final result are listed with the reason: the error Tune recorded
-(``error.txt``) or early stopping.
+A Tune trial is one SSL model and its points (``params.json``'s ``points``). A finished point's
+metrics come from ``points/<id>/result.json``, written by the worker as the point finished, not
+from the driver's experiment snapshot or the Optuna DB, which can be stale after a driver crash.
+Points without a result are listed with the reason: the error Tune recorded (``error.txt``) or
+that they never finished. Early-stopped points are ``stopped``, with their exact costs.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pyarrow.parquet as pq
 
 from sslsearch import storage
 from sslsearch.report._arrow import typed_table
-from sslsearch.search._trainable import latest_final_checkpoint
-from sslsearch.trial import MODEL_FILE, RESULT_FILE
+from sslsearch.search._trainable import POINTS_DIR, REFERENCE_DIR
+from sslsearch.trial import BASELINE_ID, MODEL_FILE, RESULT_FILE, point_id
 
 TRIALS_FILE = "trials.parquet"
 _TRIAL_DIR = re.compile(r"^sslsearch_trial_(?P<id>[0-9a-f]+)_")
@@ -30,6 +31,9 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("trial_dir", pa.string()),
     ("status", pa.string()),  # ok | failed | error | stopped
     ("error", pa.string()),
+    ("ssl_model_id", pa.string()),  # the SSL model the point was pruned from (null: baseline)
+    ("role", pa.string()),  # search | reference (lambda = 0) | baseline (dense, unpruned)
+    ("confirm_of", pa.string()),  # trial_id of the Pareto point this row re-evaluates
     ("arch", pa.string()),
     ("dataset", pa.string()),
     ("image_size", pa.int64()),
@@ -99,7 +103,7 @@ def _last_line(fs: pafs.FileSystem, path: str) -> str | None:
 def _progress(
     fs: pafs.FileSystem, trial_path: str
 ) -> tuple[dict[str, Any], int | None, str | None]:
-    """Params, last epoch and trial id from Tune's per-trial logs (best effort)."""
+    """Params, last epoch and Tune trial id from Tune's per-trial logs (best effort)."""
     params: dict[str, Any] = {}
     p = f"{trial_path}/params.json"
     if fs.get_file_info(p).type == pafs.FileType.File:
@@ -118,49 +122,92 @@ def _progress(
                     continue
                 if isinstance(row, dict) and "global_epoch" in row:
                     last = int(row["global_epoch"])
-                    trial_id = row.get("trial_id", trial_id)
+                    trial_id = row.get("tune_trial_id", trial_id)
     return params, last, trial_id
 
 
+def _point_results(exp_dir: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    pdir = storage.join(exp_dir, POINTS_DIR)
+    if not storage.exists(pdir):
+        return out
+    for name in storage.listdir(pdir):
+        path = storage.join(pdir, name, RESULT_FILE)
+        try:
+            out[name] = json.loads(storage.read_bytes(path).decode())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
-    """One dict per trial directory of the experiment, keyed by the SCHEMA's columns."""
+    """One dict per point of every trial directory, keyed by the SCHEMA's columns."""
     fs, root = storage.resolve(exp_dir)
+    results = _point_results(exp_dir)
     rows = []
     for name in storage.listdir(exp_dir):
         m = _TRIAL_DIR.match(name)
         if not m:
             continue
         trial_path = f"{root}/{name}"
-        row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
-        row["trial_id"] = m.group("id")
-        row["trial_dir"] = name
         params, last, logged_id = _progress(fs, trial_path)
-        row["trial_id"] = logged_id or row["trial_id"]
-        for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", "ratio", "blocks"):
-            row[k] = params.get(k)
-        final = latest_final_checkpoint(fs, trial_path)
-        if final is not None:
-            result = _read_json(fs, f"{final[1]}/{RESULT_FILE}")
-            for k in SCHEMA.names:
-                if k in result:
-                    row[k] = result[k]
-            row["trial_id"] = result.get("trial_id", row["trial_id"])
-            row["status"] = result.get("status", "ok")
-            row["last_epoch"] = result.get("global_epoch", last)
-            ckpt_name = final[1].rsplit("/", 1)[-1]
-            if fs.get_file_info(f"{final[1]}/{MODEL_FILE}").type == pafs.FileType.File:
-                row["model_path"] = f"{name}/{ckpt_name}/{MODEL_FILE}"
-        else:
-            err = _last_line(fs, f"{trial_path}/error.txt")
-            row["status"] = "error" if err else "stopped"
-            row["error"] = err or "stopped before its final result (early stopping or interrupted)"
-            row["last_epoch"] = last
+        tune_id = logged_id or m.group("id")
+        points = params.get("points") or [params]
+        err = _last_line(fs, f"{trial_path}/error.txt")
+        for i, p in enumerate(points):
+            row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
+            row["trial_id"] = point_id(tune_id, i)
+            row["trial_dir"] = name
+            row["role"] = "search"
+            for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", "ratio", "blocks"):
+                row[k] = p.get(k)
+            result = results.get(row["trial_id"])
+            if result is not None:
+                for k in SCHEMA.names:
+                    if k in result:
+                        row[k] = result[k]
+                row["trial_id"] = point_id(tune_id, i)
+                row["status"] = result.get("status", "ok")
+                row["last_epoch"] = result.get("global_epoch", last)
+                model = f"{POINTS_DIR}/{row['trial_id']}/{MODEL_FILE}"
+                if storage.exists(storage.join(exp_dir, model)):
+                    row["model_path"] = model
+            else:
+                row["status"] = "error" if err else "stopped"
+                row["error"] = err or "stopped before its final result (interrupted)"
+                row["last_epoch"] = last
+            if row["blocks"] is not None and int(row["blocks"]) < 0:
+                row["blocks"] = None
+            if isinstance(row.get("ratio"), float) and row["ratio"] != row["ratio"]:
+                row["ratio"] = None
+            rows.append(row)
+    rows.sort(key=lambda r: (r["trial_dir"], r["trial_id"]))
+    refs = storage.join(exp_dir, REFERENCE_DIR)
+    for name in sorted(storage.listdir(refs)) if storage.exists(refs) else []:
+        path = storage.join(refs, name, RESULT_FILE)
+        try:
+            result = json.loads(storage.read_bytes(path).decode())
+        except (OSError, ValueError):
+            continue
+        row = {k: result.get(k) for k in SCHEMA.names}
+        row.update(trial_id=name, role="reference")
+        row["last_epoch"] = result.get("global_epoch")
+        if storage.exists(storage.join(refs, name, MODEL_FILE)):
+            row["model_path"] = f"{REFERENCE_DIR}/{name}/{MODEL_FILE}"
         if row["blocks"] is not None and int(row["blocks"]) < 0:
             row["blocks"] = None
-        if isinstance(row.get("ratio"), float) and row["ratio"] != row["ratio"]:
-            row["ratio"] = None
         rows.append(row)
-    rows.sort(key=lambda r: r["trial_dir"])
+    baseline = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
+    if storage.exists(baseline):
+        result = json.loads(storage.read_bytes(baseline).decode())
+        row = {k: result.get(k) for k in SCHEMA.names}
+        row.update(trial_id=BASELINE_ID, role="baseline", ssl_model_id=None)
+        row["last_epoch"] = result.get("global_epoch")
+        if storage.exists(storage.join(exp_dir, BASELINE_ID, MODEL_FILE)):
+            row["model_path"] = f"{BASELINE_ID}/{MODEL_FILE}"
+        if row["blocks"] is not None and int(row["blocks"]) < 0:
+            row["blocks"] = None
+        rows.append(row)
     return rows
 
 

@@ -24,6 +24,7 @@ from sslsearch.trial import validate_space
 log = logging.getLogger(__name__)
 SPACE_FILE = "space.yaml"
 STUDY_FILE = "optuna.db"
+STUDY_URL_FILE = "study_url"  # the Optuna storage URL, kept with the experiment for --resume
 DEFAULT_SPACE = spaces_dir() / "default.yaml"  # shipped as package data (sslsearch.config)
 
 
@@ -106,11 +107,6 @@ def _prepare_resume(opts: SearchOptions) -> tuple[SearchSpace, str]:
         o for o in opts.overrides if o.split("=", 1)[0] in ("name", "storage_path")
     ]
     others = [o for o in opts.overrides if o not in raw_name_overrides]
-    if others:
-        keys = ", ".join(o.split("=", 1)[0] for o in others)
-        raise UserError(
-            f"--resume continues an experiment as it was started; it cannot change {keys}"
-        )
     base = (
         load_space(_space_file(opts), raw_name_overrides)
         if opts.space or DEFAULT_SPACE.is_file()
@@ -125,7 +121,41 @@ def _prepare_resume(opts: SearchOptions) -> tuple[SearchSpace, str]:
         )
     raw = yaml.safe_load(storage.read_bytes(saved).decode())
     space = space_from_mapping(raw, saved)
+    changed = _changed_keys(raw, others)
+    if changed:
+        raise UserError(
+            "--resume continues an experiment as it was started; it cannot change "
+            + ", ".join(changed)
+        )
     return space, exp_dir
+
+
+def _changed_keys(saved: dict[str, Any], overrides: list[str]) -> list[str]:
+    """The override keys whose value differs from the saved experiment's (the same command
+    with --resume repeats them unchanged)."""
+    from sslsearch.config import apply_overrides
+
+    changed = []
+    for o in overrides:
+        key = o.split("=", 1)[0].strip()
+        try:
+            new = space_from_mapping(apply_overrides(saved, [o])).to_dict()
+        except UserError:
+            changed.append(key)
+            continue
+        old = space_from_mapping(saved).to_dict()
+        if new != old:
+            changed.append(f"{key} (was {_get(old, key)!r})")
+    return changed
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    node: Any = d
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
 
 
 def _check_resources(space: SearchSpace, cluster: Cluster) -> SearchSpace:
@@ -143,6 +173,16 @@ def _check_resources(space: SearchSpace, cluster: Cluster) -> SearchSpace:
 
 
 def _study_url(opts: SearchOptions, exp_dir: str, space: SearchSpace) -> str:
+    """The study's URL: --study-storage, else the one kept with the experiment, else SQLite
+    in the experiment directory (for object storage: in the current directory)."""
+    kept = storage.join(exp_dir, STUDY_URL_FILE)
+    if opts.resume and storage.exists(kept):
+        url = storage.read_bytes(kept).decode().strip()
+        if opts.study_storage and opts.study_storage != url:
+            raise UserError(
+                f"--resume: the experiment's Optuna study is {url}, not {opts.study_storage}"
+            )
+        return url
     if opts.study_storage:
         return opts.study_storage
     if storage.is_uri(exp_dir):
@@ -156,9 +196,7 @@ def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions
     from ray import tune
 
     trainable = tune.with_resources(
-        make_trainable(
-            space.to_dict(), storage.join(exp_dir, "ssl_cache"), max(1, int(space.resources.cpus))
-        ),
+        make_trainable(space.to_dict(), exp_dir, max(1, int(space.resources.cpus))),
         {"cpu": space.resources.cpus, "gpu": space.resources.gpu},
     )
     if opts.resume:
@@ -167,17 +205,6 @@ def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions
     from sslsearch.search._searcher import make_searcher
 
     searcher = make_searcher(space, study_url, space.name, define_by_run(space))
-    scheduler = None
-    es = space.early_stopping
-    if es.enabled:
-        scheduler = tune.schedulers.ASHAScheduler(
-            time_attr="global_epoch",
-            metric="val_top1",
-            mode="max",
-            max_t=space.recipe.epochs + space.recipe.finetune_epochs + 1,
-            grace_period=es.grace_epochs,
-            reduction_factor=es.reduction_factor,
-        )
     base, name = exp_dir.rstrip("/").rsplit("/", 1)
     return tune.Tuner(
         trainable,
@@ -185,8 +212,9 @@ def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions
         # single-objective study. The searcher owns the objectives.
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=space.budget.num_samples,
+            # Early stopping acts on points inside a trial (trial/_early.py), never through a
+            # Tune scheduler: that would stop a whole SSL model and every point after it.
+            num_samples=ssl_trainings(space),
             max_concurrent_trials=space.budget.max_concurrent,
             reuse_actors=opts.reuse_actors,
             time_budget_s=space.budget.time_budget_s,
@@ -200,6 +228,12 @@ def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions
             verbose=0,
         ),
     )
+
+
+def ssl_trainings(space: SearchSpace) -> int:
+    """Tune trials (SSL models) for ``budget.num_samples`` points."""
+    k = space.economy.points_per_ssl
+    return -(-space.budget.num_samples // k)
 
 
 def _metadata(space: SearchSpace, study_url: str) -> dict[str, str]:
@@ -225,11 +259,11 @@ def finish(
     from sslsearch.search._searcher import fail_orphans, reconcile_study
 
     path, table = write_trials(exp_dir, _metadata(space, study_url))
-    rows = table.to_pylist()
+    rows = [r for r in table.to_pylist() if r["role"] == "search"]  # search points only
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    finals = {r["trial_id"]: {**r, "final": r["status"] in ("ok", "failed")} for r in rows}
+    finals = {r["trial_id"]: {**r, "final": _ended(r)} for r in rows}
     metrics = [o.metric for o in space.objectives]
     fixed = reconcile_study(study_url, space.name, finals, metrics)
     orphans = fail_orphans(study_url, space.name, set(finals))
@@ -293,9 +327,13 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             storage.makedirs(exp_dir)
             text = yaml.safe_dump(space.to_dict(), sort_keys=False)
             storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
+            storage.write_text_atomic(storage.join(exp_dir, STUDY_URL_FILE), study_url + "\n")
         tuner = _tuner(space, exp_dir, study_url, opts)
+        baseline = _start_baseline(space, exp_dir)
         try:
             tuner.fit()
+            _run_references(space, exp_dir)
+            _wait_baseline(baseline)
         except KeyboardInterrupt:
             interrupted = True
         progress = _progress_callback(tuner)
@@ -304,14 +342,83 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     finally:
         shutdown(cluster)
     path, counts, pareto = finish(exp_dir, space, study_url)
-    ended = (
-        ("ok", "failed", "error", "stopped")
-        if space.early_stopping.enabled
-        else ("ok", "failed", "error")
+    rows = [r for r in pq_rows(path) if r["role"] == "search"]
+    unfinished = space.budget.num_samples - sum(
+        1 for r in rows if _ended(r) or r["status"] == "error"
     )
-    unfinished = space.budget.num_samples - sum(counts.get(k, 0) for k in ended)
     interrupted = interrupted or (unfinished > 0 and space.budget.time_budget_s is None)
     return SearchOutcome(exp_dir, path, counts, pareto, interrupted, cluster, max_running)
+
+
+def _ended(row: dict[str, Any]) -> bool:
+    """A point that has its final result: ok, failed, or stopped by early stopping."""
+    if row["status"] in ("ok", "failed"):
+        return True
+    return row["status"] == "stopped" and str(row.get("error") or "").startswith("early stopping")
+
+
+def pq_rows(path: str) -> list[dict[str, Any]]:
+    import io
+
+    import pyarrow.parquet as pq
+
+    return list(pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist())
+
+
+def _start_baseline(space: SearchSpace, exp_dir: str) -> Any:
+    """The dense baseline as a Ray task that runs beside the trials (once per experiment)."""
+    if not space.reference.baseline:
+        return None
+    import ray
+
+    from sslsearch.search._trainable import baseline_job
+    from sslsearch.trial import BASELINE_ID, RESULT_FILE
+
+    if storage.exists(storage.join(exp_dir, BASELINE_ID, RESULT_FILE)):
+        return None  # made by an earlier run of this experiment
+    task = ray.remote(baseline_job).options(
+        num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
+    )
+    return task.remote(space.to_dict(), exp_dir, max(1, int(space.resources.cpus)))
+
+
+def _run_references(space: SearchSpace, exp_dir: str) -> None:
+    """lambda = 0 reference points at the pruning choices of the finished search points."""
+    if not space.reference.lambda0:
+        return
+    import ray
+
+    from sslsearch.search._results import collect_trials
+    from sslsearch.search._trainable import reference_job
+
+    keys = ("ssl_type", "prune_type", "prune_way", "ratio", "blocks", "trial_id")
+    choices = [
+        {k: r[k] for k in keys if r.get(k) is not None}
+        for r in collect_trials(exp_dir)
+        if r["role"] == "search" and r["status"] == "ok"
+    ]
+    # One SSL model at lambda = 0 for every choice; several tasks would each train it.
+    task = ray.remote(reference_job).options(
+        num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
+    )
+    try:
+        n = ray.get(
+            task.remote(space.to_dict(), exp_dir, max(1, int(space.resources.cpus)), choices)
+        )
+        log.info("reference points (lambda = 0): %d", n)
+    except Exception as e:  # the search's results stand without them
+        log.warning("the reference points failed: %s", str(e).strip().splitlines()[-1][:300])
+
+
+def _wait_baseline(ref: Any) -> None:
+    if ref is None:
+        return
+    import ray
+
+    try:
+        log.info("dense baseline: %s", ray.get(ref))
+    except Exception as e:  # the search's results stand without it
+        log.warning("the dense baseline failed: %s", str(e).strip().splitlines()[-1][:300])
 
 
 def _progress_callback(tuner: Any) -> Any:

@@ -1,4 +1,11 @@
-"""OptunaSearch that only ever records a trial as COMPLETE with its true final values.
+"""OptunaSearch that asks several points per SSL model and records each point as COMPLETE only
+with its true final values.
+
+A Tune trial trains one SSL model and then several points from it. Its first point is asked
+through OptunaSearch as usual; the others are asked right after with the SSL settings
+(lambda, ssl type) fixed through ``study.enqueue_trial``, so the sampler chooses their pruning
+(ratio, blocks, criterion, prune type) knowing the points before. Each point is its own Optuna
+trial, told when the trial reports that point's final result.
 
 Ray's OptunaSearch tells Optuna a trial's *last reported* values when the trial ends. With
 per-epoch reports, a trial stopped early (ASHA), interrupted or failed would then enter the
@@ -18,45 +25,108 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from sslsearch.config import SearchSpace
+from sslsearch.config import Choices, SearchSpace
 
 log = logging.getLogger(__name__)
-TUNE_ID_ATTR = "tune_trial_id"
+TUNE_ID_ATTR = "tune_trial_id"  # the Ray Tune trial a point belongs to
+POINT_ID_ATTR = "trial_id"  # the point's id: trials.parquet's trial_id
+SSL_PARAMS = ("ssl_lambda", "ssl_type")  # what a trial's points share (with the space's fixed)
+
+
+def point_id(trial_id: str, point: int) -> str:
+    from sslsearch.trial import point_id as _pid
+
+    return _pid(trial_id, point)
 
 
 class ParetoOptunaSearch(OptunaSearch):
+    def __init__(self, *args: Any, points_per_ssl: int = 1, num_points: int = 0, **kw: Any):
+        super().__init__(*args, **kw)
+        self.points_per_ssl = points_per_ssl
+        self.num_points = num_points  # budget.num_samples: points in all (0: unbounded)
+        self.points_asked = 0
+        self.point_numbers: dict[str, list[int]] = {}  # Tune trial -> Optuna trial numbers
+        self.point_params: dict[str, list[dict[str, Any]]] = {}
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        fresh = trial_id not in self._ot_trials
         params = super().suggest(trial_id)
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and TUNE_ID_ATTR not in ot_trial.user_attrs:
+        if params is None or not isinstance(params, dict):
+            return params
+        ot_trial = self._ot_trials[trial_id]
+        if fresh or trial_id not in self.point_numbers:
             ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
-        return params
+            ot_trial.set_user_attr(POINT_ID_ATTR, point_id(trial_id, 0))
+            points = [dict(params)]
+            numbers = [ot_trial.number]
+            left = self.num_points - self.points_asked if self.num_points else 1 << 30
+            k = max(1, min(self.points_per_ssl, left))
+            fixed = {n: v for n, v in ot_trial.params.items() if n in self._ssl_param_names()}
+            study: Any = self._ot_study
+            for i in range(1, k):
+                study.enqueue_trial(fixed, skip_if_exists=False)
+                t = study.ask()
+                t.set_user_attr(TUNE_ID_ATTR, trial_id)
+                t.set_user_attr(POINT_ID_ATTR, point_id(trial_id, i))
+                points.append(self._suggest_from_define_by_run_func(self._space, t))  # type: ignore[arg-type]
+                numbers.append(t.number)
+            self.points_asked += k
+            self.point_numbers[trial_id] = numbers
+            self.point_params[trial_id] = points
+        return {**params, "points": self.point_params.get(trial_id, [dict(params)])}
+
+    def _ssl_param_names(self) -> set[str]:
+        names = set(SSL_PARAMS)
+        space = getattr(self._space, "space_dict", {}).get("params", {})
+        if "ssl_type" not in space:  # the ssl type follows the prune type
+            names.add("prune_type")
+        return names
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        return  # multi-objective studies take no intermediate values
+        if result.get("final") and "point" in result:
+            self._tell_point(trial_id, int(result["point"]), result, False)
+
+    def _tell_point(
+        self, trial_id: str, point: int, result: dict[str, Any] | None, error: bool
+    ) -> None:
+        numbers = self.point_numbers.get(trial_id)
+        if numbers is None or point >= len(numbers):
+            return
+        state, values, reason = classify(result, error, self.metric)
+        tell(self._ot_study, numbers[point], state, values, reason)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         if trial_id in self._completed_trials:
             return
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None:
-            return
-        state, values, reason = classify(result, error, self.metric)
-        study: Any = self._ot_study
-        try:
-            stored = study._storage.get_trial(ot_trial._trial_id)
-            if stored.state.is_finished():  # already reconciled from disk after a crash
-                self._completed_trials.add(trial_id)
-                return
-            if reason:
-                ot_trial.set_user_attr("reason", reason[:500])
-            study.tell(ot_trial, values, state=state)
-        except Exception as e:  # never leave an orphan RUNNING trial behind
-            log.warning("could not record trial %s as %s (%s); marking it FAIL", trial_id, state, e)
-            study.tell(ot_trial, None, state=TrialState.FAIL, skip_if_finished=True)
+        if result and result.get("final") and "point" in result and not error:
+            self._tell_point(trial_id, int(result["point"]), result, False)
+        numbers = self.point_numbers.get(trial_id, [])
+        for i in range(len(numbers)):
+            # points told on their result are finished already (tell skips them)
+            self._tell_point(trial_id, i, None if not error else result, error)
         self._completed_trials.add(trial_id)
+
+
+def tell(
+    study: Any,
+    number: int,
+    state: TrialState,
+    values: list[float] | None,
+    reason: str | None,
+) -> None:
+    """Tell the study once; never leave an orphan RUNNING trial behind."""
+    try:
+        trial = study.trials[number] if number < len(study.trials) else None
+        if trial is None or trial.state.is_finished():
+            return
+        if reason:
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason[:500])
+        study.tell(number, values, state=state)
+    except Exception as e:
+        log.warning("could not record trial %s as %s (%s); marking it FAIL", number, state, e)
+        study.tell(number, None, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def classify(
@@ -67,7 +137,9 @@ def classify(
     if error:
         return TrialState.FAIL, None, "the trial raised an error (see error.txt in its directory)"
     if not result or not result.get("final"):
-        return TrialState.PRUNED, None, "stopped before its final result (early stopping)"
+        return TrialState.PRUNED, None, "stopped before its final result"
+    if result.get("status") == "stopped":
+        return TrialState.PRUNED, None, str(result.get("error") or "early stopping")
     if result.get("status") != "ok":
         return TrialState.FAIL, None, str(result.get("error") or "failed")
     values = [result.get(m) for m in names]
@@ -76,15 +148,39 @@ def classify(
     return TrialState.COMPLETE, [float(v) for v in values], None  # type: ignore[arg-type]
 
 
+def is_conditional(space: SearchSpace) -> bool:
+    """Whether the space asks for different parameters per trial (GP would sample randomly)."""
+    specs = space.param_specs()
+    pt = specs.get("prune_type")
+    if not isinstance(pt, Choices) or "blocks" not in specs:
+        return False
+    return "depth_wise" in pt.choices and any(c != "depth_wise" for c in pt.choices)
+
+
+def sampler_name(space: SearchSpace) -> str:
+    """The sampler ``auto`` stands for: GP (best in bench_search_efficiency.py), but TPE on a
+    conditional space, where Optuna's GP falls back to random sampling."""
+    name = space.sampler.name
+    if name == "auto":
+        return "tpe" if is_conditional(space) else "gp"
+    if name == "gp" and is_conditional(space):
+        log.warning("sampler gp on a conditional space: Optuna's GP samples it at random")
+    return name
+
+
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     s = space.sampler
     n = space.budget.num_samples
     startup = s.n_startup_trials if s.n_startup_trials is not None else max(2, min(10, n // 3))
-    if s.name == "random":
+    if s.n_startup_trials is None and space.economy.points_per_ssl > 1:
+        # the first two trials' points are asked before any finishes: random anyway
+        startup = min(startup, 2 * space.economy.points_per_ssl)
+    name = sampler_name(space)
+    if name == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
-    if s.name == "nsga2":
+    if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=max(4, min(50, n // 3)))
-    if s.name == "gp":
+    if name == "gp":
         return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=startup)
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup, multivariate=True)
 
@@ -106,6 +202,8 @@ def make_searcher(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return ParetoOptunaSearch(
+            points_per_ssl=space.economy.points_per_ssl,
+            num_points=space.budget.num_samples,
             space=define_by_run,
             metric=[o.metric for o in space.objectives],
             mode=[o.direction for o in space.objectives],
@@ -132,10 +230,10 @@ def reconcile_study(
         return 0
     fixed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        tune_id = t.user_attrs.get(TUNE_ID_ATTR)
-        if tune_id is None or tune_id not in finals:
+        pid = t.user_attrs.get(POINT_ID_ATTR)
+        if pid is None or pid not in finals:
             continue
-        state, values, reason = classify(finals[tune_id], False, metrics)
+        state, values, reason = classify(finals[pid], False, metrics)
         if state == TrialState.PRUNED:
             continue  # still unfinished on disk: Tune may resume it
         if reason:
@@ -152,7 +250,7 @@ def fail_orphans(storage_url: str, study_name: str, known: set[str]) -> int:
         return 0
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get(TUNE_ID_ATTR) not in known:
+        if t.user_attrs.get(POINT_ID_ATTR) not in known:
             study._storage.set_trial_user_attr(t._trial_id, "reason", "lost with the driver")
             study.tell(t.number, None, state=TrialState.FAIL, skip_if_finished=True)
             n += 1

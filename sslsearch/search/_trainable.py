@@ -8,9 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sslsearch import storage as _storage
 from sslsearch.config import space_from_mapping
 from sslsearch.search._params import trial_config
-from sslsearch.trial import RESULT_FILE, run_trial
+from sslsearch.trial import RESULT_FILE, point_id, run_points
+from sslsearch.trial._early import FrontStop
+
+SSL_MODELS_DIR = "ssl_models"  # the SSL models, shared by every node through the storage path
+POINTS_DIR = "points"  # each finished point's result.json and model.pt
 
 log = logging.getLogger(__name__)
 _CKPT = re.compile(r"^checkpoint_(\d+)$")
@@ -42,20 +47,40 @@ def latest_final_checkpoint(fs: Any, trial_path: str) -> tuple[int, str] | None:
 
 
 def make_trainable(
-    space_dict: dict[str, Any], cache_dir: str | None, threads: int
+    space_dict: dict[str, Any], exp_dir: str, threads: int
 ) -> Callable[[dict[str, Any]], None]:
-    """A picklable closure Ray ships to the workers (the space travels as plain data)."""
+    """A picklable closure Ray ships to the workers (the space travels as plain data).
+
+    One Tune trial: one SSL model (stored under ``exp_dir/ssl_models``) and the points the
+    searcher put in ``params["points"]``, each written to ``exp_dir/points/<id>`` when done.
+    """
+    cache_dir = _storage.join(exp_dir, SSL_MODELS_DIR)
+    points_dir = _storage.join(exp_dir, POINTS_DIR)
 
     def sslsearch_trial(params: dict[str, Any]) -> None:
         from ray import tune
 
         space = space_from_mapping(space_dict)
-        cfg = trial_config(space, params, threads=threads, cache_dir=cache_dir)
+        points = params.get("points") or [params]
+        cfgs = [trial_config(space, p, threads=threads, cache_dir=cache_dir) for p in points]
         ctx = tune.get_context()
         import ray
 
+        tune_id = ctx.get_trial_id()
+        ids = [point_id(tune_id, i) for i in range(len(cfgs))]
+        es = space.early_stopping
+        stop = (
+            FrontStop(
+                points_dir,
+                [(o.metric, o.direction) for o in space.objectives],
+                margin=es.margin,
+                grace_epochs=es.grace_epochs,
+            )
+            if es.enabled
+            else None
+        )
         tags = {
-            "trial_id": ctx.get_trial_id(),
+            "tune_trial_id": tune_id,
             "trial_name": ctx.get_trial_name(),
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
             "node_ip": ray.util.get_node_ip_address(),
@@ -75,12 +100,58 @@ def make_trainable(
         if final is not None:
             known = _CKPT.match(Path(ckpt.path).name) if ckpt is not None else None
             if known is None or int(known.group(1)) < final[0]:
-                log.info("trial %s already finished: re-reporting %s", tags["trial_id"], final[1])
+                log.info("trial %s already finished: re-reporting %s", tune_id, final[1])
                 ckpt = tune.Checkpoint(final[1], filesystem=storage.storage_filesystem)
+        kw: dict[str, Any] = {"tags": tags, "point_ids": ids, "points_dir": points_dir}
         if ckpt is None:
-            run_trial(cfg, report, tags=tags)
+            run_points(cfgs, report, stop=stop, **kw)
         else:
             with ckpt.as_directory() as d:
-                run_trial(cfg, report, resume_from=d, tags=tags)
+                run_points(cfgs, report, resume_from=d, stop=stop, **kw)
 
     return sslsearch_trial
+
+
+def baseline_job(space_dict: dict[str, Any], exp_dir: str, threads: int) -> str:
+    """The experiment's dense baseline (a Ray task beside the trials); returns its status."""
+    from sslsearch.trial import run_baseline
+
+    space = space_from_mapping(space_dict)
+    params = {"ssl_lambda": 0.0, "ratio": 0.0}
+    cfg = trial_config(space, params, threads=threads, cache_dir=None)
+    return run_baseline(cfg, exp_dir).status
+
+
+REFERENCE_DIR = "reference"  # lambda = 0 points: reference/<id>/result.json and model.pt
+
+
+def reference_job(
+    space_dict: dict[str, Any], exp_dir: str, threads: int, choices: list[dict[str, Any]]
+) -> int:
+    """Reference points: the lambda = 0 SSL model pruned at each of the search's choices.
+
+    ``choices``: the finished search points' parameters with their ``trial_id``. Returns how
+    many reference points there are; those already on disk (a resumed experiment) are kept.
+    """
+    space = space_from_mapping(space_dict)
+    # at lambda = 0 the ssl type trains nothing: one SSL model serves every prune type
+    ssl_type = choices[0].get("ssl_type") if choices else None
+    cfgs = [
+        trial_config(
+            space,
+            {**c, "ssl_lambda": 0.0, "ssl_type": ssl_type or c.get("prune_type", "filter_wise")},
+            threads=threads,
+            cache_dir=_storage.join(exp_dir, SSL_MODELS_DIR),
+        )
+        for c in choices
+    ]
+    if not cfgs:
+        return 0
+    ids = [f"ref-{c['trial_id']}" for c in choices]
+    run_points(
+        cfgs,
+        tags={"role": "reference"},
+        point_ids=ids,
+        points_dir=_storage.join(exp_dir, REFERENCE_DIR),
+    )
+    return len(ids)

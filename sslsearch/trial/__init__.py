@@ -1,22 +1,22 @@
-"""One trial end to end (never imports ray): train with SSL, prune, fine-tune, measure."""
+"""A trial, never importing ray: SSL training -> SSL model (stage 1); SSL model + pruning choice
+-> pruned, fine-tuned, measured point (stage 2). ``run_trial`` is one point, ``run_points``
+several from one SSL model."""
 
 from __future__ import annotations
 
+from sslsearch.trial._baseline import BASELINE_ID, baseline_config, run_baseline
 from sslsearch.trial._cache import SSLCache
+from sslsearch.trial._early import dominated_reason
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
-from sslsearch.trial._pipeline import (
-    MODEL_FILE,
-    RESULT_FILE,
-    STATE_FILE,
-    Report,
-    TrialResult,
-    describe,
-    run_trial,
-)
+from sslsearch.trial._pipeline import TrialResult, point_id, run_points, run_trial
+from sslsearch.trial._point import describe
+from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_FILE, Report, StopCheck
+from sslsearch.trial._ssl import SSLModel, ssl_model_id, train_ssl_model
 from sslsearch.trial._train import EvalStats, NonFiniteLoss, evaluate, pick_device
 from sslsearch.trial._validate import check_combination, validate_space, validate_trial
 
 __all__ = [
+    "BASELINE_ID",
     "MODEL_FILE",
     "RESULT_FILE",
     "STATE_FILE",
@@ -25,13 +25,22 @@ __all__ = [
     "NonFiniteLoss",
     "Report",
     "SSLCache",
+    "SSLModel",
+    "StopCheck",
     "TrialResult",
+    "baseline_config",
     "check_combination",
     "describe",
+    "dominated_reason",
     "evaluate",
     "finetune",
     "pick_device",
+    "point_id",
+    "run_baseline",
+    "run_points",
     "run_trial",
+    "ssl_model_id",
+    "train_ssl_model",
     "trained_with",
     "validate_space",
     "validate_trial",

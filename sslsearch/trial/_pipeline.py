@@ -1,21 +1,23 @@
-"""One trial: data + model -> SSL training -> prune -> fine-tune -> evaluate -> measure -> save.
+"""A trial: one SSL model (stage 1) and the points pruned and fine-tuned from it (stage 2).
 
-``run_trial`` never imports ray. It reports through a callback ``report(metrics, checkpoint)``
+``run_points`` never imports ray. It reports through a callback ``report(metrics, checkpoint)``
 where ``checkpoint`` is a directory holding everything needed to resume (``state.pt``) and, at
-the end, the pruned model (``model.pt``) and the final metrics (``result.json``). The search
-package adapts this callback to ``ray.tune.report``; alone, reports go to the log.
+the end, the last point's pruned model (``model.pt``) and final metrics (``result.json``). Each
+finished point's final metrics are also reported (``final: True`` with its ``point`` index) and,
+with ``points_dir``, written there at once (``<points_dir>/<point id>/result.json`` and
+``model.pt``): a crash loses at most the point in progress. The search package adapts the
+callback to ``ray.tune.report``; alone, reports go to the log. ``run_trial`` is one point.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import math
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,44 +25,31 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslsearch import storage
 from sslsearch.config import TrialConfig
-from sslsearch.data import Datasets, load_datasets
-from sslsearch.metrics import measure_cost, size_mb
-from sslsearch.models import (
-    create_model,
-    model_from_payload,
-    model_payload,
-    safe_torch_load,
-    save_model,
-)
-from sslsearch.pruning import prune
-from sslsearch.sparsity import SSLPenalty, group_sparsity
+from sslsearch.models import model_payload, safe_torch_load, save_model
 from sslsearch.storage import write_text_atomic
-from sslsearch.trial._cache import SSLCache
-from sslsearch.trial._train import (
-    NonFiniteLoss,
-    evaluate,
-    lr_at,
-    make_optimizer,
-    pick_device,
-    seed_everything,
-    set_threads,
-    train_one_epoch,
+from sslsearch.trial._point import base_final, finetune_point, measure_point, prune_point
+from sslsearch.trial._run import (
+    MODEL_FILE,
+    RESULT_FILE,
+    STATE_FILE,
+    STATE_VERSION,
+    PointStopped,
+    Report,
+    Run,
+    StopCheck,
 )
+from sslsearch.trial._ssl import SSLModel, load_ssl_model, train_ssl_model
+from sslsearch.trial._train import NonFiniteLoss
 from sslsearch.trial._validate import validate_trial
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[dict[str, Any], "Path | None"], None]
-STATE_FILE = "state.pt"
-MODEL_FILE = "model.pt"
-RESULT_FILE = "result.json"
-STATE_VERSION = 1
-
 
 @dataclass
 class TrialResult:
-    status: str  # "ok" or "failed"
+    status: str  # "ok", "failed" or "stopped"
     metrics: dict[str, Any]
     error: str | None = None
     model_path: str | None = None
@@ -85,224 +74,237 @@ def _log_report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
     )
 
 
-def _scalar_lambda(cfg: TrialConfig) -> float:
-    lam = cfg.ssl_lambda
-    return float(lam) if not isinstance(lam, dict) else float(max(lam.values()))
+def point_id(trial_id: str, point: int) -> str:
+    """The id of a point: its trial's id and its index (one row, one Optuna trial each)."""
+    return f"{trial_id}-{point}"
 
 
-def describe(cfg: TrialConfig) -> dict[str, Any]:
-    """The flat config columns every report and every trials.parquet row carries."""
-    return {
-        "arch": cfg.arch,
-        "dataset": cfg.data.name,
-        "image_size": cfg.data.image_size,
-        "ssl_type": cfg.ssl_type,
-        "ssl_lambda": _scalar_lambda(cfg),
-        "prune_type": cfg.prune_type,
-        "prune_way": cfg.prune_way,
-        "ratio": cfg.ratio if cfg.ratio is not None else float("nan"),
-        "blocks": cfg.blocks if cfg.blocks is not None else -1,
-        "seed": cfg.seed,
-        "epochs": cfg.recipe.epochs,
-        "finetune_epochs": cfg.recipe.finetune_epochs,
-    }
+def _same_ssl(cfgs: Sequence[TrialConfig]) -> None:
+    keys = {c.ssl_key() for c in cfgs}
+    if len(keys) != 1:
+        raise ValueError("the points of one trial must share their SSL settings")
 
 
-class _Run:
-    """The state of one trial while it runs; each phase is a method."""
-
-    def __init__(self, cfg: TrialConfig, report: Report, tags: dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.report_fn = report
-        self.tags = tags
-        self.history: list[dict[str, Any]] = []
-        self.global_epoch = 0
-        self.extra: dict[str, Any] = {}
-        self.threads = set_threads(cfg.threads)
-        self.device = pick_device(cfg.device)
-        self.data: Datasets = load_datasets(cfg.data)
-        self.input_shape = (self.data.channels, self.data.image_size, self.data.image_size)
-        self.cuda = self.device.type == "cuda"
-        self.amp = cfg.amp and self.cuda
-        self.channels_last = cfg.channels_last and self.cuda
-        self.scaler = (
-            torch.amp.GradScaler("cuda")
-            if self.amp and not torch.cuda.is_bf16_supported()
-            else None
-        )
-        self.train_seconds = 0.0
-        self.train_images = 0
-        self.model_writer: Callable[[Path], None] | None = None
-
-    # ---- checkpoints -------------------------------------------------------------------------
-
-    def _payload(self, model: nn.Module) -> dict[str, Any]:
-        return model_payload(
-            model,
-            arch=self.cfg.arch,
-            num_classes=self.data.num_classes,
-            in_channels=self.data.channels,
-            input_shape=self.input_shape,
-        )
-
-    def state(
-        self, phase: str, epoch: int, model: nn.Module | None, opt: torch.optim.Optimizer | None
-    ) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
-            "phase": phase,
-            "epoch": epoch,
-            "global_epoch": self.global_epoch,
-            "model": self._payload(model) if model is not None else None,
-            "optimizer": opt.state_dict() if opt is not None else None,
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.cuda else [],
-            "history": json.dumps(self.history),
-            "extra": json.dumps(self.extra),
-            "train_seconds": self.train_seconds,
-            "train_images": self.train_images,
-        }
-
-    def emit(
-        self, metrics: dict[str, Any], state: dict[str, Any] | None, final: bool = False
-    ) -> None:
-        """Report ``metrics`` (plus the tags); with ``state``, also a checkpoint directory.
-
-        A final report's checkpoint also holds result.json (the metrics as reported) and, when
-        ``self.model_writer`` is set, the pruned model.
-        """
-        metrics = {**metrics, **self.tags}
-        if state is None:
-            self.report_fn(metrics, None)
-            return
-        tmp = Path(tempfile.mkdtemp(prefix="sslsearch-ckpt-"))
-        try:
-            torch.save(state, tmp / STATE_FILE)
-            if final:
-                (tmp / RESULT_FILE).write_text(json.dumps(metrics, indent=1))
-                if self.model_writer is not None:
-                    self.model_writer(tmp / MODEL_FILE)
-            self.report_fn(metrics, tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    # ---- phases ------------------------------------------------------------------------------
-
-    def epoch_metrics(
-        self, phase: str, epoch: int, epochs: int, stats: Any, ev: Any, model: nn.Module, lr: float
-    ) -> dict[str, Any]:
-        m = {
-            "phase": phase,
-            "epoch": epoch,
-            "epochs": epochs,
-            "global_epoch": self.global_epoch,
-            "loss": stats.loss,
-            "penalty": stats.penalty,
-            "train_top1": stats.train_top1,
-            "val_loss": ev.loss,
-            "val_top1": ev.top1,
-            "val_top5": ev.top5,
-            "group_sparsity": group_sparsity(model, self.cfg.ssl_type)
-            if phase == "ssl"
-            else float("nan"),
-            "lr": lr,
-            "final": False,
-        }
-        self.history.append(m)
-        return m
-
-    def train_phase(
-        self,
-        phase: str,
-        model: nn.Module,
-        opt: torch.optim.Optimizer,
-        start_epoch: int,
-        epochs: int,
-        base_lr: float,
-        penalty: SSLPenalty | None,
-    ) -> None:
-        cfg, rec = self.cfg, self.cfg.recipe
-        steps = math.ceil(len(self.data.train) / rec.batch_size)
-        warmup = rec.warmup_epochs if phase == "ssl" else 0.0
-        has_penalty = penalty is not None and any(v > 0 for v in penalty.lam.values())
-        for epoch in range(start_epoch, epochs):
-            seed = hash_seed(cfg.seed, phase, epoch)
-            batches = self.data.train.batches(
-                rec.batch_size,
-                shuffle=True,
-                augment=cfg.data.augment,
-                seed=seed,
-                device=self.device,
-            )
-            stats = train_one_epoch(
-                model,
-                batches,
-                opt,
-                lr_fn=lambda p: lr_at(p, base_lr, epochs, rec, warmup),
-                steps_per_epoch=steps,
-                epoch=epoch,
-                penalty=penalty if has_penalty else None,
-                label_smoothing=rec.label_smoothing,
-                device=self.device,
-                amp=self.amp,
-                channels_last=self.channels_last,
-                scaler=self.scaler,
-            )
-            self.train_seconds += stats.seconds
-            self.train_images += stats.images
-            ev = evaluate(
-                model,
-                self.data.val,
-                batch_size=rec.eval_batch_size,
-                device=self.device,
-                amp=self.amp,
-                channels_last=self.channels_last,
-            )
-            self.global_epoch += 1
-            lr = lr_at(epoch + 1, base_lr, epochs, rec, warmup)
-            metrics = self.epoch_metrics(phase, epoch + 1, epochs, stats, ev, model, lr)
-            self.emit(metrics, self.state(phase, epoch + 1, model, opt))
-
-    def to_device(self, model: nn.Module) -> nn.Module:
-        model = model.to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model
+def _point_files(points_dir: str, pid: str) -> tuple[str, str]:
+    d = storage.join(points_dir, pid)
+    return storage.join(d, RESULT_FILE), storage.join(d, MODEL_FILE)
 
 
-def hash_seed(seed: int, phase: str, epoch: int) -> int:
-    """A per-(seed, phase, epoch) seed: an epoch's batches depend on nothing else."""
-    return (seed * 1_000_003 + (0 if phase == "ssl" else 500_009) + epoch * 7919) % (2**63 - 1)
-
-
-def _warm_start(cfg: TrialConfig, model: nn.Module) -> None:
-    assert cfg.warm_start is not None
-    payload = safe_torch_load(cfg.warm_start, "warm-start checkpoint")
-    if isinstance(payload, dict) and "state_dict" in payload:
-        if "format" in payload:
-            dense = model_from_payload(payload, cfg.warm_start)
-            payload = dense.state_dict()
-        else:
-            payload = payload["state_dict"]
+def _stored_final(points_dir: str | None, pid: str | None) -> dict[str, Any] | None:
+    if not points_dir or not pid:
+        return None
+    path = _point_files(points_dir, pid)[0]
+    if not storage.exists(path):
+        return None
     try:
-        model.load_state_dict(payload)
-    except (RuntimeError, TypeError) as e:
-        from sslsearch.errors import ModelFileError
-        from sslsearch.models._io import state_dict_misfit
-
-        why = state_dict_misfit(payload, model) if isinstance(payload, dict) else str(e)
-        raise ModelFileError(
-            f"warm start {cfg.warm_start} does not fit a dense {cfg.arch}: {why}; to train a "
-            f"pruned model further use `sslsearch finetune --model {cfg.warm_start}`"
-        ) from None
+        return dict(json.loads(storage.read_bytes(path).decode()))
+    except ValueError:
+        return None
 
 
-def _warm_start_identity(path: str | None) -> dict[str, Any]:
-    if not path:
-        return {}
-    st = os.stat(path)
-    return {"warm_start_size": st.st_size, "warm_start_mtime": int(st.st_mtime)}
+def run_points(
+    cfgs: Sequence[TrialConfig | dict[str, Any]],
+    report: Report | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
+    tags: dict[str, Any] | None = None,
+    point_ids: Sequence[str] | None = None,
+    points_dir: str | None = None,
+    stop: StopCheck | None = None,
+) -> list[TrialResult]:
+    """Train (or reuse) one SSL model, then prune, fine-tune and measure each point from it.
+
+    Args:
+        cfgs: one TrialConfig per point; they must share everything that determines the SSL
+            model (``TrialConfig.ssl_key``) and differ only in the pruning choice.
+        report: ``report(metrics, checkpoint_dir)`` after every epoch and every point.
+        resume_from: a checkpoint directory written by an earlier run of the same points.
+        tags: added to every report and result (e.g. the search's trial id).
+        point_ids: one id per point, added to its final metrics as ``trial_id``.
+        points_dir: where each finished point's result.json and model.pt are written at once
+            (a directory or an object-store URI); a point already there is not run again.
+        stop: early stopping, asked after each fine-tuning epoch (never during SSL training)
+            with the point's optimistic metrics; a reason ends the point as ``stopped``.
+
+    Returns:
+        One TrialResult per point, in order.
+
+    Example:
+        >>> cfg = TrialConfig(ratio=0.3)
+        >>> results = run_points([cfg, cfg.with_(ratio=0.6)])  # one SSL training, two points
+    """
+    points = [c if isinstance(c, TrialConfig) else TrialConfig.from_dict(c) for c in cfgs]
+    if not points:
+        raise ValueError("run_points needs at least one point")
+    for c in points:
+        validate_trial(c)
+    _same_ssl(points)
+    ids = list(point_ids) if point_ids is not None else [None] * len(points)
+    started = time.perf_counter()
+    run = Run(points[0], report or _log_report, tags or {})
+    run.extra["started_at"] = time.time()
+    resume: dict[str, Any] | None = None
+    if resume_from is not None:
+        resume = safe_torch_load(Path(resume_from) / STATE_FILE, "trial checkpoint")
+        if not isinstance(resume, dict) or resume.get("version") != STATE_VERSION:
+            from sslsearch.errors import ModelFileError
+
+            raise ModelFileError(f"{resume_from} is not a sslsearch trial checkpoint")
+        run.restore(resume)
+        if resume["phase"] == "done":
+            return _rereport(run, resume, Path(resume_from))
+
+    started_at = float(run.extra.get("started_at", time.time()))
+    ssl: SSLModel | None = None
+    try:
+        if resume is None or resume["phase"] == "ssl":
+            ssl = train_ssl_model(run, resume)
+            resume = None
+        else:
+            ssl = load_ssl_model(run)
+    except NonFiniteLoss as e:
+        reason = f"SSL training failed: {e}"
+        log.warning("%s", reason)
+        for i in range(run.point, len(points)):
+            run.point = i
+            run.extra = {}
+            _point_done(
+                run,
+                points,
+                ids,
+                points_dir,
+                {**base_final(run, points[i], None), "status": "failed", "error": reason},
+                None,
+            )
+        return _results(run)
+
+    while run.point < len(points):
+        i = run.point
+        cfg = points[i]
+        stored = _stored_final(points_dir, ids[i])
+        if stored is not None:  # finished before a crash, after its trial's last checkpoint
+            log.info("point %s already finished: keeping its result", ids[i])
+            resume = None
+            _point_done(run, points, ids, points_dir, stored, None, write=False)
+            continue
+        model: nn.Module | None = None
+        try:
+            if resume is not None and resume["phase"] == "finetune":
+                model = finetune_point(run, cfg, ssl, None, resume, stop)
+            else:
+                model = prune_point(run, cfg, ssl)
+                if stop is not None:
+                    why = stop({**_optimistic_now(run, ssl), "epoch": 0.0})
+                    if why:
+                        raise PointStopped(why)
+                model = finetune_point(run, cfg, ssl, model, None, stop)
+            resume = None
+            final = measure_point(run, cfg, ssl, model)
+        except NonFiniteLoss as e:
+            resume, model = None, None
+            log.warning("point %d failed: %s", i, e)
+            final = {**base_final(run, cfg, ssl), "status": "failed", "error": str(e)}
+        except PointStopped as e:
+            resume, model = None, None
+            log.info("point %d stopped early: %s", i, e)
+            final = {**base_final(run, cfg, ssl), "status": "stopped", "error": str(e)}
+        final["trial_seconds"] = time.perf_counter() - started
+        final["started_at"] = started_at
+        _point_done(run, points, ids, points_dir, final, model)
+    return _results(run)
+
+
+def _optimistic_now(run: Run, ssl: SSLModel) -> dict[str, float]:
+    from sslsearch.trial._point import optimistic
+
+    return optimistic(run, ssl, 0.0)
+
+
+def _point_done(
+    run: Run,
+    points: Sequence[TrialConfig],
+    ids: Sequence[str | None],
+    points_dir: str | None,
+    final: dict[str, Any],
+    model: nn.Module | None,
+    write: bool = True,
+) -> None:
+    """Persist and report a finished point, then checkpoint the start of the next one."""
+    i = run.point
+    cfg = points[i]
+    final = {**run.tags, **final, "point": i}
+    pid = ids[i]
+    if pid is not None:
+        final["trial_id"] = pid
+    if write and points_dir and pid is not None:
+        result_path, model_path = _point_files(points_dir, pid)
+        if model is not None:
+            buf = io.BytesIO()
+            torch.save(_model_payload(run, cfg, model, final), buf)
+            storage.write_bytes_atomic(model_path, buf.getvalue())
+        storage.write_text_atomic(result_path, json.dumps(final, indent=1))
+    if cfg.out_dir and model is not None and write:
+        out = Path(cfg.out_dir)
+        save_model(
+            model,
+            out / MODEL_FILE,
+            arch=cfg.arch,
+            num_classes=run.data.num_classes,
+            in_channels=run.data.channels,
+            input_shape=run.input_shape,
+            meta={"metrics": json.dumps(final)},
+        )
+        write_text_atomic(str(out / RESULT_FILE), json.dumps(final, indent=1))
+        final["model_path"] = str(out / MODEL_FILE)
+    run.points_done.append(final)
+    run.point = i + 1
+    last = run.point == len(points)
+    if last:
+        if model is not None:
+
+            def write_model(path: Path) -> None:
+                torch.save(_model_payload(run, cfg, model, final), path)
+
+            run.model_writer = write_model
+        run.emit(final, run.state("done", 0, None, None), final=True)
+    else:
+        run.extra = {"started_at": run.extra.get("started_at")}
+        run.emit(final, run.state("prune", 0, None, None))
+
+
+def _model_payload(run: Run, cfg: TrialConfig, model: nn.Module, final: dict[str, Any]) -> Any:
+    return model_payload(
+        model,
+        arch=cfg.arch,
+        num_classes=run.data.num_classes,
+        in_channels=run.data.channels,
+        input_shape=run.input_shape,
+        meta={"metrics": json.dumps(final)},
+    )
+
+
+def _results(run: Run) -> list[TrialResult]:
+    return [
+        TrialResult(str(f["status"]), f, f.get("error"), f.get("model_path"), list(run.history))
+        for f in run.points_done
+    ]
+
+
+def _rereport(run: Run, resume: dict[str, Any], ckpt: Path) -> list[TrialResult]:
+    """A finished trial resumed: report every point's final again (no training)."""
+    log.info("trial already finished; re-reporting its results")
+    finals = run.points_done
+    for f in finals[:-1]:
+        run.emit(f, None)
+    saved_model = ckpt / MODEL_FILE
+    if saved_model.exists():
+
+        def copy_model(dst: Path) -> None:
+            shutil.copyfile(saved_model, dst)
+
+        run.model_writer = copy_model
+    last = json.loads((ckpt / RESULT_FILE).read_text())
+    run.emit(last, resume, final=True)
+    return _results(run)
 
 
 def run_trial(
@@ -311,209 +313,9 @@ def run_trial(
     resume_from: str | os.PathLike[str] | None = None,
     tags: dict[str, Any] | None = None,
 ) -> TrialResult:
-    """Run one trial end to end; resume from a checkpoint directory written by an earlier run.
+    """Run one point end to end: SSL training (or the stored SSL model), prune, fine-tune,
+    measure; resume from a checkpoint directory written by an earlier run.
 
     ``tags`` (e.g. the search's trial id) are added to every report and to the final result.
     """
-    if not isinstance(cfg, TrialConfig):
-        cfg = TrialConfig.from_dict(cfg)
-    validate_trial(cfg)
-    started_at, started = time.time(), time.perf_counter()  # includes loading data
-    run = _Run(cfg, report or _log_report, tags or {})
-    run.extra["started_at"] = started_at
-    resume: dict[str, Any] | None = None
-    if resume_from is not None:
-        resume = safe_torch_load(Path(resume_from) / STATE_FILE, "trial checkpoint")
-        if not isinstance(resume, dict) or resume.get("version") != STATE_VERSION:
-            from sslsearch.errors import ModelFileError
-
-            raise ModelFileError(f"{resume_from} is not a sslsearch trial checkpoint")
-        run.history = json.loads(resume["history"])
-        run.extra = json.loads(resume["extra"])
-        run.global_epoch = int(resume["global_epoch"])
-        run.train_seconds = float(resume.get("train_seconds", 0.0))
-        run.train_images = int(resume.get("train_images", 0))
-        if resume["phase"] == "done":
-            final = json.loads((Path(resume_from) / RESULT_FILE).read_text())
-            log.info("trial already finished; re-reporting its result")
-            saved_model = Path(resume_from) / MODEL_FILE
-            if saved_model.exists():
-
-                def copy_model(dst: Path) -> None:
-                    shutil.copyfile(saved_model, dst)
-
-                run.model_writer = copy_model
-            run.emit(final, resume, final=True)
-            return TrialResult(final["status"], final, final.get("error"), None, run.history)
-        torch.set_rng_state(resume["rng"])
-        if run.cuda and resume.get("cuda_rng"):
-            torch.cuda.set_rng_state_all(resume["cuda_rng"])
-
-    try:
-        return _run_phases(cfg, run, resume, started)
-    except NonFiniteLoss as e:
-        reason = str(e)
-        log.warning("trial failed: %s", reason)
-        final = {
-            **describe(cfg),
-            "final": True,
-            "status": "failed",
-            "error": reason,
-            "global_epoch": run.global_epoch + 1,
-        }
-        run.emit(final, run.state("done", 0, None, None), final=True)
-        return TrialResult("failed", {**final, **run.tags}, reason, None, run.history)
-
-
-def _run_phases(
-    cfg: TrialConfig, run: _Run, resume: dict[str, Any] | None, started: float
-) -> TrialResult:
-    rec = cfg.recipe
-    data = run.data
-    phase = resume["phase"] if resume else "ssl"
-
-    # ---- SSL training (or the cached result of it) --------------------------------------
-    model: nn.Module
-    if phase == "ssl":
-        seed_everything(cfg.seed)
-        cache = SSLCache(cfg.cache_dir) if cfg.cache_dir else None
-        key = cfg.ssl_key(_warm_start_identity(cfg.warm_start))
-        hit = cache.get(key) if cache and resume is None else None
-        if hit is not None:
-            model, meta = hit
-            model = run.to_device(model)
-            log.info("SSL cache hit %s: skipping %d SSL epochs", key, rec.epochs)
-            for m in json.loads(meta.get("history", "[]")):
-                run.history.append(m)
-                run.global_epoch = int(m["global_epoch"])
-                run.emit(m, None)  # replay so schedulers and dashboards see the same curve
-            run.extra["ssl_cached"] = True
-        else:
-            model = create_model(cfg.arch, data.num_classes, data.channels)
-            if cfg.warm_start:
-                _warm_start(cfg, model)
-            model = run.to_device(model)
-            opt = make_optimizer(model, rec.lr, rec)
-            start = 0
-            if resume is not None:
-                model.load_state_dict(model_from_payload(resume["model"]).state_dict())
-                if resume["optimizer"] is not None:
-                    opt.load_state_dict(resume["optimizer"])
-                start = int(resume["epoch"])
-            penalty = SSLPenalty.build(model, cfg.ssl_type, cfg.ssl_lambda)
-            run.train_phase("ssl", model, opt, start, rec.epochs, rec.lr, penalty)
-            if cache is not None:
-                cache.put(
-                    key,
-                    model,
-                    arch=cfg.arch,
-                    num_classes=data.num_classes,
-                    in_channels=data.channels,
-                    input_shape=run.input_shape,
-                    meta={
-                        "history": json.dumps([h for h in run.history if h["phase"] == "ssl"]),
-                        "key": key,
-                    },
-                )
-            run.extra["ssl_cached"] = False
-        ssl_eval = evaluate(model, data.val, batch_size=rec.eval_batch_size, device=run.device)
-        run.extra["ssl_top1"] = ssl_eval.top1
-        run.extra["group_sparsity"] = group_sparsity(model, cfg.ssl_type)
-        run.extra["size_mb_before"] = size_mb(model)
-
-        # ---- prune -------------------------------------------------------------------------
-        pruned = prune(
-            model,
-            run.input_shape,
-            prune_type=cfg.prune_type,
-            prune_way=cfg.prune_way,
-            ratio=cfg.ratio if cfg.prune_type != "depth_wise" or cfg.blocks is None else None,
-            blocks=cfg.blocks if cfg.prune_type == "depth_wise" else None,
-            inplace=True,
-        )
-        model = run.to_device(pruned.model)
-        run.extra["prune"] = pruned.summary()
-        run.extra["pruned_top1"] = evaluate(
-            model, data.val, batch_size=rec.eval_batch_size, device=run.device
-        ).top1
-        opt = make_optimizer(model, rec.finetune_lr, rec)
-        start = 0
-    else:
-        assert resume is not None
-        model = run.to_device(model_from_payload(resume["model"]))
-        opt = make_optimizer(model, rec.finetune_lr, rec)
-        if resume["optimizer"] is not None:
-            opt.load_state_dict(resume["optimizer"])
-        start = int(resume["epoch"])
-
-    # ---- fine-tune without the penalty ---------------------------------------------------
-    run.train_phase("finetune", model, opt, start, rec.finetune_epochs, rec.finetune_lr, None)
-
-    # ---- evaluate, measure, save -----------------------------------------------------------
-    val = evaluate(model, data.val, batch_size=rec.eval_batch_size, device=run.device)
-    test = evaluate(model, data.test, batch_size=rec.eval_batch_size, device=run.device)
-    model.eval()
-    cost = measure_cost(
-        model,
-        run.input_shape,
-        latency=True,
-        batch_size=cfg.latency_batch_size,
-        device=run.device,
-        repeats=cfg.latency_repeats,
-    )
-    p = run.extra["prune"]
-    final: dict[str, Any] = {
-        **describe(cfg),
-        "final": True,
-        "status": "ok",
-        "error": None,
-        "top1": val.top1,
-        "top5": val.top5,
-        "val_top1": val.top1,  # what early stopping watches, also in the final report
-        "test_top1": test.top1,
-        "test_top5": test.top5,
-        **{k: v for k, v in cost.to_dict().items()},
-        "flops_before": p["flops_before"],
-        "params_before": p["params_before"],
-        "size_mb_before": run.extra["size_mb_before"],
-        "actual_ratio": p["actual_ratio"],
-        "groups_total": p["groups_total"],
-        "groups_removed": p["groups_removed"],
-        "removed_blocks": ",".join(p["removed_blocks"]),
-        "ssl_top1": run.extra["ssl_top1"],
-        "pruned_top1": run.extra["pruned_top1"],
-        "group_sparsity": run.extra["group_sparsity"],
-        "ssl_cached": bool(run.extra.get("ssl_cached", False)),
-        "train_seconds": run.train_seconds,
-        "images_per_second": run.train_images / run.train_seconds if run.train_seconds else 0.0,
-        "trial_seconds": time.perf_counter() - started,
-        "started_at": run.extra["started_at"],
-        "finished_at": time.time(),
-        "threads": run.threads,
-        "device": str(run.device),
-        "global_epoch": run.global_epoch + 1,
-        "config": json.dumps(cfg.to_dict(), sort_keys=True),
-    }
-    final.update(run.tags)
-    meta = {"metrics": json.dumps(final)}
-
-    def write_model(path: Path) -> None:
-        save_model(
-            model,
-            path,
-            arch=cfg.arch,
-            num_classes=data.num_classes,
-            in_channels=data.channels,
-            input_shape=run.input_shape,
-            meta=meta,
-        )
-
-    model_path = None
-    if cfg.out_dir:
-        out = Path(cfg.out_dir)
-        write_model(out / MODEL_FILE)
-        write_text_atomic(str(out / RESULT_FILE), json.dumps(final, indent=1))
-        model_path = str(out / MODEL_FILE)
-    run.model_writer = write_model
-    run.emit(final, run.state("done", 0, model, None), final=True)
-    return TrialResult("ok", final, None, model_path, run.history)
+    return run_points([cfg], report, resume_from, tags)[0]

@@ -1,0 +1,255 @@
+"""Search economy: hypervolume against wall-clock time and SSL trainings, today's scheme vs the
+new one, with REAL end-to-end searches (``sslsearch.search.run_search`` on a local Ray instance).
+
+Schemes (each a full search on ``search_spaces/default.yaml``, 2 CPUs, the same point budget):
+
+* ``old``: one SSL training per point, TPE (the scheme before issue 12:
+  ``economy.points_per_ssl=1``, ``sampler.name=tpe``, no early stopping), 16 points (the
+  default space's budget);
+* ``new``: one SSL training per 4 points, the sampler ``auto`` picks (GP on this space), 32
+  points (a point costs 3 + 4 epochs instead of 12 + 4: about the same wall time in all);
+* ``new_es``: ``new`` plus early stopping of dominated points during fine-tuning (after one
+  fine-tuning epoch, margin 1 top-1 point).
+
+Variants run interleaved per seed (old, new, new_es, then the next seed), so machine load hits
+them alike. Hypervolume as the export computes it: top1/100 and flops/flops_before, reference
+point top1 = 0 and the dense model's FLOPs. Time is measured from the call to ``run_search``
+(Ray is started once beforehand) to each point's ``finished_at``.
+
+    python benchmarks/bench_search_economy.py                 # 3 seeds x 3 schemes, ~15 min
+    python benchmarks/bench_search_economy.py --seeds 1 --schemes old new
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from _common import Col, machine_info, median, print_header, print_table, write_results
+
+from sslsearch.report import hypervolume, to_minimization
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SPACE = ROOT / "search_spaces" / "default.yaml"
+OLD = ["economy.points_per_ssl=1", "sampler.name=tpe", "early_stopping.enabled=false"]
+NEW = ["economy.points_per_ssl=4", "sampler.name=auto"]
+SCHEMES: dict[str, list[str]] = {
+    "old": OLD,
+    "new": [*NEW, "early_stopping.enabled=false"],
+    "new_es": [*NEW, "early_stopping.enabled=true", "early_stopping.grace_epochs=1"],
+}
+DIRECTIONS = ["max", "min"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seeds", type=int, default=3, help="sampler seeds per scheme")
+    p.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    p.add_argument("--num-samples", type=int, default=16, help="points of an old-scheme search")
+    p.add_argument(
+        "--new-samples",
+        type=int,
+        default=32,
+        help="points of a new-scheme search (a point costs less: about the same wall time)",
+    )
+    p.add_argument("--space", default=str(DEFAULT_SPACE))
+    p.add_argument("--set", action="append", default=[], help="extra key=value for every run")
+    p.add_argument("--out", default=None)
+    return p.parse_args(argv)
+
+
+def normalised_hv(rows: list[dict[str, Any]]) -> float:
+    ok = [r for r in rows if r["status"] == "ok" and r["top1"] is not None]
+    if not ok:
+        return 0.0
+    vals = np.array([[r["top1"] / 100.0, r["flops"] / r["flops_before"]] for r in ok])
+    ref = to_minimization(np.array([[0.0, 1.0]]), DIRECTIONS)[0]
+    return hypervolume(to_minimization(vals, DIRECTIONS), ref)
+
+
+def curve(rows: list[dict[str, Any]], t0: float) -> list[dict[str, float]]:
+    """HV and SSL trainings after each finished point, by seconds since the search started."""
+    done = sorted(
+        (r for r in rows if r.get("finished_at") is not None), key=lambda r: r["finished_at"]
+    )
+    out = []
+    for i, r in enumerate(done):
+        upto = done[: i + 1]
+        out.append(
+            {
+                "t": float(r["finished_at"]) - t0,
+                "hv": normalised_hv(upto),
+                "ssl_trainings": len({x["ssl_model_id"] for x in upto if x.get("ssl_model_id")}),
+                "points": i + 1,
+            }
+        )
+    return out
+
+
+def hv_at(c: list[dict[str, float]], t: float) -> float:
+    return max([p["hv"] for p in c if p["t"] <= t], default=0.0)
+
+
+def time_to(c: list[dict[str, float]], hv: float) -> float | None:
+    for p in c:
+        if p["hv"] >= hv - 1e-12:
+            return p["t"]
+    return None
+
+
+def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dict[str, Any]:
+    from sslsearch.search import SearchOptions, run_search
+
+    name = f"{scheme}_s{seed}"
+    overrides = [
+        f"name={name}",
+        f"storage_path={base}",
+        f"sampler.seed={seed}",
+        f"budget.num_samples={args.num_samples if scheme == 'old' else args.new_samples}",
+        *SCHEMES[scheme],
+        *args.set,
+    ]
+    t0 = time.time()
+    out = run_search(
+        SearchOptions(space=args.space, overrides=overrides, dashboard=False, progress_every_s=1e9)
+    )
+    wall = time.time() - t0
+    rows = pq.read_table(io.BytesIO(Path(out.trials_path).read_bytes())).to_pylist()
+    c = curve(rows, t0)
+    return {
+        "scheme": scheme,
+        "seed": seed,
+        "wall_s": wall,
+        "last_point_s": c[-1]["t"] if c else None,
+        "final_hv": c[-1]["hv"] if c else 0.0,
+        "points_ok": sum(r["status"] == "ok" for r in rows),
+        "points_stopped": sum(r["status"] == "stopped" for r in rows),
+        "ssl_trainings": c[-1]["ssl_trainings"] if c else 0,
+        "curve": c,
+        "counts": out.counts,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.time()
+    machine = machine_info()
+    print_header("search economy: real searches, hypervolume vs wall time", machine)
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    base = Path(tempfile.mkdtemp(prefix="sslsearch-economy-"))
+    runs: list[dict[str, Any]] = []
+    try:
+        for seed in range(args.seeds):
+            for scheme in args.schemes:
+                r = run_one(args, scheme, seed, base)
+                runs.append(r)
+                print(
+                    f"seed {seed} {scheme:7s}: {r['wall_s']:.0f}s, HV {r['final_hv']:.4f}, "
+                    f"{r['points_ok']} ok / {r['points_stopped']} stopped, "
+                    f"{r['ssl_trainings']} SSL trainings",
+                    flush=True,
+                )
+    finally:
+        ray.shutdown()
+        shutil.rmtree(base, ignore_errors=True)
+
+    by = {(r["scheme"], r["seed"]): r for r in runs}
+    table = []
+    comparisons: dict[str, Any] = {}
+    for scheme in args.schemes:
+        mine = [r for r in runs if r["scheme"] == scheme]
+        row: dict[str, Any] = {
+            "scheme": scheme,
+            "wall_s": median([r["wall_s"] for r in mine]),
+            "final_hv": median([r["final_hv"] for r in mine]),
+            "ssl": median([r["ssl_trainings"] for r in mine]),
+            "stopped": median([r["points_stopped"] for r in mine]),
+        }
+        if scheme != "old" and "old" in args.schemes:
+            fracs, ahead = [], []
+            for seed in range(args.seeds):
+                old, new = by[("old", seed)], by[(scheme, seed)]
+                t = time_to(new["curve"], old["final_hv"])
+                fracs.append(t / old["last_point_s"] if t is not None else float("inf"))
+                grid = [p["t"] for p in old["curve"]] + [p["t"] for p in new["curve"]]
+                ahead.append(
+                    min(hv_at(new["curve"], g) - hv_at(old["curve"], g) for g in grid)
+                    if grid
+                    else 0.0
+                )
+            row["time_to_old_hv"] = median(fracs)
+            row["min_hv_lead"] = median(ahead)
+            comparisons[scheme] = {"time_to_old_final_hv_fraction": fracs, "min_hv_lead": ahead}
+        table.append(row)
+    cols = [
+        Col("scheme", "scheme", ""),
+        Col("wall_s", "wall s (median)", ".0f"),
+        Col("final_hv", "final HV", ".4f"),
+        Col("ssl", "SSL trainings", ".0f"),
+        Col("stopped", "stopped points", ".0f"),
+        Col("time_to_old_hv", "time to old's final HV / old's time", ".2f"),
+        Col("min_hv_lead", "min HV lead over old at equal time", "+.4f"),
+    ]
+    print_table(
+        table,
+        cols,
+        f"median of {args.seeds} seeds; old: {args.num_samples} points, new: {args.new_samples}",
+    )
+    write_results(
+        "bench_search_economy",
+        machine=machine,
+        settings={k: v for k, v in vars(args).items() if k != "out"} | {"schemes_def": SCHEMES},
+        results={"table": table, "comparisons": comparisons, "runs": runs},
+        started=started,
+        notes=[
+            "time_to_old_hv: seconds until the scheme's HV reaches old's final HV (same seed) "
+            "divided by old's time to its last point; <= 0.5 is the target",
+            "min_hv_lead: over every moment either search finished a point, the smallest "
+            "HV(scheme) - HV(old); >= 0 means never behind at equal wall time",
+        ],
+        out=args.out,
+    )
+    _plot(runs, args)
+
+
+def _plot(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {"old": "tab:gray", "new": "tab:blue", "new_es": "tab:green"}
+    for r in runs:
+        c = r["curve"]
+        kw = {"color": colors[r["scheme"]], "alpha": 0.8, "where": "post"}
+        label = r["scheme"] if r["seed"] == 0 else None
+        axes[0].step([p["t"] for p in c], [p["hv"] for p in c], label=label, **kw)
+        axes[1].step([p["ssl_trainings"] for p in c], [p["hv"] for p in c], label=label, **kw)
+    axes[0].set_xlabel("wall-clock seconds since the search started")
+    axes[1].set_xlabel("SSL trainings")
+    for ax in axes:
+        ax.set_ylabel("hypervolume (top1 x FLOPs)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(
+        f"default space, 2 CPUs, {args.seeds} seeds; old {args.num_samples} points, "
+        f"new {args.new_samples}"
+    )
+    fig.tight_layout()
+    out = Path(__file__).resolve().parent / "results" / "bench_search_economy.png"
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

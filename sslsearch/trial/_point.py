@@ -1,0 +1,206 @@
+"""Stage 2: an SSL model + a pruning choice -> a pruned, fine-tuned, measured point.
+
+A point never changes its SSL model: it prunes a copy. Its checkpoints hold the pruned model
+while it fine-tunes, so a resumed point continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from typing import Any
+
+from torch import nn
+
+from sslsearch.config import TrialConfig
+from sslsearch.metrics import measure_cost, size_mb
+from sslsearch.models import model_from_payload
+from sslsearch.pruning import prune
+from sslsearch.trial._run import Run, StopCheck
+from sslsearch.trial._ssl import SSLModel
+from sslsearch.trial._train import evaluate, make_optimizer, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def _scalar_lambda(cfg: TrialConfig) -> float:
+    lam = cfg.ssl_lambda
+    return float(lam) if not isinstance(lam, dict) else float(max(lam.values()))
+
+
+def describe(cfg: TrialConfig) -> dict[str, Any]:
+    """The flat config columns every report and every trials.parquet row carries."""
+    return {
+        "arch": cfg.arch,
+        "dataset": cfg.data.name,
+        "image_size": cfg.data.image_size,
+        "ssl_type": cfg.ssl_type,
+        "ssl_lambda": _scalar_lambda(cfg),
+        "prune_type": cfg.prune_type,
+        "prune_way": cfg.prune_way,
+        "ratio": cfg.ratio if cfg.ratio is not None else float("nan"),
+        "blocks": cfg.blocks if cfg.blocks is not None else -1,
+        "seed": cfg.seed,
+        "epochs": cfg.recipe.epochs,
+        "finetune_epochs": cfg.recipe.finetune_epochs,
+    }
+
+
+def point_seed(seed: int, point: int) -> int:
+    """Each point starts from its own seed: its result does not depend on the points before."""
+    return (seed * 1_000_003 + 104_729 * (point + 1)) % (2**31 - 1)
+
+
+def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
+    """Prune a copy of the SSL model with ``cfg``'s choice; costs go to ``run.extra``."""
+    seed_everything(point_seed(cfg.seed, run.point))
+    rec = cfg.recipe
+    pruned = prune(
+        copy.deepcopy(ssl.model),
+        run.input_shape,
+        prune_type=cfg.prune_type,
+        prune_way=cfg.prune_way,
+        ratio=cfg.ratio if cfg.prune_type != "depth_wise" or cfg.blocks is None else None,
+        blocks=cfg.blocks if cfg.prune_type == "depth_wise" else None,
+        inplace=True,
+    )
+    model = run.to_device(pruned.model)
+    run.extra = {
+        "started_at": run.extra.get("started_at"),
+        "prune": pruned.summary(),
+        "pruned_top1": evaluate(
+            model, run.data.val, batch_size=rec.eval_batch_size, device=run.device
+        ).top1,
+        "size_mb_after": size_mb(model),
+        "point_started_at": time.time(),
+        "point_train_seconds": run.train_seconds,
+    }
+    return model
+
+
+def optimistic(run: Run, ssl: SSLModel, best_top1: float) -> dict[str, float]:
+    """What the point could still reach: exact costs; its top-1 so far (after pruning, or its
+    best fine-tuning epoch), to which the early-stopping rule adds its margin."""
+    p = run.extra["prune"]
+    top1 = max(run.extra["pruned_top1"], best_top1)
+    return {
+        "top1": top1,
+        "top5": 100.0,
+        "flops": float(p["flops_after"]),
+        "params": float(p["params_after"]),
+        "size_mb": float(run.extra["size_mb_after"]),
+        "latency_ms": 0.0,  # not measured before the end: never dominated
+    }
+
+
+def finetune_point(
+    run: Run,
+    cfg: TrialConfig,
+    ssl: SSLModel,
+    model: nn.Module | None,
+    resume: dict[str, Any] | None,
+    stop: StopCheck | None,
+) -> nn.Module:
+    """Fine-tune without the penalty (``model``, or the one in ``resume``); ``stop`` may end
+    the point (PointStopped) after an epoch."""
+    rec = cfg.recipe
+    start = 0
+    if resume is None:
+        assert model is not None
+        opt = make_optimizer(model, rec.finetune_lr, rec)
+    else:
+        model = run.to_device(model_from_payload(resume["model"]))
+        opt = make_optimizer(model, rec.finetune_lr, rec)
+        if resume["optimizer"] is not None:
+            opt.load_state_dict(resume["optimizer"])
+        start = int(resume["epoch"])
+        run.restore_rng(resume)
+    best = [max((h["val_top1"] for h in run.history if _this_point(h, run)), default=0.0)]
+
+    def check(epoch: int, metrics: dict[str, Any]) -> str | None:
+        best[0] = max(best[0], float(metrics["val_top1"]))
+        if stop is None:
+            return None
+        return stop({**optimistic(run, ssl, best[0]), "epoch": float(epoch)})
+
+    run.train_phase(
+        "finetune",
+        model,
+        opt,
+        start,
+        rec.finetune_epochs,
+        rec.finetune_lr,
+        None,
+        stop_check=check if stop is not None else None,
+    )
+    return model
+
+
+def _this_point(h: dict[str, Any], run: Run) -> bool:
+    return h.get("phase") == "finetune" and int(h.get("point", 0)) == run.point
+
+
+def measure_point(run: Run, cfg: TrialConfig, ssl: SSLModel, model: nn.Module) -> dict[str, Any]:
+    """Final metrics of a fine-tuned point (validation top-1 is what the search optimises)."""
+    rec, data = cfg.recipe, run.data
+    val = evaluate(model, data.val, batch_size=rec.eval_batch_size, device=run.device)
+    test = evaluate(model, data.test, batch_size=rec.eval_batch_size, device=run.device)
+    model.eval()
+    cost = measure_cost(
+        model,
+        run.input_shape,
+        latency=True,
+        batch_size=cfg.latency_batch_size,
+        device=run.device,
+        repeats=cfg.latency_repeats,
+    )
+    return {
+        **base_final(run, cfg, ssl),
+        "status": "ok",
+        "error": None,
+        "top1": val.top1,
+        "top5": val.top5,
+        "val_top1": val.top1,
+        "test_top1": test.top1,
+        "test_top5": test.top5,
+        **cost.to_dict(),
+    }
+
+
+def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, Any]:
+    """The columns a point's final result has whatever its status."""
+    p = run.extra.get("prune") or {}
+    started = float(run.extra.get("point_started_at", time.time()))
+    out: dict[str, Any] = {
+        **describe(cfg),
+        "final": True,
+        "point": run.point,
+        "ssl_model_id": ssl.id if ssl is not None else None,
+        "ssl_top1": ssl.ssl_top1 if ssl is not None else None,
+        "group_sparsity": ssl.group_sparsity if ssl is not None else None,
+        "size_mb_before": ssl.size_mb if ssl is not None else None,
+        "ssl_cached": (not ssl.trained) if ssl is not None else False,
+        "pruned_top1": run.extra.get("pruned_top1"),
+        "flops_before": p.get("flops_before"),
+        "params_before": p.get("params_before"),
+        "actual_ratio": p.get("actual_ratio"),
+        "groups_total": p.get("groups_total"),
+        "groups_removed": p.get("groups_removed"),
+        "removed_blocks": ",".join(p.get("removed_blocks", [])),
+        "train_seconds": run.train_seconds,
+        "point_seconds": time.time() - started,
+        "images_per_second": run.train_images / run.train_seconds if run.train_seconds else 0.0,
+        "finished_at": time.time(),
+        "threads": run.threads,
+        "device": str(run.device),
+        "precision": run.precision,
+        "global_epoch": run.global_epoch + 1,
+        "config": json.dumps(cfg.to_dict(), sort_keys=True),
+    }
+    if p:  # a stopped point's costs are exact: keep them
+        out["flops"] = p.get("flops_after")
+        out["params"] = p.get("params_after")
+        out["size_mb"] = run.extra.get("size_mb_after")
+    return out

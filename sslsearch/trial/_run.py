@@ -1,0 +1,256 @@
+"""The state of one running trial (an SSL model and its points): checkpoints, reports, epochs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslsearch.config import TrialConfig
+from sslsearch.data import Datasets, load_datasets
+from sslsearch.models import model_payload
+from sslsearch.sparsity import SSLPenalty, group_sparsity
+from sslsearch.trial._train import (
+    evaluate,
+    lr_at,
+    pick_device,
+    set_threads,
+    train_one_epoch,
+)
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, Any], "Path | None"], None]
+# Called after each fine-tuning epoch with the point's metrics so far; a reason stops the point.
+StopCheck = Callable[[dict[str, Any]], "str | None"]
+STATE_FILE = "state.pt"
+MODEL_FILE = "model.pt"
+RESULT_FILE = "result.json"
+STATE_VERSION = 2
+
+
+class PointStopped(Exception):
+    """Early stopping ended a point during fine-tuning (never during SSL training)."""
+
+
+def hash_seed(seed: int, phase: str, epoch: int) -> int:
+    """A per-(seed, phase, epoch) seed: an epoch's batches depend on nothing else."""
+    return (seed * 1_000_003 + (0 if phase == "ssl" else 500_009) + epoch * 7919) % (2**63 - 1)
+
+
+def precision(amp: bool, scaler: Any) -> str:
+    """The numeric precision of training: part of the SSL model's identity."""
+    if not amp:
+        return "fp32"
+    return "fp16" if scaler is not None else "bf16"
+
+
+class Run:
+    """The state of one trial while it runs; the stages call its methods."""
+
+    def __init__(self, cfg: TrialConfig, report: Report, tags: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.report_fn = report
+        self.tags = tags
+        self.history: list[dict[str, Any]] = []
+        self.global_epoch = 0
+        self.extra: dict[str, Any] = {}
+        self.threads = set_threads(cfg.threads)
+        self.device = pick_device(cfg.device)
+        self.data: Datasets = load_datasets(cfg.data)
+        self.input_shape = (self.data.channels, self.data.image_size, self.data.image_size)
+        self.cuda = self.device.type == "cuda"
+        self.amp = cfg.amp and self.cuda
+        self.channels_last = cfg.channels_last and self.cuda
+        self.scaler = (
+            torch.amp.GradScaler("cuda")
+            if self.amp and not torch.cuda.is_bf16_supported()
+            else None
+        )
+        self.precision = precision(self.amp, self.scaler)
+        self.train_seconds = 0.0
+        self.train_images = 0
+        self.model_writer: Callable[[Path], None] | None = None
+        self.point = 0  # index of the point being worked on
+        self.points_done: list[dict[str, Any]] = []  # finals of the finished points
+        self.ssl_payload: dict[str, Any] | None = None  # the SSL model, when there is no store
+        self.ssl_meta: dict[str, Any] = {}
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def payload(self, model: nn.Module) -> dict[str, Any]:
+        return model_payload(
+            model,
+            arch=self.cfg.arch,
+            num_classes=self.data.num_classes,
+            in_channels=self.data.channels,
+            input_shape=self.input_shape,
+        )
+
+    def state(
+        self, phase: str, epoch: int, model: nn.Module | None, opt: torch.optim.Optimizer | None
+    ) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
+            "phase": phase,  # ssl | prune (start of a point) | finetune | done
+            "point": self.point,
+            "epoch": epoch,
+            "global_epoch": self.global_epoch,
+            "model": self.payload(model) if model is not None else None,
+            "optimizer": opt.state_dict() if opt is not None else None,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.cuda else [],
+            "history": json.dumps(self.history),
+            "extra": json.dumps(self.extra),
+            "points_done": json.dumps(self.points_done),
+            "ssl_model": self.ssl_payload if phase != "ssl" else None,
+            "ssl_meta": json.dumps(self.ssl_meta),
+            "train_seconds": self.train_seconds,
+            "train_images": self.train_images,
+        }
+
+    def restore(self, resume: dict[str, Any]) -> None:
+        """Everything but the model and optimizer (the stages restore those)."""
+        self.history = json.loads(resume["history"])
+        self.extra = json.loads(resume["extra"])
+        self.global_epoch = int(resume["global_epoch"])
+        self.train_seconds = float(resume.get("train_seconds", 0.0))
+        self.train_images = int(resume.get("train_images", 0))
+        self.point = int(resume.get("point", 0))
+        self.points_done = json.loads(resume.get("points_done", "[]"))
+        self.ssl_payload = resume.get("ssl_model")
+        self.ssl_meta = json.loads(resume.get("ssl_meta", "{}"))
+
+    def restore_rng(self, resume: dict[str, Any]) -> None:
+        """The random stream as it was at the checkpoint. Called right before training goes on
+        (after the model is built, which draws from it), and never followed by seeding:
+        dropout draws from this stream."""
+        torch.set_rng_state(resume["rng"])
+        if self.cuda and resume.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(resume["cuda_rng"])
+
+    def emit(
+        self, metrics: dict[str, Any], state: dict[str, Any] | None, final: bool = False
+    ) -> None:
+        """Report ``metrics`` (plus the tags); with ``state``, also a checkpoint directory.
+
+        The trial's last report (``final``) also holds result.json (the metrics as reported)
+        and, when ``self.model_writer`` is set, the pruned model.
+        """
+        metrics = {**self.tags, **metrics}
+        if state is None:
+            self.report_fn(metrics, None)
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="sslsearch-ckpt-"))
+        try:
+            torch.save(state, tmp / STATE_FILE)
+            if final:
+                (tmp / RESULT_FILE).write_text(json.dumps(metrics, indent=1))
+                if self.model_writer is not None:
+                    self.model_writer(tmp / MODEL_FILE)
+            self.report_fn(metrics, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- epochs ------------------------------------------------------------------------------
+
+    def epoch_metrics(
+        self, phase: str, epoch: int, epochs: int, stats: Any, ev: Any, model: nn.Module, lr: float
+    ) -> dict[str, Any]:
+        m = {
+            "phase": phase,
+            "point": self.point,
+            "epoch": epoch,
+            "epochs": epochs,
+            "global_epoch": self.global_epoch,
+            "loss": stats.loss,
+            "penalty": stats.penalty,
+            "train_top1": stats.train_top1,
+            "val_loss": ev.loss,
+            "val_top1": ev.top1,
+            "val_top5": ev.top5,
+            "group_sparsity": group_sparsity(model, self.cfg.ssl_type)
+            if phase == "ssl"
+            else float("nan"),
+            "lr": lr,
+            "final": False,
+        }
+        self.history.append(m)
+        return m
+
+    def train_phase(
+        self,
+        phase: str,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        start_epoch: int,
+        epochs: int,
+        base_lr: float,
+        penalty: SSLPenalty | None,
+        stop_check: Callable[[int, dict[str, Any]], str | None] | None = None,
+    ) -> None:
+        """Train ``epochs`` epochs, reporting and checkpointing each one.
+
+        ``stop_check(epoch, metrics)`` (fine-tuning only) raises PointStopped with its reason.
+        """
+        cfg, rec = self.cfg, self.cfg.recipe
+        assert stop_check is None or phase != "ssl", "early stopping never acts in SSL training"
+        steps = math.ceil(len(self.data.train) / rec.batch_size)
+        warmup = rec.warmup_epochs if phase == "ssl" else 0.0
+        has_penalty = penalty is not None and any(v > 0 for v in penalty.lam.values())
+        for epoch in range(start_epoch, epochs):
+            seed = hash_seed(cfg.seed, phase, epoch)
+            batches = self.data.train.batches(
+                rec.batch_size,
+                shuffle=True,
+                augment=cfg.data.augment,
+                seed=seed,
+                device=self.device,
+            )
+            stats = train_one_epoch(
+                model,
+                batches,
+                opt,
+                lr_fn=lambda p: lr_at(p, base_lr, epochs, rec, warmup),
+                steps_per_epoch=steps,
+                epoch=epoch,
+                penalty=penalty if has_penalty else None,
+                label_smoothing=rec.label_smoothing,
+                device=self.device,
+                amp=self.amp,
+                channels_last=self.channels_last,
+                scaler=self.scaler,
+            )
+            self.train_seconds += stats.seconds
+            self.train_images += stats.images
+            ev = evaluate(
+                model,
+                self.data.val,
+                batch_size=rec.eval_batch_size,
+                device=self.device,
+                amp=self.amp,
+                channels_last=self.channels_last,
+            )
+            self.global_epoch += 1
+            lr = lr_at(epoch + 1, base_lr, epochs, rec, warmup)
+            metrics = self.epoch_metrics(phase, epoch + 1, epochs, stats, ev, model, lr)
+            self.emit(metrics, self.state(phase, epoch + 1, model, opt))
+            if stop_check is not None and epoch + 1 < epochs:
+                reason = stop_check(epoch + 1, metrics)
+                if reason:
+                    raise PointStopped(reason)
+
+    def to_device(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model

@@ -1,0 +1,114 @@
+"""The searcher without a Ray cluster: several points per SSL model, each its own Optuna trial
+told with its true final values; stopped and failed points never COMPLETE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from sslsearch.config import space_from_mapping  # noqa: E402
+from sslsearch.search._params import define_by_run  # noqa: E402
+from sslsearch.search._searcher import make_searcher, sampler_name  # noqa: E402
+
+from .spaces import with_changes  # noqa: E402
+
+
+def _searcher(tmp_path: Path, **changes: Any) -> Any:
+    space = space_from_mapping(with_changes(**changes))
+    url = f"sqlite:///{tmp_path}/study.db"
+    return space, make_searcher(space, url, space.name, define_by_run(space))
+
+
+def _final(point: int, status: str, top1: float | None = 90.0) -> dict[str, Any]:
+    return {
+        "final": True,
+        "point": point,
+        "status": status,
+        "top1": top1,
+        "flops": 1000 + point,
+        "size_mb": 0.5,
+        "error": None if status == "ok" else f"{status} for a reason",
+    }
+
+
+def test_one_trial_asks_its_points_at_one_ssl_setting_and_tells_each(tmp_path: Path) -> None:
+    space, s = _searcher(
+        tmp_path,
+        economy={"points_per_ssl": 4},
+        params={
+            "ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True},
+            "ratio": {"low": 0.1, "high": 0.8},
+            "prune_way": {"choices": ["group_lasso", "mean_abs"]},
+        },
+        budget={"num_samples": 6, "max_concurrent": 2},
+    )
+    first = s.suggest("a")
+    points = first["points"]
+    assert len(points) == 4 and len({p["ssl_lambda"] for p in points}) == 1
+    assert len({p["ratio"] for p in points}) == 4  # the sampler chose each pruning
+    second = s.suggest("b")
+    assert len(second["points"]) == 2  # 6 points in all
+    s.on_trial_result("a", {"final": False, "phase": "ssl", "val_top1": 50.0})
+    s.on_trial_result("a", _final(0, "ok", 91.0))
+    s.on_trial_result("a", _final(1, "stopped", None))
+    s.on_trial_result("a", _final(2, "failed", None))
+    s.on_trial_complete("a", _final(3, "ok", 92.0))
+    s.on_trial_complete("b", None, error=True)
+    study = optuna.load_study(study_name=space.name, storage=f"sqlite:///{tmp_path}/study.db")
+    by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
+    assert set(by_id) == {"a-0", "a-1", "a-2", "a-3", "b-0", "b-1"}
+    assert by_id["a-0"].state.name == "COMPLETE" and by_id["a-0"].values == [91.0, 1000, 0.5]
+    assert by_id["a-3"].state.name == "COMPLETE" and by_id["a-3"].values == [92.0, 1003, 0.5]
+    assert by_id["a-1"].state.name == "PRUNED" and by_id["a-1"].values is None
+    assert "stopped" in by_id["a-1"].user_attrs["reason"]
+    assert by_id["a-2"].state.name == "FAIL"
+    assert {by_id[k].state.name for k in ("b-0", "b-1")} == {"FAIL"}
+    for i, p in enumerate(points):  # each point's parameters are its Optuna trial's
+        t = by_id[f"a-{i}"]
+        assert t.params["ratio"] == p["ratio"] and t.params["ssl_lambda"] == p["ssl_lambda"]
+
+
+def test_the_ssl_type_follows_a_searched_prune_type_within_a_trial(tmp_path: Path) -> None:
+    _, s = _searcher(
+        tmp_path,
+        params={
+            "ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True},
+            "ratio": {"low": 0.1, "high": 0.8},
+            "prune_type": {"choices": ["filter_wise", "channel_wise"]},
+        },
+        budget={"num_samples": 8, "max_concurrent": 2},
+    )
+    for tid in ("a", "b"):
+        pts = s.suggest(tid)["points"]
+        assert len({p["prune_type"] for p in pts}) == 1  # it decides the SSL model
+
+
+def test_auto_picks_gp_unless_the_space_is_conditional() -> None:
+    plain = space_from_mapping(with_changes(sampler={"name": "auto"}))
+    assert sampler_name(plain) == "gp"
+    cond = space_from_mapping(
+        with_changes(
+            arch="resnet20",
+            sampler={"name": "auto"},
+            params={
+                "ssl_lambda": 0.01,
+                "ratio": {"low": 0.1, "high": 0.5},
+                "blocks": {"low": 1, "high": 3},
+                "prune_type": {"choices": ["filter_wise", "depth_wise"]},
+            },
+        )
+    )
+    assert sampler_name(cond) == "tpe"
+
+
+def test_resume_accepts_the_same_overrides_and_names_real_changes() -> None:
+    from sslsearch.search._run import _changed_keys
+
+    saved = with_changes(budget={"num_samples": 6, "max_concurrent": 2})
+    assert _changed_keys(saved, ["budget.num_samples=6", "sampler.name=tpe"]) == []
+    changed = _changed_keys(saved, ["budget.num_samples=7", "budget.max_concurrent=2"])
+    assert changed == ["budget.num_samples (was 6)"]
