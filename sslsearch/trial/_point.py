@@ -20,7 +20,7 @@ from sslsearch.models import model_from_payload
 from sslsearch.pruning import prune
 from sslsearch.trial._run import Run, StopCheck
 from sslsearch.trial._ssl import SSLModel
-from sslsearch.trial._train import evaluate, make_optimizer, seed_everything
+from sslsearch.trial._train import evaluate, make_optimizer, recalibrate_bn, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,19 @@ def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
         inplace=True,
     )
     model = run.to_device(pruned.model)
+    # the dense model's BN running statistics are stale once channels are gone (a pruned VGG
+    # then gives one class for every input): re-estimate them, forward only, no weight changes
+    recalibrate_bn(
+        model,
+        run.data.train.batches(
+            rec.batch_size,
+            shuffle=True,
+            augment=False,
+            seed=point_seed(cfg.seed, run.point),
+            device=run.device,
+        ),
+        channels_last=run.channels_last,
+    )
     run.extra = {
         "started_at": run.extra.get("started_at"),
         "prune": pruned.summary(),

@@ -178,6 +178,47 @@ def train_one_epoch(
 
 
 @torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    max_batches: int = 20,
+    channels_last: bool = False,
+) -> int:
+    """Re-estimate every BatchNorm's running mean/var from ``batches`` (forward only, no grad).
+
+    After pruning, each layer's input lost channels, so the running statistics the dense model
+    collected no longer describe its pre-BN activations; in eval mode the stale ones can swamp
+    the signal (the logits of a pruned VGG then hardly depend on the input: one class for all).
+    The statistics become the plain average over the batches seen; parameters do not change.
+    Returns the number of batches used (0: the model has no BatchNorm, nothing done).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts the same
+    model.train()
+    used = 0
+    try:
+        for x, _ in batches:
+            if used >= max_batches:
+                break
+            if channels_last and x.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            model(x)
+            used += 1
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return used
+
+
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     split: Split,
