@@ -178,3 +178,65 @@ def test_export_of_a_real_experiment(tiny: Any, capsys: pytest.CaptureFixture[st
     assert main(["evaluate", "--model", str(model_file), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["split"] == "val" and got["top1"] == pytest.approx(point["top1"])
+
+
+def test_confirm_front_on_the_default_space_reruns_each_pareto_point_with_more_seeds(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    # The shipped default space (baseline and no-SSL reference on), a small budget, and
+    # --confirm-front 2: every point on a front the export shows gets 2 more training seeds.
+    from sslsearch.config import space_file
+    from sslsearch.report import points_to_confirm
+
+    opts = SearchOptions(
+        space=space_file("default"),
+        overrides=[
+            f"storage_path={tmp_path / 'runs'}",
+            "budget.num_samples=2",
+            "economy.points_per_ssl=2",
+            "recipe.epochs=2",
+            "recipe.finetune_epochs=1",
+        ],
+        confirm_front=2,
+    )
+    out = run_search(opts)
+    rows = _rows(out.exp_dir)
+    firsts = [r for r in rows if not r["confirm_of"]]
+    redo = [r for r in rows if r["confirm_of"]]
+    assert {r["role"] for r in firsts} == {"search", "reference", "baseline"}
+    wanted = points_to_confirm(firsts, [("top1", "max"), ("flops", "min"), ("size_mb", "min")])
+    assert wanted and {r["confirm_of"] for r in redo} == set(wanted)
+    by_id = {r["trial_id"]: r for r in firsts}
+    for tid in wanted:
+        mine = [r for r in redo if r["confirm_of"] == tid]
+        assert sorted(r["seed"] for r in mine) == [1, 2]  # the space's seed 0, plus 1 and 2
+        for r in mine:
+            orig = by_id[tid]
+            assert r["status"] == "ok" and r["role"] == orig["role"]
+            assert (r["ssl_lambda"], r["ratio"], r["prune_way"]) == (
+                orig["ssl_lambda"],
+                orig["ratio"],
+                orig["prune_way"],
+            )
+            # a fresh replicate: its own SSL model, trained with its own seed
+            assert r["ssl_model_id"] != orig["ssl_model_id"]
+    # points with the same SSL settings and seed share one SSL model
+    keys = {(r["role"], r["ssl_lambda"], r["seed"]): r["ssl_model_id"] for r in redo}
+    assert all(keys[(r["role"], r["ssl_lambda"], r["seed"])] == r["ssl_model_id"] for r in redo)
+    # re-evaluations never enter the Optuna study, nor any front as points of their own
+    study = _study(out.exp_dir)
+    assert sorted(t.user_attrs["trial_id"] for t in study.trials) == sorted(
+        r["trial_id"] for r in firsts if r["role"] == "search"
+    )
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    pareto = pq.read_table(Path(out.exp_dir) / "pareto.parquet").to_pylist()
+    confirm_ids = {r["trial_id"] for r in redo}
+    assert pareto and not confirm_ids & {p["trial_id"] for p in pareto}
+    for p in pareto:
+        if p["trial_id"] in wanted:
+            assert p["n_seeds"] == 3 and p["top1_mean"] is not None
+            runs = [by_id[p["trial_id"]]] + [r for r in redo if r["confirm_of"] == p["trial_id"]]
+            assert p["top1_mean"] == pytest.approx(sum(r["top1"] for r in runs) / 3)
+    md = (Path(out.exp_dir) / "pareto.md").read_text()
+    assert "Seeds:" in md
+    assert out.counts == {"ok": 2}

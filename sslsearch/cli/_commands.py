@@ -534,6 +534,14 @@ def add_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     p.add_argument("--num-samples", type=int, default=None, help="number of trials")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at a time")
+    p.add_argument(
+        "--confirm-front",
+        type=int,
+        default=0,
+        metavar="K",
+        help="after the search, re-run every Pareto point with K more training seeds "
+        "(SSL training included) and report mean and spread",
+    )
     p.add_argument("--sampler", default=None, help="auto | gp | tpe | nsga2 | random")
     p.add_argument("--seed", type=int, default=None, help="sampler seed")
     p.add_argument("--data-root", default=None, help="dataset root on every node")
@@ -643,6 +651,7 @@ def search_options_from_args(a: argparse.Namespace) -> Any:
         study_storage=a.study_storage,
         verbose=a.verbose,
         progress_every_s=a.progress_every,
+        confirm_front=a.confirm_front,
     )
 
 
@@ -659,6 +668,8 @@ def _progress_to_stdout() -> None:
 def cmd_search(a: argparse.Namespace) -> int:
     if a.num_samples is not None and a.num_samples < 1:
         raise UserError(f"--num-samples must be >= 1, got {a.num_samples}")
+    if a.confirm_front < 0:
+        raise UserError(f"--confirm-front must be >= 0, got {a.confirm_front}")
     if not a.resume:
         check_space(a)  # before torch and ray are imported
     from sslsearch.search import run_search

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from sslsearch import storage
 from sslsearch.report._arrow import typed_table
-from sslsearch.search._trainable import POINTS_DIR, REFERENCE_DIR
+from sslsearch.search._trainable import CONFIRM_DIR, POINTS_DIR, REFERENCE_DIR
 from sslsearch.trial import BASELINE_ID, MODEL_FILE, RESULT_FILE, point_id
 
 TRIALS_FILE = "trials.parquet"
@@ -182,21 +182,8 @@ def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
                 row["ratio"] = None
             rows.append(row)
     rows.sort(key=lambda r: (r["trial_dir"], r["trial_id"]))
-    refs = storage.join(exp_dir, REFERENCE_DIR)
-    for name in sorted(storage.listdir(refs)) if storage.exists(refs) else []:
-        path = storage.join(refs, name, RESULT_FILE)
-        try:
-            result = json.loads(storage.read_bytes(path).decode())
-        except (OSError, ValueError):
-            continue
-        row = {k: result.get(k) for k in SCHEMA.names}
-        row.update(trial_id=name, role="reference")
-        row["last_epoch"] = result.get("global_epoch")
-        if storage.exists(storage.join(refs, name, MODEL_FILE)):
-            row["model_path"] = f"{REFERENCE_DIR}/{name}/{MODEL_FILE}"
-        if row["blocks"] is not None and int(row["blocks"]) < 0:
-            row["blocks"] = None
-        rows.append(row)
+    rows += _side_rows(exp_dir, REFERENCE_DIR, "reference")
+    rows += _side_rows(exp_dir, CONFIRM_DIR, None)  # role (search | reference) in the result
     baseline = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
     if storage.exists(baseline):
         result = json.loads(storage.read_bytes(baseline).decode())
@@ -205,6 +192,27 @@ def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
         row["last_epoch"] = result.get("global_epoch")
         if storage.exists(storage.join(exp_dir, BASELINE_ID, MODEL_FILE)):
             row["model_path"] = f"{BASELINE_ID}/{MODEL_FILE}"
+        if row["blocks"] is not None and int(row["blocks"]) < 0:
+            row["blocks"] = None
+        rows.append(row)
+    return rows
+
+
+def _side_rows(exp_dir: str, dirname: str, role: str | None) -> list[dict[str, Any]]:
+    """Rows of the points run beside the search: ``<dirname>/<id>/result.json`` each."""
+    base = storage.join(exp_dir, dirname)
+    rows = []
+    for name in sorted(storage.listdir(base)) if storage.exists(base) else []:
+        path = storage.join(base, name, RESULT_FILE)
+        try:
+            result = json.loads(storage.read_bytes(path).decode())
+        except (OSError, ValueError):
+            continue
+        row = {k: result.get(k) for k in SCHEMA.names}
+        row.update(trial_id=name, role=role or result.get("role") or "search")
+        row["last_epoch"] = result.get("global_epoch")
+        if storage.exists(storage.join(base, name, MODEL_FILE)):
+            row["model_path"] = f"{dirname}/{name}/{MODEL_FILE}"
         if row["blocks"] is not None and int(row["blocks"]) < 0:
             row["blocks"] = None
         rows.append(row)

@@ -44,6 +44,7 @@ class SearchOptions:
     verbose: bool = False
     progress_every_s: float = 15.0
     reuse_actors: bool = True  # one worker process per concurrent slot, not per trial
+    confirm_front: int = 0  # re-run each Pareto point with this many more training seeds
 
 
 @dataclass
@@ -259,7 +260,7 @@ def finish(
     from sslsearch.search._searcher import fail_orphans, reconcile_study
 
     path, table = write_trials(exp_dir, _metadata(space, study_url))
-    rows = [r for r in table.to_pylist() if r["role"] == "search"]  # search points only
+    rows = [r for r in table.to_pylist() if is_search_point(r)]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -334,6 +335,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             tuner.fit()
             _run_references(space, exp_dir)
             _wait_baseline(baseline)
+            _confirm_front(space, exp_dir, opts.confirm_front)
         except KeyboardInterrupt:
             interrupted = True
         progress = _progress_callback(tuner)
@@ -342,12 +344,18 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     finally:
         shutdown(cluster)
     path, counts, pareto = finish(exp_dir, space, study_url)
-    rows = [r for r in pq_rows(path) if r["role"] == "search"]
+    rows = [r for r in pq_rows(path) if is_search_point(r)]
     unfinished = space.budget.num_samples - sum(
         1 for r in rows if _ended(r) or r["status"] == "error"
     )
     interrupted = interrupted or (unfinished > 0 and space.budget.time_budget_s is None)
     return SearchOutcome(exp_dir, path, counts, pareto, interrupted, cluster, max_running)
+
+
+def is_search_point(row: dict[str, Any]) -> bool:
+    """A point the sampler proposed (one Optuna trial): not the baseline, a lambda = 0
+    reference or a re-evaluation of a Pareto point with another seed."""
+    return row["role"] == "search" and not row.get("confirm_of")
 
 
 def _ended(row: dict[str, Any]) -> bool:
@@ -395,7 +403,7 @@ def _run_references(space: SearchSpace, exp_dir: str) -> None:
     choices = [
         {k: r[k] for k in keys if r.get(k) is not None}
         for r in collect_trials(exp_dir)
-        if r["role"] == "search" and r["status"] == "ok"
+        if is_search_point(r) and r["status"] == "ok"
     ]
     # One SSL model at lambda = 0 for every choice; several tasks would each train it.
     task = ray.remote(reference_job).options(
@@ -408,6 +416,67 @@ def _run_references(space: SearchSpace, exp_dir: str) -> None:
         log.info("reference points (lambda = 0): %d", n)
     except Exception as e:  # the search's results stand without them
         log.warning("the reference points failed: %s", str(e).strip().splitlines()[-1][:300])
+
+
+def confirm_jobs(
+    space: SearchSpace, rows: list[dict[str, Any]], seeds: int
+) -> list[list[dict[str, Any]]]:
+    """The re-evaluations ``--confirm-front seeds`` asks for, grouped by SSL model.
+
+    Every point on a front the export shows (SSL and no-SSL, ``points_to_confirm``) is re-run
+    with the training seeds ``space.seed + 1 .. space.seed + seeds``. Points that share their
+    SSL settings and seed share one group: one SSL model, trained once, serves them all.
+    """
+    from sslsearch.report import points_to_confirm
+
+    if seeds <= 0:
+        return []
+    objectives = [(o.metric, o.direction) for o in space.objectives]
+    by_id = {r["trial_id"]: r for r in rows if not r.get("confirm_of")}
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for tid in points_to_confirm(rows, objectives):
+        r = by_id[tid]
+        cfg = json.loads(r["config"])
+        ssl = json.dumps({k: cfg.get(k) for k in ("ssl_type", "ssl_lambda")}, sort_keys=True)
+        for k in range(1, seeds + 1):
+            seed = space.seed + k
+            job = {"trial_id": tid, "role": r["role"], "config": r["config"], "seed": seed}
+            groups.setdefault((f"{r['role']}:{ssl}", seed), []).append(job)
+    return list(groups.values())
+
+
+def _confirm_front(space: SearchSpace, exp_dir: str, seeds: int) -> None:
+    """Re-evaluate the Pareto points with ``seeds`` more training seeds (Ray tasks, one per SSL
+    model and seed); rows with ``confirm_of``, never in the Optuna study nor on a front."""
+    if seeds <= 0:
+        return
+    import ray
+
+    from sslsearch.search._results import collect_trials
+    from sslsearch.search._trainable import CONFIRM_DIR, confirm_id, confirm_job
+    from sslsearch.trial import RESULT_FILE
+
+    def done(job: dict[str, Any]) -> bool:
+        pid = confirm_id(job["trial_id"], job["seed"])
+        return storage.exists(storage.join(exp_dir, CONFIRM_DIR, pid, RESULT_FILE))
+
+    groups = [
+        todo
+        for g in confirm_jobs(space, collect_trials(exp_dir), seeds)
+        if (todo := [j for j in g if not done(j)])
+    ]
+    n = sum(len(g) for g in groups)
+    log.info("confirming the Pareto points: %d re-evaluations in %d group(s)", n, len(groups))
+    task = ray.remote(confirm_job).options(
+        num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
+    )
+    threads = max(1, int(space.resources.cpus))
+    refs = [task.remote(exp_dir, threads, g) for g in groups]
+    for ref in refs:
+        try:
+            ray.get(ref)
+        except Exception as e:  # the search's results stand without them
+            log.warning("a re-evaluation failed: %s", str(e).strip().splitlines()[-1][:300])
 
 
 def _wait_baseline(ref: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -155,3 +156,39 @@ def reference_job(
         points_dir=_storage.join(exp_dir, REFERENCE_DIR),
     )
     return len(ids)
+
+
+CONFIRM_DIR = "confirm"  # re-evaluations of Pareto points: confirm/<id>/result.json, model.pt
+
+
+def confirm_id(trial_id: str, seed: int) -> str:
+    """The id of the re-evaluation of point ``trial_id`` with training seed ``seed``."""
+    return f"{trial_id}-seed{seed}"
+
+
+def confirm_job(exp_dir: str, threads: int, jobs: list[dict[str, Any]]) -> int:
+    """Re-evaluate Pareto points with another training seed (``--confirm-front``).
+
+    ``jobs``: one per point, each ``{"trial_id", "role", "config", "seed"}`` (``config``: the
+    point's TrialConfig as in trials.parquet), all with the same SSL settings and seed, so they
+    share one SSL model (trained once with that seed, then found in ``ssl_models/``). Each is a
+    fresh replicate of the whole pipeline: SSL training, pruning, BN recalibration and
+    fine-tuning all start from the new seed. A re-evaluation already on disk is kept.
+    Returns how many finished ``ok``.
+    """
+    from sslsearch.config import TrialConfig
+
+    cache_dir = _storage.join(exp_dir, SSL_MODELS_DIR)
+    ok = 0
+    for job in jobs:
+        cfg = TrialConfig.from_dict(json.loads(job["config"])).with_(
+            seed=int(job["seed"]), threads=threads, cache_dir=cache_dir, out_dir=None
+        )
+        [res] = run_points(
+            [cfg],
+            tags={"role": job["role"], "confirm_of": job["trial_id"]},
+            point_ids=[confirm_id(job["trial_id"], int(job["seed"]))],
+            points_dir=_storage.join(exp_dir, CONFIRM_DIR),
+        )
+        ok += res.status == "ok"
+    return ok
