@@ -240,3 +240,50 @@ def test_confirm_front_on_the_default_space_reruns_each_pareto_point_with_more_s
     md = (Path(out.exp_dir) / "pareto.md").read_text()
     assert "Seeds:" in md
     assert out.counts == {"ok": 2}
+
+
+def test_resume_with_a_larger_num_samples_extends_a_finished_search(
+    ray_cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sslsearch.errors import UserError
+
+    space = write_space(
+        tmp_path,
+        name="extend",
+        budget={"num_samples": 2, "max_concurrent": 2},
+        economy={"points_per_ssl": 2},
+    )
+    first = run_search(SearchOptions(space=str(space)))
+    assert len(_rows(first.exp_dir)) == 2
+    before = {r["trial_id"]: r["finished_at"] for r in _rows(first.exp_dir)}
+    # smaller budgets and other changes are refused, naming them, before anything starts
+    for overrides, named in (
+        (["budget.num_samples=1"], "budget.num_samples (was 2; --resume can only raise it)"),
+        (["budget.num_samples=4", "recipe.lr=0.5"], "recipe.lr"),
+    ):
+        with pytest.raises(UserError, match=named.replace("(", r"\(").replace(")", r"\)")):
+            run_search(SearchOptions(space=str(space), overrides=overrides, resume=True))
+    with caplog.at_level("INFO", logger="sslsearch"):
+        out = run_search(
+            SearchOptions(space=str(space), overrides=["budget.num_samples=5"], resume=True)
+        )
+    assert "budget raised from 2 to 5 points" in caplog.text
+    rows = _rows(out.exp_dir)
+    assert len(rows) == 5 and len({r["trial_id"] for r in rows}) == 5
+    assert all(r["status"] == "ok" for r in rows) and out.counts == {"ok": 5}
+    old = {r["trial_id"]: r["finished_at"] for r in rows if r["trial_id"] in before}
+    assert old == before  # the first points were kept, not re-run
+    study = _study(out.exp_dir)
+    assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
+    by_id = {r["trial_id"]: r for r in rows}
+    assert {t.user_attrs["trial_id"] for t in study.trials} == set(by_id)
+    for t in study.trials:
+        assert t.values[0] == pytest.approx(by_id[t.user_attrs["trial_id"]]["top1"])
+    assert "num_samples: 5" in (Path(out.exp_dir) / "space.yaml").read_text()
+    # the same command again (budget 5 now) is accepted and runs nothing
+    again = run_search(
+        SearchOptions(space=str(space), overrides=["budget.num_samples=5"], resume=True)
+    )
+    assert {r["trial_id"]: r["finished_at"] for r in _rows(again.exp_dir)} == {
+        r["trial_id"]: r["finished_at"] for r in rows
+    }

@@ -122,13 +122,43 @@ def _prepare_resume(opts: SearchOptions) -> tuple[SearchSpace, str]:
         )
     raw = yaml.safe_load(storage.read_bytes(saved).decode())
     space = space_from_mapping(raw, saved)
-    changed = _changed_keys(raw, others)
+    budget = [o for o in others if o.split("=", 1)[0].strip() == BUDGET_KEY]
+    changed = _changed_keys(raw, [o for o in others if o not in budget])
+    raised = None
+    if budget:
+        from sslsearch.config import apply_overrides
+
+        try:
+            wanted = space_from_mapping(apply_overrides(raw, budget[-1:])).budget.num_samples
+        except UserError:
+            wanted = -1
+        if wanted < space.budget.num_samples:
+            changed.append(
+                f"{BUDGET_KEY} (was {space.budget.num_samples}; --resume can only raise it)"
+            )
+        elif wanted > space.budget.num_samples:
+            raised = replace(space, budget=replace(space.budget, num_samples=wanted))
     if changed:
         raise UserError(
             "--resume continues an experiment as it was started; it cannot change "
             + ", ".join(changed)
         )
+    if raised is not None:
+        log.info(
+            "--resume: budget raised from %d to %d points (budget.num_samples)",
+            space.budget.num_samples,
+            raised.budget.num_samples,
+        )
+        return raised, exp_dir
     return space, exp_dir
+
+
+BUDGET_KEY = "budget.num_samples"  # the one key --resume may change (raise only)
+
+
+def _budget_raised(exp_dir: str, space: SearchSpace) -> bool:
+    saved = yaml.safe_load(storage.read_bytes(storage.join(exp_dir, SPACE_FILE)).decode())
+    return bool(space.budget.num_samples > space_from_mapping(saved).budget.num_samples)
 
 
 def _changed_keys(saved: dict[str, Any], overrides: list[str]) -> list[str]:
@@ -203,7 +233,7 @@ def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions
     if opts.resume:
         return tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
     from sslsearch.search._progress import ProgressCallback
-    from sslsearch.search._searcher import make_searcher
+    from sslsearch.search._searcher import BudgetedSearch, make_searcher
 
     searcher = make_searcher(space, study_url, space.name, define_by_run(space))
     base, name = exp_dir.rstrip("/").rsplit("/", 1)
@@ -212,11 +242,14 @@ def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions
         # No metric/mode here: in TuneConfig they would turn the multi-objective searcher into a
         # single-objective study. The searcher owns the objectives.
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
+            # a resume can raise the budget: it reads space.yaml again (BudgetedSearch)
+            search_alg=BudgetedSearch(
+                searcher, space.budget.max_concurrent, storage.join(exp_dir, SPACE_FILE)
+            ),
             # Early stopping acts on points inside a trial (trial/_early.py), never through a
             # Tune scheduler: that would stop a whole SSL model and every point after it.
             num_samples=ssl_trainings(space),
-            max_concurrent_trials=space.budget.max_concurrent,
+            max_concurrent_trials=None,  # BudgetedSearch limits it
             reuse_actors=opts.reuse_actors,
             time_budget_s=space.budget.time_budget_s,
         ),
@@ -324,11 +357,13 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             space.resources.gpu,
         )
         t0 = time.monotonic()
+        text = yaml.safe_dump(space.to_dict(), sort_keys=False)
         if not opts.resume:  # written only once Ray is up: a failed start leaves nothing behind
             storage.makedirs(exp_dir)
-            text = yaml.safe_dump(space.to_dict(), sort_keys=False)
             storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
             storage.write_text_atomic(storage.join(exp_dir, STUDY_URL_FILE), study_url + "\n")
+        elif _budget_raised(exp_dir, space):  # the restored search reads it (BudgetedSearch)
+            storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
         tuner = _tuner(space, exp_dir, study_url, opts)
         baseline = _start_baseline(space, exp_dir)
         try:

@@ -23,6 +23,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from sslsearch.config import Choices, SearchSpace
@@ -107,6 +108,55 @@ class ParetoOptunaSearch(OptunaSearch):
             # points told on their result are finished already (tell skips them)
             self._tell_point(trial_id, i, None if not error else result, error)
         self._completed_trials.add(trial_id)
+
+
+class BudgetedSearch(SearchGenerator):
+    """Tune's SearchGenerator whose budget a resume can raise (``--resume --num-samples N``).
+
+    Tune restores a search's trial count from its own saved state, so a larger
+    ``budget.num_samples`` in the experiment's space.yaml would be ignored; this generator reads
+    the budget from ``budget_file`` whenever its state is restored and raises the searcher's
+    points to it, and Tune's trial count (SSL models) to what those points need. It never
+    lowers them.
+    """
+
+    def __init__(self, searcher: ParetoOptunaSearch, max_concurrent: int, budget_file: str):
+        super().__init__(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent))
+        self.budget_file = budget_file
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        points = read_budget(self.budget_file)
+        base: Any = self.searcher
+        while hasattr(base, "searcher"):
+            base = base.searcher
+        if points is None or not isinstance(base, ParetoOptunaSearch):
+            return
+        if points <= base.num_points or base.num_points == 0:
+            return
+        log.info("budget raised: %d points (was %d)", points, base.num_points)
+        base.num_points = points
+        # Tune trials still to create: each asks up to points_per_ssl of the points left
+        left = points - base.points_asked
+        trials = self._counter + -(-left // base.points_per_ssl)
+        if trials > self.total_samples:
+            self._total_samples = trials  # SearchGenerator's own count, saved in its state
+            self._finished = False
+
+
+def read_budget(space_file: str) -> int | None:
+    """``budget.num_samples`` of the space file kept with an experiment; None if unreadable."""
+    import yaml
+
+    from sslsearch import storage
+    from sslsearch.config import space_from_mapping
+
+    try:
+        space = space_from_mapping(yaml.safe_load(storage.read_bytes(space_file).decode()))
+    except Exception as e:  # moved or unreadable: keep the saved budget
+        log.warning("could not read the budget from %s: %s", space_file, e)
+        return None
+    return space.budget.num_samples
 
 
 def tell(
