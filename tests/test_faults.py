@@ -345,3 +345,45 @@ def test_driver_crash_then_resume_loses_nothing_and_reruns_nothing(
         assert ssl_after.get(path) == mtime
     assert len(ssl_after) == 2 == len({r["ssl_model_id"] for r in rows})
     assert len(after) == 6
+
+
+def test_driver_killed_after_an_errored_trial_and_right_after_a_trial_starts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A trial errors (its worker is killed, no retries left); the driver is killed right after,
+    as the next trial starts (before Tune's snapshot knows it). The same command with --resume
+    re-runs the errored trial and the unknown one: every point once, ok, COMPLETE in the study
+    with its row's values, no row without parameters, no study trial left RUNNING."""
+    space = write_space(
+        tmp_path,
+        name="errored",
+        recipe={"epochs": 4, "finetune_epochs": 1, "batch_size": 64},
+        budget={"num_samples": 3, "max_concurrent": 1, "max_failures": 0},
+        economy={"points_per_ssl": 1},
+    )
+    exp = tmp_path / "runs" / "errored"
+    proc = _search(cluster, space)
+
+    def first_trial_training() -> list[int]:
+        return [
+            int(r["pid"])
+            for rows in _reports(exp).values()
+            for r in rows
+            if r.get("global_epoch", 0) >= 2 and not r.get("final") and "pid" in r
+        ]
+
+    _wait(lambda: bool(first_trial_training()), proc)
+    os.kill(first_trial_training()[0], signal.SIGKILL)  # the trial's worker: the trial errors
+    errored = lambda: list(exp.glob("sslsearch_trial_*/error.txt"))  # noqa: E731
+    _wait(lambda: bool(errored()) and len(list(exp.glob("sslsearch_trial_*"))) >= 2, proc)
+    proc.send_signal(signal.SIGKILL)  # right as the next trial starts
+    proc.wait(timeout=30)
+    resumed = _search(cluster, space, "--resume")
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    rows = _check_consistent(exp, 3)  # all ok, once each, study COMPLETE = rows
+    assert all(r["ratio"] is not None and r["ssl_lambda"] is not None for r in rows)
+    import optuna
+
+    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp}/optuna.db")
+    assert not [t.number for t in study.trials if t.state.name == "RUNNING"]

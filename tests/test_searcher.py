@@ -12,7 +12,12 @@ optuna = pytest.importorskip("optuna")
 
 from sslsearch.config import space_from_mapping  # noqa: E402
 from sslsearch.search._params import define_by_run  # noqa: E402
-from sslsearch.search._searcher import make_searcher, sampler_name  # noqa: E402
+from sslsearch.search._searcher import (  # noqa: E402
+    close_errored,
+    errored_closed,
+    make_searcher,
+    sampler_name,
+)
 
 from .spaces import with_changes  # noqa: E402
 
@@ -58,7 +63,8 @@ def test_one_trial_asks_its_points_at_one_ssl_setting_and_tells_each(tmp_path: P
     s.on_trial_result("a", _final(2, "failed", None))
     s.on_trial_complete("a", _final(3, "ok", 92.0))
     s.on_trial_complete("b", None, error=True)
-    study = optuna.load_study(study_name=space.name, storage=f"sqlite:///{tmp_path}/study.db")
+    url = f"sqlite:///{tmp_path}/study.db"
+    study = optuna.load_study(study_name=space.name, storage=url)
     by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
     assert set(by_id) == {"a-0", "a-1", "a-2", "a-3", "b-0", "b-1"}
     assert by_id["a-0"].state.name == "COMPLETE" and by_id["a-0"].values == [91.0, 1000, 0.5]
@@ -66,7 +72,16 @@ def test_one_trial_asks_its_points_at_one_ssl_setting_and_tells_each(tmp_path: P
     assert by_id["a-1"].state.name == "PRUNED" and by_id["a-1"].values is None
     assert "stopped" in by_id["a-1"].user_attrs["reason"]
     assert by_id["a-2"].state.name == "FAIL"
+    # an errored trial stays RUNNING, marked: a resume may re-run it to COMPLETE; the end of
+    # the search closes it as FAIL
+    assert {by_id[k].state.name for k in ("b-0", "b-1")} == {"RUNNING"}
+    assert all(by_id[k].user_attrs["errored"] for k in ("b-0", "b-1"))
+    assert not errored_closed(url, space.name)
+    assert close_errored(url, space.name, {"b-0": "worker died", "b-1": "worker died"}) == 2
+    study = optuna.load_study(study_name=space.name, storage=url)
+    by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
     assert {by_id[k].state.name for k in ("b-0", "b-1")} == {"FAIL"}
+    assert by_id["b-0"].user_attrs["reason"] == "worker died" and errored_closed(url, space.name)
     for i, p in enumerate(points):  # each point's parameters are its Optuna trial's
         t = by_id[f"a-{i}"]
         assert t.params["ratio"] == p["ratio"] and t.params["ssl_lambda"] == p["ssl_lambda"]

@@ -231,7 +231,16 @@ def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions
         {"cpu": space.resources.cpus, "gpu": space.resources.gpu},
     )
     if opts.resume:
-        return tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
+        from sslsearch.search._searcher import errored_closed
+
+        # errored trials of an interrupted run are re-run; those a finished run closed as FAIL
+        # in the study stay as they are (a FAIL cannot become COMPLETE)
+        return tune.Tuner.restore(
+            exp_dir,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=not errored_closed(study_url, space.name),
+        )
     from sslsearch.search._progress import ProgressCallback
     from sslsearch.search._searcher import BudgetedSearch, make_searcher
 
@@ -286,11 +295,14 @@ def _metadata(space: SearchSpace, study_url: str) -> dict[str, str]:
 
 
 def finish(
-    exp_dir: str, space: SearchSpace, study_url: str
+    exp_dir: str, space: SearchSpace, study_url: str, closing: bool = True
 ) -> tuple[str, dict[str, int], dict[str, Any] | None]:
-    """Write trials.parquet, reconcile the Optuna study with it, export the Pareto outputs."""
+    """Write trials.parquet, reconcile the Optuna study with it, export the Pareto outputs.
+
+    ``closing``: the search ended by itself (not interrupted): errored trials are final.
+    """
     from sslsearch.report import NoResultsError, export_experiment
-    from sslsearch.search._searcher import fail_orphans, reconcile_study
+    from sslsearch.search._searcher import close_errored, fail_orphans, reconcile_study
 
     path, table = write_trials(exp_dir, _metadata(space, study_url))
     rows = [r for r in table.to_pylist() if is_search_point(r)]
@@ -300,6 +312,16 @@ def finish(
     finals = {r["trial_id"]: {**r, "final": _ended(r)} for r in rows}
     metrics = [o.metric for o in space.objectives]
     fixed = reconcile_study(study_url, space.name, finals, metrics)
+    errors = {r["trial_id"]: str(r["error"] or "error") for r in rows if r["status"] == "error"}
+    if closing:
+        unfinished = {
+            r["trial_id"]: str(r["error"] or "stopped before its final result")
+            for r in rows
+            # Tune ran every trial it knows to its end: an unfinished point was lost with a
+            # killed driver, and no resume will run it (one cut by the time budget might be)
+            if r["status"] == "stopped" and not _ended(r) and space.budget.time_budget_s is None
+        }
+        fixed += close_errored(study_url, space.name, errors, unfinished)
     orphans = fail_orphans(study_url, space.name, set(finals))
     if fixed or orphans:
         log.info(
@@ -378,7 +400,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         log.info("search finished in %.1fs", time.monotonic() - t0)
     finally:
         shutdown(cluster)
-    path, counts, pareto = finish(exp_dir, space, study_url)
+    path, counts, pareto = finish(exp_dir, space, study_url, closing=not interrupted)
     rows = [r for r in pq_rows(path) if is_search_point(r)]
     unfinished = space.budget.num_samples - sum(
         1 for r in rows if _ended(r) or r["status"] == "error"

@@ -104,9 +104,16 @@ class ParetoOptunaSearch(OptunaSearch):
         if result and result.get("final") and "point" in result and not error:
             self._tell_point(trial_id, int(result["point"]), result, False)
         numbers = self.point_numbers.get(trial_id, [])
-        for i in range(len(numbers)):
-            # points told on their result are finished already (tell skips them)
-            self._tell_point(trial_id, i, None if not error else result, error)
+        if error:
+            # Not FAIL yet: a resume re-runs errored trials (Tuner.restore(resume_errored=True))
+            # and a FAIL could never become COMPLETE. The points stay RUNNING, marked; the
+            # search's end (close_errored) fails those still unfinished.
+            for number in numbers:
+                mark_errored(self._ot_study, number)
+        else:
+            for i in range(len(numbers)):
+                # points told on their result are finished already (tell skips them)
+                self._tell_point(trial_id, i, None, False)
         self._completed_trials.add(trial_id)
 
 
@@ -157,6 +164,56 @@ def read_budget(space_file: str) -> int | None:
         log.warning("could not read the budget from %s: %s", space_file, e)
         return None
     return space.budget.num_samples
+
+
+ERRORED_ATTR = "errored"  # set on the points of a Tune trial that raised (still RUNNING)
+
+
+def mark_errored(study: Any, number: int) -> None:
+    trial = study.trials[number] if number < len(study.trials) else None
+    if trial is not None and not trial.state.is_finished():
+        study._storage.set_trial_user_attr(trial._trial_id, ERRORED_ATTR, True)
+
+
+def close_errored(
+    storage_url: str,
+    study_name: str,
+    errors: dict[str, str],
+    unfinished: dict[str, str] | None = None,
+) -> int:
+    """At the end of a search (not an interrupted one), the points of errored trials that are
+    still RUNNING become FAIL with their error (``errors``: point id -> error); a later
+    resume then leaves errored trials as they are (``errored_closed``). Points that never
+    reached their final result (``unfinished``: e.g. the time budget ran out, or Tune lost
+    the trial with a killed driver) become PRUNED: none stays RUNNING."""
+    study = _load_study(storage_url, study_name)
+    if study is None:
+        return 0
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get(POINT_ID_ATTR)
+        if pid in errors:
+            study._storage.set_trial_user_attr(t._trial_id, ERRORED_ATTR, True)
+            study._storage.set_trial_user_attr(t._trial_id, "reason", errors[pid][:500])
+            study.tell(t.number, None, state=TrialState.FAIL, skip_if_finished=True)
+            n += 1
+        elif unfinished and pid in unfinished:
+            study._storage.set_trial_user_attr(t._trial_id, "reason", unfinished[pid][:500])
+            study.tell(t.number, None, state=TrialState.PRUNED, skip_if_finished=True)
+            n += 1
+    return n
+
+
+def errored_closed(storage_url: str, study_name: str) -> bool:
+    """Whether an earlier run of the experiment closed errored trials as FAIL (then a resume
+    must not re-run them: a FAIL cannot become COMPLETE)."""
+    study = _load_study(storage_url, study_name)
+    if study is None:
+        return False
+    return any(
+        t.user_attrs.get(ERRORED_ATTR)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    )
 
 
 def tell(
