@@ -462,14 +462,20 @@ def _run_references(space: SearchSpace, exp_dir: str) -> None:
         for r in collect_trials(exp_dir)
         if is_search_point(r) and r["status"] == "ok"
     ]
-    # One SSL model at lambda = 0 for every choice; several tasks would each train it.
+    # One SSL model at lambda = 0 for every choice: the first task trains and stores it, then
+    # the other choices are fine-tuned from it in up to budget.max_concurrent tasks at once.
     task = ray.remote(reference_job).options(
         num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
     )
+    lead = choices[0].get("ssl_type") if choices else None
+    if lead is not None:  # every task must ask for the same SSL model (reference_job)
+        choices = [{**c, "ssl_type": lead} for c in choices]
+    threads = max(1, int(space.resources.cpus))
+    k = max(1, space.budget.max_concurrent)
     try:
-        n = ray.get(
-            task.remote(space.to_dict(), exp_dir, max(1, int(space.resources.cpus)), choices)
-        )
+        n = ray.get(task.remote(space.to_dict(), exp_dir, threads, choices[:1]))
+        rest = [choices[1 + i :: k] for i in range(k)]
+        n += sum(ray.get([task.remote(space.to_dict(), exp_dir, threads, c) for c in rest if c]))
         log.info("reference points (lambda = 0): %d", n)
     except Exception as e:  # the search's results stand without them
         log.warning("the reference points failed: %s", str(e).strip().splitlines()[-1][:300])
