@@ -44,6 +44,7 @@ SCHEMES: dict[str, list[str]] = {
     "old": OLD,
     "new": [*NEW, "early_stopping.enabled=false"],
     "new_es": [*NEW, "early_stopping.enabled=true", "early_stopping.grace_epochs=1"],
+    "new_k2": ["economy.points_per_ssl=2", "sampler.name=auto", "early_stopping.enabled=false"],
 }
 DIRECTIONS = ["max", "min"]
 
@@ -51,7 +52,7 @@ DIRECTIONS = ["max", "min"]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, default=3, help="sampler seeds per scheme")
-    p.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    p.add_argument("--schemes", nargs="+", default=["old", "new", "new_es"], choices=list(SCHEMES))
     p.add_argument("--num-samples", type=int, default=16, help="points of an old-scheme search")
     p.add_argument(
         "--new-samples",
@@ -228,7 +229,7 @@ def _plot(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colors = {"old": "tab:gray", "new": "tab:blue", "new_es": "tab:green"}
+    colors = {"old": "tab:gray", "new": "tab:blue", "new_es": "tab:green", "new_k2": "tab:red"}
     for r in runs:
         c = r["curve"]
         kw = {"color": colors[r["scheme"]], "alpha": 0.8, "where": "post"}
@@ -246,7 +247,11 @@ def _plot(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"new {args.new_samples}"
     )
     fig.tight_layout()
-    out = Path(__file__).resolve().parent / "results" / "bench_search_economy.png"
+    out = (
+        Path(args.out).with_suffix(".png")
+        if args.out
+        else Path(__file__).resolve().parent / "results" / "bench_search_economy.png"
+    )
     fig.savefig(out, dpi=110)
     print(f"wrote {out}", flush=True)
 
