@@ -39,7 +39,7 @@ PRUNE_OF = {
     "filter_wise": "filter_wise",
     "channel_wise": "channel_wise",
     "filter_and_channel_wise": "filter_and_channel_wise",
-    "shape_wise": "channel_wise",  # a channel whose every shape is zero is unread
+    "shape_wise": "shape_wise",  # no prune type removes shapes: the near-zero ones are zeroed
     "depth_wise": "depth_wise",
     "group_wise": "filter_and_channel_wise",
 }
@@ -101,6 +101,8 @@ def near_zero_share(model: nn.Module, prune_type: str, example: torch.Tensor) ->
     A unit is near zero when its part's norm is at most 1e-3 of the largest in its group
     (filter_and_channel_wise: either part); depth_wise: share of residual blocks.
     """
+    if prune_type == "shape_wise":
+        return group_sparsity(model, "shape_wise", example_inputs=example)
     gs, _, _ = build_groups(model, example)
     if prune_type == "depth_wise":
         n = torch.stack([g.moments()[:, 2].sqrt().squeeze(0) for g in gs.block])
@@ -119,7 +121,41 @@ def near_zero_share(model: nn.Module, prune_type: str, example: torch.Tensor) ->
     return near / max(total, 1)
 
 
+def zero_shapes(model: nn.Module, share: float, example: torch.Tensor) -> nn.Module:
+    """Shape "pruning": zero the ``share`` of shape units with the lowest relative norms.
+
+    No prune type removes W[:, c, h, w] physically (it would remove a GEMM column of the
+    im2col'd convolution, as in Wen et al.), so this zeroes them: the accuracy it measures is
+    what removing them would keep.
+    """
+    out = copy.deepcopy(model)
+    gs, _, _ = build_groups(out, example)
+    scores = []
+    for g in gs.shape:
+        n = g.squares().sqrt()
+        scores.append(n / n.pow(2).mean().sqrt().clamp_min(1e-30))
+    flat = torch.cat(scores)
+    k = round(share * flat.numel())
+    if k == 0:
+        return out
+    thr = flat.sort().values[k - 1]
+    with torch.no_grad():
+        for g, sc in zip(gs.shape, scores):
+            ax = g.slices[0].axis
+            ax.param.mul_(ax.shaped((sc > thr).to(ax.param.dtype)))
+    return out
+
+
+class _Zeroed:
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.actual_ratio = float("nan")
+        self.flops_after = self.flops_before = 1
+
+
 def prune_at(model: nn.Module, prune_type: str, share: float, example: torch.Tensor, **kw: Any):  # type: ignore[no-untyped-def]
+    if prune_type == "shape_wise":
+        return _Zeroed(zero_shapes(model, share, example))
     if prune_type == "depth_wise":
         from sslsearch.models import residual_blocks
 

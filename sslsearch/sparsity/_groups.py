@@ -267,7 +267,7 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> Any:
 
     was = model.training
     model.eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.enable_grad():  # DepGraph traces through autograd
         warnings.simplefilter("ignore")
         try:
             return tp.DependencyGraph().build_dependency(model, example, verbose=False)

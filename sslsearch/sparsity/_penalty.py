@@ -258,7 +258,8 @@ class SSLPenalty:
         becomes exactly zero. Call it after ``optimizer.step()``. On big models each call visits
         one chunk of the groups (``elements_per_step``) with the sum of the learning rates since
         its last visit, so the cost per step stays bounded. Overlapping groups (filter and
-        channel parts of one weight) are shrunk by the product of their factors.
+        channel parts of one weight) are shrunk by the product of their factors. Shape groups
+        (scale-invariant) are shrunk and their layer rescaled to its norm before the step.
         """
         if not self._chunks:
             self._plan()
@@ -292,6 +293,15 @@ class SSLPenalty:
                 fa[pos] = fa[pos] * f[s.unit.to(fa.device)]
         for a in axes:
             a.param.mul_(a.shaped(factor[id(a)].to(a.param.dtype)))
+        for t, g in items:
+            if t.relative:
+                # A scale-invariant penalty has no radial gradient: put the layer back on its
+                # sphere, or the shrinking layer would raise its own threshold until it collapses.
+                for sl in g.part(t.part):
+                    before = sq[id(sl.axis)].sum().sqrt()
+                    after = torch.linalg.vector_norm(sl.axis.param)
+                    if float(after) > 0:
+                        sl.axis.param.mul_(before / after)
         if vals:
             value = float(torch.stack([v.float() for v in vals]).sum())
         self._last[i] = value
