@@ -52,7 +52,7 @@ WHOLE = "whole"  # the whole tensor as one position
 class Axis:
     """One parameter seen along one axis; ``length`` positions."""
 
-    param: nn.Parameter
+    param: torch.Tensor  # an nn.Parameter
     name: str  # qualified parameter name
     kind: str
     groups: int = 1  # conv groups (CONV_IN)
@@ -288,7 +288,7 @@ class _Axes:
         self.pnames = pnames
         self.cache: dict[tuple[int, str], Axis] = {}
 
-    def get(self, p: nn.Parameter, kind: str, groups: int = 1) -> Axis:
+    def get(self, p: torch.Tensor, kind: str, groups: int = 1) -> Axis:
         key = (id(p), kind)
         if key not in self.cache:
             self.cache[key] = Axis(p, self.pnames.get(id(p), "?"), kind, groups)
@@ -323,7 +323,7 @@ def _channel_groups(
             lname = names[mod]
             is_out = dg.is_out_channel_pruning_fn(dep.handler)
             is_in = dg.is_in_channel_pruning_fn(dep.handler)
-            entries: list[tuple[nn.Parameter, str, str, int]] = []  # param, kind, role, groups
+            entries: list[tuple[torch.Tensor, str, str, int]] = []  # param, kind, role, groups
             if isinstance(mod, nn.Conv2d) and (is_out or _is_depthwise(mod)):
                 # a depthwise conv's input channel is its output channel: a filter, not a reader
                 entries.append((mod.weight, ROWS, OUT, 1))
@@ -343,9 +343,9 @@ def _channel_groups(
                     entries.append((mod.bias, ROWS, OUT, 1))
             elif is_out:
                 # normalisation layers (BatchNorm, GroupNorm, ...): their per-channel vectors
-                for p in mod.parameters(recurse=False):
-                    if p.dim() == 1:
-                        entries.append((p, ROWS, NORM, 1))
+                for vec in mod.parameters(recurse=False):
+                    if vec.dim() == 1:
+                        entries.append((vec, ROWS, NORM, 1))
             if is_out and isinstance(mod, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
                 outs[lname] = torch.as_tensor(idxs)[torch.argsort(torch.as_tensor(root_idxs))]
             for p, kind, role, g in entries:
@@ -371,7 +371,7 @@ def _channel_groups(
                 Slice(ax, role, torch.as_tensor(idxs, dtype=torch.long), r % per_unit, lname)
             )
         channels = torch.arange(width).view(tie, per_unit).t().contiguous()  # (units, tie)
-        g = Group(
+        group = Group(
             "channel",
             root_name,
             per_unit,
@@ -382,7 +382,7 @@ def _channel_groups(
             channels=channels,
             out_layers=outs,
         )
-        groups.append(g)
+        groups.append(group)
         roots[root_name] = (root, tg[0].dep.handler)
     return dg, groups, roots
 

@@ -219,9 +219,9 @@ class SSLPenalty:
                     scale[id(s.axis)].index_add_(
                         0, s.pos.to(n.device), per_unit[s.unit.to(n.device)]
                     )
-        for a in axes:
-            p = a.param
-            v = a.shaped(scale[id(a)].to(p.dtype))
+        for ax in axes:
+            p = ax.param
+            v = ax.shaped(scale[id(ax)].to(p.dtype))
             if p.grad is None:
                 p.grad = p.detach() * v
             else:
@@ -248,6 +248,13 @@ class SSLPenalty:
         self._chunks = [c for c in chunks if c]
         self._lr_due = [0.0] * len(self._chunks)
         self._last = [0.0] * len(self._chunks)
+
+    @property
+    def calls_per_cycle(self) -> int:
+        """How many ``prox_`` calls visit every group once (1 on small models)."""
+        if not self._chunks:
+            self._plan()
+        return max(1, len(self._chunks))
 
     @torch.no_grad()
     def prox_(self, lr: float) -> torch.Tensor:
@@ -279,7 +286,7 @@ class SSLPenalty:
         for t, g in items:
             lam = self.lam[t.key]
             n = t.values(sq, g).clamp_min(0).sqrt()
-            thr = step * lam
+            thr: float | torch.Tensor = step * lam
             if t.relative:
                 r = _rms(n)
                 vals.append(lam * n.sum() / r)
