@@ -343,3 +343,17 @@ def test_penalty_makes_groups_sparse_without_costing_accuracy() -> None:
     assert dense["group_sparsity"] < 0.05
     assert sparse["group_sparsity"] > 0.5  # most filter groups collapsed to exactly 0
     assert sparse["ssl_top1"] >= dense["ssl_top1"] - 3.0
+
+
+def test_shape_prox_zeroes_shapes_but_keeps_each_layer_on_its_sphere() -> None:
+    torch.manual_seed(0)
+    model = create_model("vgg_small", 10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        convs[2].weight[:, :16].mul_(0.01)  # weak shapes: the step removes them
+    before = [float(c.weight.norm()) for c in convs]
+    SSLPenalty.build(model, "shape_wise", 0.5).prox_(0.1)
+    for c, b in zip(convs, before):
+        assert float(c.weight.norm()) == pytest.approx(b, rel=1e-4)
+    assert bool((convs[2].weight[:, :16] == 0).all())
+    assert bool((convs[2].weight[:, 16:] != 0).any())

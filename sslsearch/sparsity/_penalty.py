@@ -294,21 +294,19 @@ class SSLPenalty:
             else:
                 vals.append(lam * n.sum())
             f = (1.0 - thr / n.clamp_min(1e-30)).clamp_min(0.0)
+            if t.relative:
+                # A scale-invariant penalty has no radial gradient: keep the layer on its sphere
+                # (in the same pass), or the shrinking layer would raise its own threshold until
+                # it collapses.
+                kept = (f * n).square().sum().sqrt()
+                if float(kept) > 0:
+                    f = f * (n.square().sum().sqrt() / kept)
             for s in g.part(t.part):
                 fa = factor[id(s.axis)]
                 pos = s.pos.to(fa.device)
                 fa[pos] = fa[pos] * f[s.unit.to(fa.device)]
         for a in axes:
             a.param.mul_(a.shaped(factor[id(a)].to(a.param.dtype)))
-        for t, g in items:
-            if t.relative:
-                # A scale-invariant penalty has no radial gradient: put the layer back on its
-                # sphere, or the shrinking layer would raise its own threshold until it collapses.
-                for sl in g.part(t.part):
-                    before = sq[id(sl.axis)].sum().sqrt()
-                    after = torch.linalg.vector_norm(sl.axis.param)
-                    if float(after) > 0:
-                        sl.axis.param.mul_(before / after)
         if vals:
             value = float(torch.stack([v.float() for v in vals]).sum())
         self._last[i] = value

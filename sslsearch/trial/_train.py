@@ -160,10 +160,11 @@ def train_one_epoch(
         # step is lr / (1 - momentum): the steady-state step heavy-ball momentum gives a constant
         # gradient, so a lambda means what it means for the penalty added to the loss.
         pen = penalty.prox_(lr / (1.0 - momentum)) if penalty is not None else None
-        if pen is not None and not bool(torch.isfinite(pen)):
+        if pen is not None and not bool(torch.isfinite(ce.detach().cpu() + pen)):
             raise NonFiniteLoss(
-                f"SSL penalty became {float(pen)} at epoch {epoch + 1}, step {step + 1} "
-                f"(cross-entropy {float(ce.detach()):.4g})"
+                f"loss became {float(ce.detach().cpu() + pen)} at epoch {epoch + 1}, "
+                f"step {step + 1} (cross-entropy {float(ce.detach()):.4g}, "
+                f"SSL penalty {float(pen):.4g})"
             )
         n = y.shape[0]
         seen += n
