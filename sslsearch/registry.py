@@ -57,3 +57,17 @@ def unknown_name_message(kind: str, name: object, known: list[str]) -> str:
         if close:
             hint = f" (did you mean {close[0]!r}?)"
     return f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}"
+
+
+# SSL types and the lambda key(s) each reads: n filters, c channels, s shapes, d depth (residual
+# blocks), g whole groups. Defined here, at the bottom layer, so config validation and the
+# penalty agree; the reference project's names and keys (n, c, s, d) stay valid.
+SSL_TYPE_KEYS: dict[str, tuple[str, ...]] = {
+    "filter_wise": ("n",),
+    "channel_wise": ("c",),
+    "filter_and_channel_wise": ("n", "c"),
+    "shape_wise": ("s",),
+    "depth_wise": ("d",),
+    "group_wise": ("g",),
+}
+LAMBDA_KEYS: tuple[str, ...] = ("n", "c", "s", "d", "g")

@@ -59,3 +59,26 @@ def test_residual_blocks_are_found(name: str, blocks: int) -> None:
 def test_vgg_has_no_residual_blocks() -> None:
     assert residual_blocks(create_model("vgg_small", 10)) == []
     assert not get_model_spec("vgg16_bn").residual
+
+
+def test_every_torchvision_classification_name_resolves() -> None:
+    from torchvision import models as tvm
+
+    for name in tvm.list_models(module=tvm):
+        spec = get_model_spec(name)  # resolving builds nothing
+        assert spec.min_image_size >= 32
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("mobilenet_v3_small", 32), ("squeezenet1_1", 32), ("shufflenet_v2_x0_5", 32)],
+)
+def test_torchvision_models_build_by_name_with_any_class_count(name: str, size: int) -> None:
+    model = create_model(name, num_classes=7, in_channels=1).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, size, size)).shape == (1, 7)
+
+
+def test_unknown_name_mentions_torchvision() -> None:
+    with pytest.raises(UserError, match="torchvision"):
+        create_model("resnet51", num_classes=10)

@@ -496,14 +496,15 @@ def cmd_list(a: argparse.Namespace) -> int:
     from sslsearch.data import get_dataset_spec, list_datasets
     from sslsearch.models import get_model_spec, list_models
     from sslsearch.pruning import list_prune_types
-    from sslsearch.sparsity import SSL_TYPES, list_criteria
+    from sslsearch.sparsity import SSL_TYPE_GROUPS, describe_criteria
 
     d = {
         "models": {n: get_model_spec(n).description for n in list_models()},
         "datasets": {n: get_dataset_spec(n).description for n in list_datasets()},
-        "ssl_types": list(SSL_TYPES),
+        "ssl_types": dict(SSL_TYPE_GROUPS),
         "prune_types": list_prune_types(),
-        "prune_ways": list_criteria(),
+        # mean and sum are signed: their descriptions say they are not importance measures
+        "prune_ways": describe_criteria(),
     }
     if a.json:
         _print_json(d)

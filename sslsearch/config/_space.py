@@ -15,6 +15,7 @@ import yaml
 
 from sslsearch.config._trial import DataConfig, Recipe
 from sslsearch.config._typed import ConfigError, convert, did_you_mean, from_mapping, to_mapping
+from sslsearch.registry import LAMBDA_KEYS
 
 # Parameters a trial takes from the space: fixed (a scalar) or searched (a range or choices).
 PARAM_TYPES: dict[str, type] = {
@@ -254,7 +255,7 @@ def param_spec(name: str, value: Any) -> Range | Choices | Any:
         for c in choices:
             _check_value(name, c, f"{key}.choices")
         return Choices(tuple(choices))
-    if isinstance(value, dict) and name == "ssl_lambda" and set(value) <= {"n", "c", "s", "d"}:
+    if isinstance(value, dict) and name == "ssl_lambda" and set(value) <= set(LAMBDA_KEYS):
         lam = convert(value, dict[str, float], key)
         for k, v in lam.items():
             _check_value(name, v, f"{key}.{k}")

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sslsearch.config._typed import ConfigError, from_mapping, to_mapping
-
-LAMBDA_KEYS = ("n", "c", "s", "d")
+from sslsearch.registry import LAMBDA_KEYS
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,9 @@ class TrialConfig:
         if isinstance(self.ssl_lambda, dict):
             bad = [k for k in self.ssl_lambda if k not in LAMBDA_KEYS]
             if bad:
-                raise ConfigError(f"ssl_lambda.{bad[0]}", "unknown lambda key; use n, c, s, d")
+                raise ConfigError(
+                    f"ssl_lambda.{bad[0]}", f"unknown lambda key; use {', '.join(LAMBDA_KEYS)}"
+                )
         for v in lams:
             if not (v >= 0.0 and v < float("inf")):
                 raise ConfigError("ssl_lambda", f"must be finite and >= 0, got {v}")

@@ -38,12 +38,34 @@ def list_models() -> list[str]:
 
 
 def get_model_spec(name: str) -> ModelSpec:
+    """A registered model, else any torchvision classification model by its torchvision name."""
     _load_builtin()
-    return MODELS.get(name)
+    if name in MODELS:
+        return MODELS.get(name)
+    from sslsearch.models._zoo import torchvision_spec
+
+    spec = torchvision_spec(name) if isinstance(name, str) else None
+    if spec is None:
+        try:
+            MODELS.get(name)
+        except UserError as e:
+            raise UserError(f"{e} (or any torchvision classification model name)") from None
+    assert spec is not None
+    return spec
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """Build a freshly initialised model (never downloads weights)."""
+    """Build a freshly initialised model (never downloads weights).
+
+    Args:
+        name: a registered name (``list_models()``) or any torchvision classification model
+            (``torchvision.models.list_models(module=torchvision.models)``), e.g. "mobilenet_v2".
+        num_classes: outputs of the classifier.
+        in_channels: image channels (the stem conv is replaced when not 3).
+
+    Example:
+        >>> model = create_model("resnet20", num_classes=10, in_channels=1)
+    """
     spec = get_model_spec(name)
     if num_classes < 1:
         raise UserError(f"num_classes must be >= 1, got {num_classes}")

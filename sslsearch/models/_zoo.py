@@ -1,4 +1,4 @@
-"""The built-in architectures."""
+"""The built-in architectures, and every torchvision classification model by its own name."""
 
 from __future__ import annotations
 
@@ -6,7 +6,44 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models.resnet import BasicBlock
 
-from sslsearch.models._registry import register_model
+from sslsearch.models._registry import ModelSpec, register_model
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Give the first conv (in module order: the stem of every torchvision model) new inputs."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, _replace_stem(m, in_channels))
+            return
+
+
+# smallest input each torchvision family's pooling or fixed position embeddings accept
+_TV_MIN_SIZE = {"inception": 75, "vit": 224, "swin": 224, "maxvit": 224, "alexnet": 63}
+_TV_RESIDUAL = ("resnet", "resnext", "wide_resnet")
+
+
+def torchvision_spec(name: str) -> ModelSpec | None:
+    """A spec for torchvision's classification model ``name`` (never downloads weights)."""
+    if name not in tvm.list_models(module=tvm):
+        return None
+
+    def build(num_classes: int, in_channels: int = 3) -> nn.Module:
+        kwargs: dict[str, object] = {}
+        if name in ("googlenet", "inception_v3"):
+            # auxiliary heads run only in training and are not in the traced graph: a pruner
+            # could not keep their inputs consistent
+            kwargs.update(aux_logits=False, init_weights=True)
+        model = tvm.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+        if in_channels != 3:
+            _replace_first_conv(model, in_channels)
+        return model
+
+    size = next((v for k, v in _TV_MIN_SIZE.items() if name.startswith(k)), 32)
+    return ModelSpec(
+        build, name.startswith(_TV_RESIDUAL), size, f"torchvision {name} (not registered)"
+    )
 
 
 def _replace_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:

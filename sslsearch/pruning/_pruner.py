@@ -1,8 +1,10 @@
-"""Pruners. Channels coupled through residual additions or flattening are found by
-torch-pruning's dependency graph and scored and removed together as one group.
+"""Pruners over the dependency groups the SSL penalty sums over (one group model).
 
+A unit (a channel with everything coupled to it: residual partners, BatchNorm, depthwise convs,
+consumers' input slices; a grouped conv ties one channel of each conv group together) is
+scored by the prune way over the prune type's part of its group, normalised per group.
 Selection follows SSL and the seed: one global threshold at the requested ratio over all
-prunable groups; then per layer at least 8 channels are kept and the kept width is rounded up
+prunable units; then per layer at least 8 channels are kept and the kept width is rounded up
 to a multiple of 8 by keeping the best-scoring of the would-be-removed channels (deterministic).
 """
 
@@ -13,7 +15,6 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -21,14 +22,22 @@ from torch import nn
 from sslsearch.errors import NotPrunableError, UserError
 from sslsearch.metrics import count_flops, count_params
 from sslsearch.models import ResidualShortcut, residual_blocks
-from sslsearch.models._blocks import residual_branch_parameters
 from sslsearch.registry import Registry
-from sslsearch.sparsity import CRITERIA, criterion_scores, moments, scores_from_moments
+from sslsearch.sparsity import (
+    CRITERIA,
+    NORMALIZERS,
+    Group,
+    build_groups,
+    default_example,
+    model_groups,
+    normalize,
+)
 
 log = logging.getLogger(__name__)
 
 MIN_CHANNELS = 8
 ROUND_TO = 8
+DEFAULT_NORMALIZER = "element"  # chosen by measurement (bench_ssl_types): README "Pruning"
 
 
 @dataclass
@@ -47,6 +56,8 @@ class PruneResult:
     # original indices of removed output channels, by layer name (every coupled layer listed)
     removed_channels: dict[str, list[int]] = field(default_factory=dict)
     removed_blocks: list[str] = field(default_factory=list)
+    # removed units by channel group (root layer name): unit ids of sslsearch.sparsity.Group
+    removed_units: dict[str, list[int]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -74,105 +85,7 @@ def round_keep(n_keep: int, width: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# channel groups from the dependency graph
-
-
-@dataclass
-class _ChannelGroup:
-    root: nn.Module
-    root_name: str
-    width: int
-    filter_moments: torch.Tensor | None  # (width, 4): the output filters producing each channel
-    channel_moments: torch.Tensor | None  # (width, 4): the consumers' input slices of each channel
-    out_layers: dict[str, torch.Tensor]  # layer name -> index tensor (same order as root idx)
-
-
-def _to_root(
-    per_index: torch.Tensor, idxs: list[int], root_idxs: list[int], width: int
-) -> torch.Tensor:
-    """Sum per-index moments (indexed by the layer's own channel ids) into the root's channels.
-
-    A root channel may map to several indices of a layer (a conv channel feeds 49 inputs of a
-    Linear after flattening a 7x7 map): their moments add up.
-    """
-    per_index = per_index.cpu()  # selection runs on the CPU, wherever the model lives
-    out = torch.zeros(width, 4, dtype=torch.float64)
-    out.index_add_(0, torch.as_tensor(root_idxs), per_index[torch.as_tensor(idxs)])
-    return out
-
-
-def _add(acc: torch.Tensor | None, m: torch.Tensor) -> torch.Tensor:
-    return m if acc is None else acc + m
-
-
-def _final_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The last conv/linear executed: its outputs are the classes and never change."""
-    order: list[nn.Module] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, i, o: order.append(mod))
-        for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    if not order:
-        raise NotPrunableError(f"{type(model).__name__} has no conv or linear layer")
-    return order[-1]
-
-
-def _channel_groups(model: nn.Module, example: torch.Tensor) -> tuple[Any, list[_ChannelGroup]]:
-    import torch_pruning as tp
-
-    names = {m: n for n, m in model.named_modules()}
-    final = _final_layer(model, example)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            dg = tp.DependencyGraph().build_dependency(model, example, verbose=False)
-        except Exception as e:  # tracing can fail in many ways on exotic models
-            raise NotPrunableError(f"cannot trace {type(model).__name__} for pruning: {e}") from e
-    groups: list[_ChannelGroup] = []
-    for group in dg.get_all_groups(ignored_layers=[final], root_module_types=[nn.Conv2d]):
-        root = group[0].dep.target.module
-        width = root.out_channels
-        filt: torch.Tensor | None = None
-        chan: torch.Tensor | None = None
-        outs: dict[str, torch.Tensor] = {}
-        for item in group:
-            dep, idxs, root_idxs = item.dep, item.idxs, item.root_idxs
-            mod = dep.target.module
-            if not isinstance(mod, nn.Module) or mod not in names:
-                continue
-            handler = dep.handler
-            if dg.is_out_channel_pruning_fn(handler):
-                outs[names[mod]] = torch.as_tensor(idxs)[torch.argsort(torch.as_tensor(root_idxs))]
-                if isinstance(mod, nn.Conv2d):
-                    if mod.groups != 1:
-                        raise NotPrunableError(
-                            f"layer {names[mod]}: grouped convolutions are not supported"
-                        )
-                    m = moments(mod.weight.flatten(1), 1)
-                    if mod.bias is not None:
-                        m = m + moments(mod.bias.view(-1, 1), 1)
-                    filt = _add(filt, _to_root(m, idxs, root_idxs, width))
-                elif isinstance(mod, nn.BatchNorm2d) and mod.affine:
-                    # the filter group includes the BN scale and shift (sparsity.filter_group_norms)
-                    m = moments(torch.stack([mod.weight, mod.bias], dim=1), 1)
-                    filt = _add(filt, _to_root(m, idxs, root_idxs, width))
-            elif dg.is_in_channel_pruning_fn(handler) and isinstance(mod, (nn.Conv2d, nn.Linear)):
-                w = mod.weight
-                m = moments(w, (0, 2, 3)) if w.dim() == 4 else moments(w, 0)
-                chan = _add(chan, _to_root(m, idxs, root_idxs, width))
-        groups.append(_ChannelGroup(root, names[root], width, filt, chan, outs))
-    return dg, groups
-
-
-# ---------------------------------------------------------------------------------------------
-# selection
+# channel groups: the same objects the SSL penalty sums over (sslsearch.sparsity.build_groups)
 
 
 def _global_low(scores: list[torch.Tensor], ratio: float) -> list[torch.Tensor]:
@@ -186,79 +99,91 @@ def _global_low(scores: list[torch.Tensor], ratio: float) -> list[torch.Tensor]:
     return list(torch.split(mask, [s.numel() for s in scores]))
 
 
-def _keep_indices(score: torch.Tensor, remove: torch.Tensor) -> torch.Tensor:
-    """Apply the 8-minimum and multiple-of-8 rounding; return sorted indices to keep."""
-    width = score.numel()
-    n_keep = round_keep(width - int(remove.sum()), width)
-    # Keep every channel not marked, then the best-scoring marked ones up to n_keep.
+def _keep_units(score: torch.Tensor, remove: torch.Tensor, tie: int) -> torch.Tensor:
+    """Apply the 8-channel minimum and multiple-of-8 rounding; return sorted units to keep."""
+    units = score.numel()
+    width = units * tie
+    n_keep = round_keep(width - tie * int(remove.sum()), width)
+    keep_units = min(units, max(1, math.ceil(n_keep / tie)))
+    # Keep every unit not marked, then the best-scoring marked ones up to keep_units.
     priority = torch.where(remove, score, torch.full_like(score, math.inf))
     order = torch.argsort(priority, descending=True, stable=True)
-    return order[:n_keep].sort().values
+    return order[:keep_units].sort().values
 
 
-def _scores(m: torch.Tensor | None, way: str) -> torch.Tensor | None:
-    return None if m is None else scores_from_moments(way, m)
+def unit_scores(
+    group: Group, prune_type: str, prune_way: str, normalizer: str = DEFAULT_NORMALIZER
+) -> torch.Tensor:
+    """Each unit's score under ``prune_type``: filter part, channel part, or the lower of both.
+
+    Scores are normalised per group (``normalizer``), so one global threshold compares like
+    with like. For filter_and_channel_wise a unit is as removable as its weaker side: a channel
+    whose output is zero, or that nobody reads, is dead either way.
+    """
+    crit = CRITERIA.get(prune_way)
+    parts = {
+        "filter_wise": ["filter"],
+        "channel_wise": ["channel"],
+        "filter_and_channel_wise": ["filter", "channel"],
+    }[prune_type]
+    out: torch.Tensor | None = None
+    for part in parts:
+        m = group.moments(part)
+        sc = normalize(crit(m), m[:, 3], normalizer, crit.size_power)
+        out = sc if out is None else torch.minimum(out, sc)
+    assert out is not None
+    return out
 
 
 def _prune_channels(
-    model: nn.Module, example: torch.Tensor, prune_type: str, way: str, ratio: float
+    model: nn.Module,
+    example: torch.Tensor,
+    prune_type: str,
+    way: str,
+    ratio: float,
+    normalizer: str,
+    removed_units: dict[str, list[int]],
 ) -> tuple[int, int, dict[str, list[int]]]:
-    dg, groups = _channel_groups(model, example)
-    use_filters = prune_type in ("filter_wise", "filter_and_channel_wise")
-    use_channels = prune_type in ("channel_wise", "filter_and_channel_wise")
-    candidates: list[_ChannelGroup] = []
-    fscores: list[torch.Tensor] = []
-    cscores: list[torch.Tensor] = []
-    for g in groups:
-        fs = _scores(g.filter_moments, way) if use_filters else None
-        cs = _scores(g.channel_moments, way) if use_channels else None
-        if (use_filters and fs is None) or (use_channels and cs is None):
-            continue  # nothing to score this group by: not prunable under this type
-        candidates.append(g)
-        if fs is not None:
-            fscores.append(fs)
-        if cs is not None:
-            cscores.append(cs)
+    gs, dg, roots = build_groups(model, example)
+    need = {"filter_wise": ["filter"], "channel_wise": ["channel"]}.get(
+        prune_type, ["filter", "channel"]
+    )
+    candidates = [g for g in gs.channel if g.prunable and all(g.has(p) for p in need)]
     if not candidates:
         raise NotPrunableError(f"{type(model).__name__} has no channel group prunable {prune_type}")
-    if use_filters and use_channels:
-        # the seed's rule: keep a channel if either its filter or its channel score is high
-        low = [f & c for f, c in zip(_global_low(fscores, ratio), _global_low(cscores, ratio))]
-        rank = [
-            torch.maximum(f / f.abs().max().clamp_min(1e-30), c / c.abs().max().clamp_min(1e-30))
-            for f, c in zip(fscores, cscores)
-        ]
-    elif use_filters:
-        low, rank = _global_low(fscores, ratio), fscores
-    else:
-        low, rank = _global_low(cscores, ratio), cscores
+    scores = [unit_scores(g, prune_type, way, normalizer) for g in candidates]
+    low = _global_low(scores, ratio)
 
-    total = sum(g.width for g in candidates)
+    total = sum(g.units for g in candidates)
     removed_total = 0
     removed: dict[str, list[int]] = {}
-    plan: list[tuple[_ChannelGroup, list[int]]] = []
-    for g, mask, score in zip(candidates, low, rank):
-        keep = _keep_indices(score, mask)
-        drop = sorted(set(range(g.width)) - set(keep.tolist()))
-        if not drop:
+    plan: list[tuple[Group, list[int]]] = []
+    for g, mask, score in zip(candidates, low, scores):
+        keep = _keep_units(score, mask, g.tie)
+        drop_units = sorted(set(range(g.units)) - set(keep.tolist()))
+        if not drop_units:
             continue
-        removed_total += len(drop)
+        assert g.channels is not None
+        drop = sorted(g.channels[drop_units].flatten().tolist())
+        removed_total += len(drop_units)
+        removed_units[g.name] = drop_units
         plan.append((g, drop))
         for name, idx in g.out_layers.items():
             removed[name] = idx[drop].tolist()
     for g, drop in plan:
-        pruning_group = dg.get_pruning_group(
-            g.root, dg.get_pruner_of_module(g.root).prune_out_channels, drop
-        )
+        root, handler = roots[g.name]
+        pruning_group = dg.get_pruning_group(root, handler, drop)
         if not dg.check_pruning_group(pruning_group):
             raise NotPrunableError(
-                f"layer {g.root_name}: removing {len(drop)} channels would empty a layer"
+                f"layer {g.name}: removing {len(drop)} channels would empty a layer"
             )
         pruning_group.prune()
     return total, removed_total, removed
 
 
-def _prune_blocks(model: nn.Module, way: str, blocks: int) -> tuple[int, int, list[str]]:
+def _prune_blocks(
+    model: nn.Module, example: torch.Tensor, way: str, blocks: int
+) -> tuple[int, int, list[str]]:
     found = residual_blocks(model)
     if not found:
         raise NotPrunableError(f"depth_wise needs residual blocks; {type(model).__name__} has none")
@@ -267,12 +192,11 @@ def _prune_blocks(model: nn.Module, way: str, blocks: int) -> tuple[int, int, li
             f"blocks must be in [0, {len(found) - 1}] for {type(model).__name__} "
             f"({len(found)} residual blocks), got {blocks}"
         )
-    rows = [
-        torch.cat([p.detach().flatten() for p in residual_branch_parameters(b)]) for _, b in found
-    ]
-    scores = torch.stack([criterion_scores(way, r.view(1, -1))[0] for r in rows])
+    gs = model_groups(model, example)
+    crit = CRITERIA.get(way)
+    scores = torch.cat([crit(g.moments()) for g in gs.block])
     order = torch.argsort(scores, stable=True)[:blocks].tolist()
-    removed = sorted(found[i][0] for i in order)
+    removed = sorted(gs.block[i].name for i in order)
     for name in removed:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -288,11 +212,11 @@ def _prune_blocks(model: nn.Module, way: str, blocks: int) -> tuple[int, int, li
 
 PRUNE_TYPES: Registry[str] = Registry("prune type")
 for _t, _d in (
-    ("filter_wise", "output filters, one global threshold over all layers"),
-    ("channel_wise", "input channels of the consuming layers (removes the producing filter)"),
+    ("filter_wise", "channels scored by their producers (filters, biases, BN scale/shift)"),
+    ("channel_wise", "channels scored by their readers (consumers' input slices, BN scale/shift)"),
     (
         "filter_and_channel_wise",
-        "a channel goes only if both its filter and channel scores are low",
+        "one threshold over both pools: a channel goes if its filter or channel score is low",
     ),
     ("depth_wise", "the N lowest-scoring residual blocks become their shortcut"),
 ):
@@ -303,9 +227,13 @@ def list_prune_types() -> list[str]:
     return PRUNE_TYPES.names()
 
 
-def _example(model: nn.Module, example_inputs: torch.Tensor | tuple[int, ...]) -> torch.Tensor:
+def _example(
+    model: nn.Module, example_inputs: torch.Tensor | tuple[int, ...] | None
+) -> torch.Tensor:
     if isinstance(example_inputs, torch.Tensor):
         return example_inputs
+    if example_inputs is None:
+        return default_example(model)
     param = next(model.parameters())
     return torch.zeros((1, *example_inputs), device=param.device)
 
@@ -319,13 +247,24 @@ def prune(
     ratio: float | None = None,
     blocks: int | None = None,
     inplace: bool = False,
+    normalizer: str = DEFAULT_NORMALIZER,
 ) -> PruneResult:
     """Physically remove structure from ``model``; returns the smaller model and what changed.
 
     ``example_inputs``: a batch, or an input shape (C, H, W). ``ratio`` in [0, 1) is the share of
     groups to remove; for depth_wise give ``blocks`` (or a ratio of the residual blocks).
     The input model is left untouched unless ``inplace``; on an error it is never changed.
+    ``normalizer``: how unit scores are made comparable across groups (``NORMALIZERS``).
+
+    The groups are the dependency groups the SSL penalty sums over
+    (``sslsearch.sparsity.build_groups``): removing a unit removes every coupled slice.
+
+    Example:
+        >>> r = prune(model, (3, 32, 32), prune_type="filter_wise", ratio=0.5)
+        >>> r.model, r.actual_ratio, r.flops_after
     """
+    if normalizer not in NORMALIZERS:
+        raise UserError(f"unknown normalizer {normalizer!r}; known: {', '.join(NORMALIZERS)}")
     PRUNE_TYPES.get(prune_type)
     CRITERIA.get(prune_way)
     if prune_type == "depth_wise":
@@ -351,12 +290,13 @@ def prune(
     work.eval()
     removed_channels: dict[str, list[int]] = {}
     removed_blocks: list[str] = []
+    removed_units: dict[str, list[int]] = {}
     if prune_type == "depth_wise":
         n = int(blocks) if blocks is not None else round(float(ratio or 0.0) * n_blocks)
-        total, gone, removed_blocks = _prune_blocks(work, prune_way, n)
+        total, gone, removed_blocks = _prune_blocks(work, example, prune_way, n)
     else:
         total, gone, removed_channels = _prune_channels(
-            work, example, prune_type, prune_way, float(ratio or 0.0)
+            work, example, prune_type, prune_way, float(ratio or 0.0), normalizer, removed_units
         )
     work.train(was_training)
     result = PruneResult(
@@ -373,6 +313,7 @@ def prune(
         params_after=count_params(work),
         removed_channels=removed_channels,
         removed_blocks=removed_blocks,
+        removed_units=removed_units,
     )
     log.info(
         "pruned %s/%s at ratio %.3f: actual %.3f, FLOPs %d -> %d, params %d -> %d",

@@ -1,33 +1,59 @@
-"""Structured Sparsity Learning (Wen et al. 2016): group-Lasso penalties and group criteria."""
+"""Structured Sparsity Learning (Wen et al. 2016) over dependency groups: penalties, criteria."""
 
 from __future__ import annotations
 
 from sslsearch.sparsity._criteria import (
     CRITERIA,
+    NORMALIZERS,
+    Criterion,
     criterion_scores,
+    describe_criteria,
     list_criteria,
     moments,
+    normalize,
     scores_from_moments,
 )
+from sslsearch.sparsity._groups import (
+    Group,
+    GroupSet,
+    Slice,
+    build_groups,
+    default_example,
+    model_groups,
+)
 from sslsearch.sparsity._penalty import (
+    SSL_TYPE_GROUPS,
     SSL_TYPES,
     SSLPenalty,
     group_norms,
     group_sparsity,
     parse_lambda,
     ssl_penalty,
+    unit_norms,
 )
 
 __all__ = [
     "CRITERIA",
+    "NORMALIZERS",
     "SSL_TYPES",
+    "SSL_TYPE_GROUPS",
+    "Criterion",
+    "Group",
+    "GroupSet",
     "SSLPenalty",
+    "Slice",
+    "build_groups",
     "criterion_scores",
+    "default_example",
+    "describe_criteria",
     "group_norms",
     "group_sparsity",
     "list_criteria",
+    "model_groups",
     "moments",
+    "normalize",
     "parse_lambda",
     "scores_from_moments",
     "ssl_penalty",
+    "unit_norms",
 ]

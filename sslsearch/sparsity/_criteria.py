@@ -1,97 +1,108 @@
-"""How a group is scored (the prune way). Each takes a (groups, elements) matrix."""
+"""How a unit of a group is scored (the prune way), from its moments.
+
+A unit's moments (sum, sum|w|, sum w^2, element count) add up over the slices of its group, so
+every criterion is a function of them. One registry entry carries everything about a name.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from sslsearch.registry import Registry
 
-Criterion = Callable[[torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class Criterion:
+    from_moments: Callable[[torch.Tensor], torch.Tensor]  # (units, 4) -> (units,)
+    signed: bool  # a signed score is not an importance: a live unit may score below a dead one
+    description: str
+    size_power: float = 0.0  # the score grows as (element count) ** size_power
+
+    def __call__(self, m: torch.Tensor) -> torch.Tensor:
+        return self.from_moments(m)
+
 
 CRITERIA: Registry[Criterion] = Registry("prune way")
-CRITERIA.add("group_lasso", lambda g: torch.linalg.vector_norm(g, dim=1))  # L2 norm of the group
-CRITERIA.add("mean_abs", lambda g: g.abs().mean(dim=1))
-CRITERIA.add("mean", lambda g: g.mean(dim=1))
-CRITERIA.add("sum_abs", lambda g: g.abs().sum(dim=1))
-CRITERIA.add("sum", lambda g: g.sum(dim=1))
+CRITERIA.add(
+    "group_lasso",
+    Criterion(
+        lambda m: m[:, 2].clamp_min(0).sqrt(),
+        False,
+        "L2 norm of the unit (what SSL drives to 0)",
+        0.5,
+    ),
+)
+CRITERIA.add("mean_abs", Criterion(lambda m: m[:, 1] / m[:, 3], False, "mean |w| over the unit"))
+CRITERIA.add("sum_abs", Criterion(lambda m: m[:, 1], False, "sum of |w| over the unit", 1.0))
+CRITERIA.add(
+    "mean",
+    Criterion(
+        lambda m: m[:, 0] / m[:, 3],
+        True,
+        "mean w: SIGNED, not an importance measure (reference-project parity only)",
+    ),
+)
+CRITERIA.add(
+    "sum",
+    Criterion(
+        lambda m: m[:, 0],
+        True,
+        "sum of w: SIGNED, not an importance measure (reference-project parity only)",
+        1.0,
+    ),
+)
 
 
 def list_criteria() -> list[str]:
     return CRITERIA.names()
 
 
-def criterion_scores(prune_way: str, groups: torch.Tensor) -> torch.Tensor:
-    """Score each row of ``groups`` with the named criterion (no gradient, float64 for ties)."""
-    fn = CRITERIA.get(prune_way)
-    with torch.no_grad():
-        return fn(groups.detach().double())
+def describe_criteria() -> dict[str, str]:
+    return {n: CRITERIA.get(n).description for n in CRITERIA.names()}
 
 
-# The same criteria from a group's moments (sum, sum of |w|, sum of w^2, element count), which
-# add up over the parts of a group: a channel coupled across several layers is scored without
-# gathering its weights into one matrix.
-_FROM_MOMENTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "group_lasso": lambda m: m[:, 2].sqrt(),
-    "mean_abs": lambda m: m[:, 1] / m[:, 3],
-    "mean": lambda m: m[:, 0] / m[:, 3],
-    "sum_abs": lambda m: m[:, 1],
-    "sum": lambda m: m[:, 0],
-}
-
-
-_CHUNK = 1 << 22  # elements per temporary (16 MB in fp32): bounded memory on a 100M-weight layer
-
-
-def _reduce_rows(mat: torch.Tensor) -> torch.Tensor:
-    """(G, K) -> (G, 3): sum, sum|w|, sum w^2 of each row, as matrix-vector products."""
-    g, k = mat.shape
-    ones = torch.ones(k, dtype=mat.dtype, device=mat.device)
-    step = max(1, _CHUNK // max(k, 1))
-    parts = []
-    for a in range(0, g, step):
-        c = mat[a : a + step]
-        parts.append(torch.stack([c @ ones, c.abs() @ ones, (c * c) @ ones], dim=1))
-    return torch.cat(parts).double() if parts else torch.zeros(0, 3, dtype=torch.float64)
-
-
-def _reduce_cols(mat: torch.Tensor) -> torch.Tensor:
-    """(R, G) -> (G, 3): the same per column (a strided reduction is several times slower)."""
-    r, g = mat.shape
-    step = max(1, _CHUNK // max(g, 1))
-    out = torch.zeros(g, 3, dtype=torch.float64, device=mat.device)
-    for a in range(0, r, step):
-        c = mat[a : a + step]
-        ones = torch.ones(c.shape[0], dtype=mat.dtype, device=mat.device)
-        out += torch.stack([ones @ c, ones @ c.abs(), ones @ (c * c)], dim=1).double()
-    return out
-
-
-def moments(values: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
-    """(groups, 4) float64 moments of ``values`` reduced over ``dim``: sum, sum|w|, sum w^2, n.
-
-    Supported: the rows of a matrix (dim=1: output filters), its columns (dim=0: inputs of a
-    Linear) and the input channels of a conv weight (dim=(0, 2, 3)).
-    """
-    v = values.detach()
-    if not v.is_floating_point():
-        v = v.float()
-    if v.dim() == 2 and dim in (1, (1,)):
-        m, count = _reduce_rows(v), v.shape[1]
-    elif v.dim() == 2 and dim in (0, (0,)):
-        m, count = _reduce_cols(v), v.shape[0]
-    elif v.dim() == 4 and dim == (0, 2, 3):
-        o, c, kh, kw = v.shape
-        m = _reduce_cols(v.reshape(o, c * kh * kw)).view(c, kh * kw, 3).sum(1)
-        count = o * kh * kw
-    else:
+def moments(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """(rows, 4) float64 moments of a matrix's rows (dim=1) or columns (dim=0)."""
+    v = values.detach().double()
+    if v.dim() != 2 or dim not in (0, 1):
         raise ValueError(f"moments over dim {dim} of a {v.dim()}-d tensor are not supported")
+    if dim == 0:
+        v = v.t()
+    n = torch.full((v.shape[0], 1), float(v.shape[1]), dtype=torch.float64)
     return torch.cat(
-        [m, torch.full((m.shape[0], 1), float(count), dtype=torch.float64, device=m.device)], 1
+        [v.sum(1, keepdim=True), v.abs().sum(1, keepdim=True), (v * v).sum(1, keepdim=True), n], 1
     )
 
 
 def scores_from_moments(prune_way: str, m: torch.Tensor) -> torch.Tensor:
-    CRITERIA.get(prune_way)
-    return _FROM_MOMENTS[prune_way](m)
+    return CRITERIA.get(prune_way)(m.double())
+
+
+def criterion_scores(prune_way: str, groups: torch.Tensor) -> torch.Tensor:
+    """Score each row of a (groups, elements) matrix with the named criterion."""
+    return scores_from_moments(prune_way, moments(groups, 1))
+
+
+NORMALIZERS = ("mean", "element", "none")
+
+
+def normalize(
+    scores: torch.Tensor, counts: torch.Tensor, how: str, size_power: float = 0.0
+) -> torch.Tensor:
+    """Make one group's unit scores comparable with other groups' under one global threshold.
+
+    ``mean``: divide by the group's mean |score| (Torch-Pruning's ``normalizer="mean"``), so
+    every layer's units are measured against their own layer. ``element``: divide by the
+    unit's element count to the criterion's ``size_power`` (a sum by the count, an L2 norm by
+    its square root): per-element magnitudes. ``none``: raw scores.
+    """
+    if how == "none":
+        return scores
+    if how == "element":
+        return scores / counts.clamp_min(1) ** size_power
+    if how == "mean":
+        return scores / scores.abs().mean().clamp_min(1e-30)
+    raise ValueError(f"unknown normalizer {how!r}; known: {', '.join(NORMALIZERS)}")

@@ -1,42 +1,64 @@
-"""Group-Lasso penalties: lambda * sum over groups of the group's L2 norm.
+"""Group-Lasso penalties over the model's dependency groups: lambda * sum of group L2 norms.
 
 Not the squared norm: that is plain weight decay, whose gradient vanishes near zero, so it never
 drives whole groups to exactly zero. The L2 norm's (sub)gradient keeps a constant pull
 ``lambda * w / ||w||`` until the group collapses, which is what makes structures prunable.
+
+Every group is one of ``sslsearch.sparsity.GroupSet``'s (see ``_groups``); each SSL type says
+which groups and which of their slices it sums over (``SSL_TYPE_GROUPS``).
+
+Behind a BatchNorm a conv's weights are scale-invariant: shrinking a whole layer changes nothing
+but a penalty on its weights. So every channel-group penalty includes the coupled BatchNorm's
+scale/shift (which fix the channel's output and are not rescaled with the conv), and shape
+groups, which have no such anchor, are measured relative to their layer (scale-invariant).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from sslsearch.errors import NotPrunableError, UserError
-from sslsearch.models import residual_blocks
-from sslsearch.models._blocks import residual_branch_parameters
+from sslsearch.registry import LAMBDA_KEYS, SSL_TYPE_KEYS
+from sslsearch.sparsity._groups import Axis, Group, GroupSet, model_groups
 
-SSL_TYPES = ("filter_wise", "channel_wise", "filter_and_channel_wise", "shape_wise", "depth_wise")
-# Which lambda keys each type uses: n filters, c channels, s shapes, d depth (residual blocks).
-_KEYS = {
-    "filter_wise": ("n",),
-    "channel_wise": ("c",),
-    "filter_and_channel_wise": ("n", "c"),
-    "shape_wise": ("s",),
-    "depth_wise": ("d",),
+SSL_TYPES = tuple(SSL_TYPE_KEYS)
+
+# lambda key -> (which groups, which part of a channel group)
+TERMS: dict[str, tuple[str, str]] = {
+    "n": ("channel", "filter"),  # producers: filters, biases, BN scale/shift
+    "c": ("channel", "channel"),  # readers: consumers' input slices, anchored by BN scale/shift
+    "g": ("channel", "group"),  # everything coupled to the channel (DepGraph's group norm)
+    "s": ("shape", "group"),  # W[:, c, h, w] of each conv, relative to the layer
+    "d": ("block", "group"),  # a residual block's branch
+}
+
+# Each SSL type's groups, in words (docs and ``sslsearch list``).
+SSL_TYPE_GROUPS = {
+    "filter_wise": "per channel: every producing filter and bias + BatchNorm scale/shift",
+    "channel_wise": "per channel: every consumer's input slice + BatchNorm scale/shift",
+    "filter_and_channel_wise": "filter groups (lambda n) and channel groups (lambda c)",
+    "shape_wise": "per conv: W[:, c, h, w], divided by the layer's RMS shape norm",
+    "depth_wise": "per residual block: all parameters of its branch",
+    "group_wise": "per channel: every coupled slice (filter + channel + BN)",
 }
 
 
 def parse_lambda(ssl_type: str, lam: float | Mapping[str, float]) -> dict[str, float]:
-    """A float applies to every group of ``ssl_type``; a dict gives each its own (n, c, s, d)."""
-    if ssl_type not in _KEYS:
+    """A float applies to every group of ``ssl_type``; a dict gives each its own (n, c, s, d, g)."""
+    if ssl_type not in SSL_TYPE_KEYS:
         raise UserError(f"unknown ssl type {ssl_type!r}; known: {', '.join(SSL_TYPES)}")
-    keys = _KEYS[ssl_type]
+    keys = SSL_TYPE_KEYS[ssl_type]
     if isinstance(lam, Mapping):
-        unknown = set(lam) - {"n", "c", "s", "d"}
+        unknown = set(lam) - set(LAMBDA_KEYS)
         if unknown:
-            raise UserError(f"unknown lambda key(s) {sorted(unknown)}; use n, c, s, d")
+            raise UserError(
+                f"unknown lambda key(s) {sorted(unknown)}; use {', '.join(LAMBDA_KEYS)}"
+            )
         missing = [k for k in keys if k not in lam]
         if missing:
             raise UserError(f"ssl type {ssl_type} needs lambda for {missing}")
@@ -49,215 +71,320 @@ def parse_lambda(ssl_type: str, lam: float | Mapping[str, float]) -> dict[str, f
     return out
 
 
-def _convs(model: nn.Module) -> list[nn.Conv2d]:
-    return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
+    """sqrt with a zero (sub)gradient at 0 instead of an infinite one."""
+    pos = sq > 0
+    return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
 
 
-def conv_bn_pairs(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
-    """Each conv whose output feeds a BatchNorm directly (the BN registered right after it).
+@dataclass(eq=False)
+class Term:
+    """One lambda key's groups, with the part of each group it sums over."""
 
-    Holds for every registered architecture (torchvision's VGG/ResNet blocks and ours).
-    """
-    pairs: dict[nn.Conv2d, nn.BatchNorm2d] = {}
-    last: nn.Conv2d | None = None
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            last = m
-        elif isinstance(m, nn.BatchNorm2d):
-            if last is not None and m.num_features == last.out_channels and m.affine:
-                pairs[last] = m
-            last = None
-        elif len(list(m.children())) == 0 and not isinstance(m, (nn.ReLU, nn.Identity)):
-            last = None
-    return pairs
+    key: str
+    part: str
+    groups: list[Group]
 
+    @property
+    def relative(self) -> bool:
+        return self.key == "s"
 
-def filter_group_norms(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> torch.Tensor:
-    """L2 norm per output channel of everything that produces it: W[n], bias[n], BN γ[n], β[n].
-
-    With a BatchNorm after the conv, W[n] alone is scale-invariant (BN undoes any rescaling),
-    so its norm says nothing about the channel; a group that includes γ[n] and β[n] reaches
-    zero only when the channel's output is zero, which is what makes it removable.
-    """
-    parts = [torch.linalg.vector_norm(conv.weight.flatten(1), dim=1)]
-    if conv.bias is not None:
-        parts.append(conv.bias)
-    if bn is not None:
-        parts += [bn.weight, bn.bias]
-    if len(parts) == 1:
-        return parts[0]
-    return torch.linalg.vector_norm(torch.stack(parts, dim=1), dim=1)
+    def values(self, sq: Mapping[int, torch.Tensor], g: Group) -> torch.Tensor:
+        """Per-unit sums of squares of group ``g`` from per-axis squares ``sq``."""
+        out: torch.Tensor | None = None
+        for s in g.part(self.part):
+            v = sq[id(s.axis)]
+            c = torch.zeros(g.units, dtype=v.dtype, device=v.device).index_add(
+                0, s.unit.to(v.device), v[s.pos.to(v.device)]
+            )
+            out = c if out is None else out + c
+        assert out is not None
+        return out
 
 
-@dataclass
+def _rms(norms: torch.Tensor) -> torch.Tensor:
+    return (norms.square().mean()).sqrt().clamp_min(1e-30)
+
+
+@dataclass(eq=False)
 class SSLPenalty:
-    """A penalty bound to a model's layers, built once and evaluated every step.
+    """A penalty bound to a model's groups, built once and applied every step.
 
-    Per conv layer one vectorised norm: filters W[n,:,:,:] (with the bias and the following
-    BatchNorm's γ[n], β[n]: see ``filter_group_norms``), channels W[:,c,:,:] (not of the stem
-    conv, whose inputs are the image channels), shapes W[:,c,h,w]; per residual block one norm
-    over all of its residual branch's parameters.
+    Three equal ways to apply it: ``penalty()`` (a differentiable value for the loss),
+    ``add_grad_()`` (its gradient written into ``.grad``) and ``prox_(lr)`` (the proximal step
+    after ``optimizer.step()``: exact zeros, no autograd; what the trial's training loop uses).
+
+    Example:
+        >>> pen = SSLPenalty.build(model, "filter_wise", 0.03)
+        >>> loss.backward(); optimizer.step(); pen.prox_(lr)
     """
 
     ssl_type: str
     lam: dict[str, float]
-    convs: list[nn.Conv2d]
-    bns: list[nn.BatchNorm2d | None]  # the BN after each conv, if any
-    channel_convs: list[nn.Conv2d]
-    blocks: list[list[nn.Parameter]]
+    groups: GroupSet
+    terms: list[Term]
+    elements_per_step: int = 4_000_000
+    _chunks: list[list[tuple[Term, Group]]] = field(default_factory=list, repr=False)
+    _lr_due: list[float] = field(default_factory=list, repr=False)
+    _last: list[float] = field(default_factory=list, repr=False)
+    _calls: int = 0
 
     @classmethod
-    def build(cls, model: nn.Module, ssl_type: str, lam: float | Mapping[str, float]) -> SSLPenalty:
-        lams = parse_lambda(ssl_type, lam)
-        convs = _convs(model)
-        blocks: list[list[nn.Parameter]] = []
-        if ssl_type == "depth_wise":
-            found = residual_blocks(model)
-            if not found:
-                raise NotPrunableError(
-                    f"depth_wise needs residual blocks; {type(model).__name__} has none"
-                )
-            blocks = [residual_branch_parameters(b) for _, b in found]
-        pairs = conv_bn_pairs(model)
-        return cls(ssl_type, lams, convs, [pairs.get(c) for c in convs], convs[1:], blocks)
+    def build(
+        cls,
+        model: nn.Module,
+        ssl_type: str,
+        lam: float | Mapping[str, float],
+        example_inputs: torch.Tensor | None = None,
+        elements_per_step: int = 4_000_000,
+    ) -> SSLPenalty:
+        """Bind ``ssl_type``'s groups of ``model`` (built once, from its dependency graph).
 
-    def norms(
-        self, keys: tuple[str, ...] | None = None, fast: bool = False
-    ) -> list[tuple[str, torch.Tensor]]:
-        """(lambda key, vector of group norms) per layer, for the given keys (default: all).
-
-        ``fast``: channel and shape norms through a matrix-vector product (2-4x faster on CPU
-        than a strided reduction) but with an infinite gradient at a zero group: for values only.
+        Args:
+            model: the network (any registered or torchvision CNN).
+            ssl_type: one of ``SSL_TYPES``.
+            lam: one strength, or per lambda key ({"n": .., "c": ..} for filter_and_channel_wise).
+            example_inputs: a batch to trace the model with (default: the smallest that runs).
+            elements_per_step: ``prox_`` visits about this many parameters per call, so that a
+                big model's groups are visited in turn (each with the learning rates it missed).
         """
-        keys = tuple(self.lam) if keys is None else keys
-        out: list[tuple[str, torch.Tensor]] = []
-        if "n" in keys:
-            out += [("n", filter_group_norms(c, b)) for c, b in zip(self.convs, self.bns)]
-        if "c" in keys:
-            out += [
-                (
-                    "c",
-                    _channel_norms_fast(c.weight)
-                    if fast
-                    else torch.linalg.vector_norm(c.weight, dim=(0, 2, 3)),
-                )
-                for c in self.channel_convs
-            ]
-        if "s" in keys:
-            out += [
-                (
-                    "s",
-                    (
-                        _shape_norms_fast(c.weight)
-                        if fast
-                        else torch.linalg.vector_norm(c.weight, dim=0)
-                    ).flatten(),
-                )
-                for c in self.convs
-            ]
-        if "d" in keys and self.blocks:
-            # sqrt of the sum of squared per-tensor norms: no copy of the block's weights
-            block_norms = [
-                torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tuple(ps))))
-                for ps in self.blocks
-            ]
-            out.append(("d", torch.stack(block_norms)))
+        lams = parse_lambda(ssl_type, lam)
+        if ssl_type == "depth_wise" and not any(True for _ in _blocks(model)):
+            raise NotPrunableError(
+                f"depth_wise needs residual blocks; {type(model).__name__} has none"
+            )
+        gs = model_groups(model, example_inputs)
+        terms = []
+        for key in lams:
+            source, part = TERMS[key]
+            groups = [g for g in getattr(gs, source) if g.has(part)]
+            terms.append(Term(key, part, groups))
+        return cls(ssl_type, lams, gs, terms, elements_per_step)
+
+    # ---- values -------------------------------------------------------------------------
+
+    def _active(self) -> list[Term]:
+        return [t for t in self.terms if self.lam[t.key] > 0]
+
+    def norms(self, fast: bool = True) -> list[tuple[str, torch.Tensor]]:
+        """(lambda key, per-unit norms) per group (shape groups: relative to their layer's RMS)."""
+        out = []
+        with torch.no_grad():
+            sq = {id(a): a.fast_squares() for a in self._axes(self.terms)}
+            for t in self.terms:
+                for g in t.groups:
+                    n = t.values(sq, g).clamp_min(0).sqrt()
+                    out.append((t.key, n / _rms(n) if t.relative else n))
         return out
 
     def __call__(self) -> torch.Tensor:
-        active = tuple(k for k, v in self.lam.items() if v > 0.0)
-        terms = [self.lam[k] * n.sum() for k, n in self.norms(active)]
-        if not terms:
-            ref = next(iter(self.convs), None)
-            return torch.zeros((), device=ref.weight.device if ref is not None else None)
-        return torch.stack(terms).sum()
+        """The penalty value, differentiable (autograd through every group norm)."""
+        total: torch.Tensor | None = None
+        for t in self._active():
+            sq = {id(a): a.squares() for a in self._axes([t])}
+            for g in t.groups:
+                n = _safe_norm(t.values(sq, g))
+                v = n.sum() / _rms(n) if t.relative else n.sum()
+                total = self.lam[t.key] * v if total is None else total + self.lam[t.key] * v
+        if total is None:
+            return torch.zeros((), device=self._device())
+        return total
+
+    # ---- direct gradient ------------------------------------------------------------------
 
     @torch.no_grad()
     def add_grad_(self) -> torch.Tensor:
-        """Add the penalty's gradient to every ``.grad`` directly; return its value (no graph).
+        """Add the penalty's gradient to every ``.grad`` directly; return its value.
 
-        Equal to ``self().backward()`` (the gradient of ``lam * ||w_g||`` is ``lam * w / ||w_g||``,
-        0 for a zero group), at a fraction of the cost: no autograd graph is built or walked, and
-        each group's norm is computed once for both the value and the gradient. Call it after the
-        task loss's ``backward()`` (and after ``GradScaler.unscale_`` under mixed precision).
+        Equal to ``self().backward()``, without building or walking an autograd graph.
         """
+        active = self._active()
+        axes = self._axes(active)
+        sq = {id(a): a.fast_squares() for a in axes}
+        scale = {id(a): torch.zeros_like(sq[id(a)]) for a in axes}
         total = torch.zeros((), dtype=torch.float64, device=self._device())
-        lam = self.lam
-        if lam.get("n"):
-            for conv, bn in zip(self.convs, self.bns):
-                bn_parts = [bn.weight, bn.bias] if bn is not None else []
-                present = [p for p in [conv.weight, conv.bias, *bn_parts] if p is not None]
-                norms = filter_group_norms(conv, bn)
-                total += lam["n"] * norms.sum().double()
-                scale = lam["n"] / norms.clamp_min(1e-30) * (norms > 0)
-                for p in present:
-                    _add(p, scale.view(-1, *([1] * (p.dim() - 1))))
-        if lam.get("c"):
-            for conv in self.channel_convs:
-                norms = _channel_norms_fast(conv.weight)
-                total += lam["c"] * norms.sum().double()
-                scale = lam["c"] / norms.clamp_min(1e-30) * (norms > 0)
-                _add(conv.weight, scale.view(1, -1, 1, 1))
-        if lam.get("s"):
-            for conv in self.convs:
-                norms = _shape_norms_fast(conv.weight)
-                total += lam["s"] * norms.sum().double()
-                scale = lam["s"] / norms.clamp_min(1e-30) * (norms > 0)
-                _add(conv.weight, scale.unsqueeze(0))
-        if lam.get("d"):
-            for ps in self.blocks:
-                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tuple(ps))))
-                total += lam["d"] * norm.double()
-                scale = lam["d"] / norm.clamp_min(1e-30) * (norm > 0)
-                for p in ps:
-                    _add(p, scale)
+        for t in active:
+            lam = self.lam[t.key]
+            for g in t.groups:
+                n = t.values(sq, g).clamp_min(0).sqrt()
+                inv = torch.where(n > 0, 1.0 / n.clamp_min(1e-30), torch.zeros_like(n))
+                if t.relative:
+                    r, a = _rms(n), n.sum()
+                    total += lam * (a / r).double()
+                    per_unit = lam * (inv / r - a / (r**3 * g.units)) * (n > 0)
+                else:
+                    total += lam * n.sum().double()
+                    per_unit = lam * inv
+                for s in g.part(t.part):
+                    scale[id(s.axis)].index_add_(
+                        0, s.pos.to(n.device), per_unit[s.unit.to(n.device)]
+                    )
+        for ax in axes:
+            p = ax.param
+            v = ax.shaped(scale[id(ax)].to(p.dtype))
+            if p.grad is None:
+                p.grad = p.detach() * v
+            else:
+                p.grad.addcmul_(p.detach(), v)
         return total.float()
 
+    # ---- proximal step --------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        """Split the active groups into chunks of about ``elements_per_step`` parameters."""
+        items = [(t, g) for t in self._active() for g in t.groups]
+        sizes = [
+            sum(s.axis.param.numel() * len(s.pos) // max(s.axis.length, 1) for s in g.part(t.part))
+            for t, g in items
+        ]
+        total = sum(sizes)
+        k = max(1, min(len(items), math.ceil(total / max(self.elements_per_step, 1))))
+        chunks: list[list[tuple[Term, Group]]] = [[] for _ in range(k)]
+        load = [0] * k
+        for i in sorted(range(len(items)), key=lambda i: -sizes[i]):
+            j = min(range(k), key=load.__getitem__)
+            chunks[j].append(items[i])
+            load[j] += sizes[i]
+        self._chunks = [c for c in chunks if c]
+        self._lr_due = [0.0] * len(self._chunks)
+        self._last = [0.0] * len(self._chunks)
+
+    @property
+    def calls_per_cycle(self) -> int:
+        """How many ``prox_`` calls visit every group once (1 on small models)."""
+        if not self._chunks:
+            self._plan()
+        return max(1, len(self._chunks))
+
+    @torch.no_grad()
+    def prox_(self, lr: float) -> torch.Tensor:
+        """The group-Lasso proximal step for learning rate ``lr``; returns the penalty value.
+
+        Each unit ``w`` becomes ``w * max(0, 1 - lr * lam / ||w||)``: the exact minimiser of
+        ``lam * ||w|| + ||w - w0||^2 / (2 lr)``, so a group that the task loss does not hold up
+        becomes exactly zero. Call it after ``optimizer.step()``. On big models each call visits
+        one chunk of the groups (``elements_per_step``) with the sum of the learning rates since
+        its last visit, so the cost per step stays bounded. Overlapping groups (filter and
+        channel parts of one weight) are shrunk by the product of their factors. Shape groups
+        (scale-invariant) are shrunk and their layer rescaled to its norm before the step.
+        """
+        if not self._chunks:
+            self._plan()
+        if not self._chunks:
+            return torch.zeros(())
+        for i in range(len(self._lr_due)):
+            self._lr_due[i] += float(lr)
+        i = self._calls % len(self._chunks)
+        self._calls += 1
+        step, self._lr_due[i] = self._lr_due[i], 0.0
+        items = self._chunks[i]
+        axes = self._axes_of(items)
+        sq = {id(a): a.fast_squares() for a in axes}
+        factor = {id(a): torch.ones_like(sq[id(a)]) for a in axes}
+        value = 0.0
+        vals = []
+        for t, g in items:
+            lam = self.lam[t.key]
+            n = t.values(sq, g).clamp_min(0).sqrt()
+            thr: float | torch.Tensor = step * lam
+            if t.relative:
+                r = _rms(n)
+                vals.append(lam * n.sum() / r)
+                thr = thr / r
+            else:
+                vals.append(lam * n.sum())
+            f = (1.0 - thr / n.clamp_min(1e-30)).clamp_min(0.0)
+            if t.relative:
+                # A scale-invariant penalty has no radial gradient: keep the layer on its sphere
+                # (in the same pass), or the shrinking layer would raise its own threshold until
+                # it collapses.
+                kept = (f * n).square().sum().sqrt()
+                if float(kept) > 0:
+                    f = f * (n.square().sum().sqrt() / kept)
+            for s in g.part(t.part):
+                fa = factor[id(s.axis)]
+                pos = s.pos.to(fa.device)
+                fa[pos] = fa[pos] * f[s.unit.to(fa.device)]
+        for a in axes:
+            a.param.mul_(a.shaped(factor[id(a)].to(a.param.dtype)))
+        if vals:
+            value = float(torch.stack([v.float() for v in vals]).sum())
+        self._last[i] = value
+        return torch.tensor(sum(self._last))
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _axes(terms: list[Term]) -> list[Axis]:
+        return SSLPenalty._axes_of([(t, g) for t in terms for g in t.groups])
+
+    @staticmethod
+    def _axes_of(items: list[tuple[Term, Group]]) -> list[Axis]:
+        seen: dict[int, Axis] = {}
+        for t, g in items:
+            for s in g.part(t.part):
+                seen.setdefault(id(s.axis), s.axis)
+        return list(seen.values())
+
     def _device(self) -> torch.device | None:
-        ref = next(iter(self.convs), None)
-        return ref.weight.device if ref is not None else None
+        for a in self.groups.axes():
+            return a.param.device
+        return None
 
 
-def _add(p: torch.Tensor, scale: torch.Tensor) -> None:
-    """p.grad += p * scale (scale broadcast over each group), without a temporary."""
-    if p.grad is None:
-        p.grad = p * scale
-    else:
-        p.grad.addcmul_(p, scale)
+def _blocks(model: nn.Module) -> list[object]:
+    from sslsearch.models import residual_blocks
+
+    return list(residual_blocks(model))
 
 
-def _column_square_sums(w: torch.Tensor) -> torch.Tensor:
-    """sum over dim 0 of w**2, as ones @ (w*w): a BLAS gemv instead of a strided reduction."""
-    w2 = w.reshape(w.shape[0], -1)
-    ones = torch.ones(w2.shape[0], dtype=w2.dtype, device=w2.device)
-    return ones @ (w2 * w2)
+def ssl_penalty(
+    model: nn.Module,
+    ssl_type: str,
+    lam: float | Mapping[str, float],
+    example_inputs: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The penalty value (differentiable) of ``model`` for ``ssl_type`` at strength ``lam``.
+
+    Example:
+        >>> loss = ce + ssl_penalty(model, "channel_wise", 0.01)
+    """
+    return SSLPenalty.build(model, ssl_type, lam, example_inputs)()
 
 
-def _channel_norms_fast(w: torch.Tensor) -> torch.Tensor:
-    return _column_square_sums(w).view(w.shape[1], -1).sum(1).sqrt()
-
-
-def _shape_norms_fast(w: torch.Tensor) -> torch.Tensor:
-    return _column_square_sums(w).view(w.shape[1:]).sqrt()
-
-
-def ssl_penalty(model: nn.Module, ssl_type: str, lam: float | Mapping[str, float]) -> torch.Tensor:
-    """The penalty value (differentiable) of ``model`` for ``ssl_type`` at strength ``lam``."""
-    return SSLPenalty.build(model, ssl_type, lam)()
+def unit_norms(
+    model: nn.Module, ssl_type: str, example_inputs: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    """Per group (blocks: all together), the norms of its units under ``ssl_type``."""
+    pen = SSLPenalty.build(model, ssl_type, 1.0, example_inputs)
+    out: list[torch.Tensor] = []
+    blocks: list[torch.Tensor] = []
+    for key, n in pen.norms():
+        (blocks if key == "d" else out).append(n.float().cpu())
+    if blocks:
+        out.append(torch.cat(blocks))
+    return out
 
 
 def group_norms(model: nn.Module, ssl_type: str) -> torch.Tensor:
-    """Every group's L2 norm, concatenated over layers (blocks for depth_wise)."""
-    with torch.no_grad():
-        parts = [
-            n.float().cpu() for _, n in SSLPenalty.build(model, ssl_type, 1.0).norms(fast=True)
-        ]
+    """Every unit's norm under ``ssl_type``, concatenated over groups."""
+    parts = unit_norms(model, ssl_type)
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def group_sparsity(model: nn.Module, ssl_type: str, rel_tol: float = 1e-3) -> float:
-    """Share of groups whose norm is below ``rel_tol`` times the largest group norm."""
-    norms = group_norms(model, ssl_type)
-    if norms.numel() == 0 or float(norms.max()) == 0.0:
-        return 0.0
-    return float((norms < rel_tol * norms.max()).float().mean())
+def group_sparsity(
+    model: nn.Module,
+    ssl_type: str,
+    rel_tol: float = 1e-3,
+    example_inputs: torch.Tensor | None = None,
+) -> float:
+    """Share of units whose norm is below ``rel_tol`` times the largest norm of their group."""
+    parts = unit_norms(model, ssl_type, example_inputs)
+    near = total = 0
+    for n in parts:
+        if n.numel() == 0:
+            continue
+        top = float(n.max())
+        total += n.numel()
+        near += int((n <= rel_tol * top).sum()) if top > 0 else n.numel()
+    return near / total if total else 0.0

@@ -126,6 +126,7 @@ def train_one_epoch(
 
     model.train()
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    momentum = float(optimizer.param_groups[0].get("momentum", 0.0)) if penalty is not None else 0.0
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     pen_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -146,20 +147,25 @@ def train_one_epoch(
             scaler.unscale_(optimizer)  # the penalty's gradient is added unscaled
         else:
             ce.backward()
-        # the penalty's gradient goes straight into .grad (equal to autograd's, much cheaper)
-        pen = penalty.add_grad_() if penalty is not None else None
-        loss = ce.detach() + pen if pen is not None else ce.detach()
-        if not bool(torch.isfinite(loss)):
+        if not bool(torch.isfinite(ce.detach())):
             raise NonFiniteLoss(
-                f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
-                f"(cross-entropy {float(ce.detach()):.4g}, "
-                f"penalty {float(pen) if pen is not None else 0:.4g})"
+                f"loss became {float(ce.detach())} at epoch {epoch + 1}, step {step + 1}"
             )
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
+        # the group Lasso as a proximal step: exact zeros, no autograd (SSLPenalty.prox_). Its
+        # step is lr / (1 - momentum): the steady-state step heavy-ball momentum gives a constant
+        # gradient, so a lambda means what it means for the penalty added to the loss.
+        pen = penalty.prox_(lr / (1.0 - momentum)) if penalty is not None else None
+        if pen is not None and not bool(torch.isfinite(ce.detach().cpu() + pen)):
+            raise NonFiniteLoss(
+                f"loss became {float(ce.detach().cpu() + pen)} at epoch {epoch + 1}, "
+                f"step {step + 1} (cross-entropy {float(ce.detach()):.4g}, "
+                f"SSL penalty {float(pen):.4g})"
+            )
         n = y.shape[0]
         seen += n
         loss_sum += ce.detach().double() * n
