@@ -54,3 +54,22 @@ def test_check_names_names_the_key(change: dict, key: str) -> None:  # type: ign
 
 def test_check_names_accepts_the_defaults() -> None:
     check_names(SearchSpace())
+
+
+def test_torchvision_snapshot_matches_the_installed_torchvision() -> None:
+    import torchvision
+    import torchvision.models as tvm
+
+    from sslsearch.config._names import TORCHVISION_MODEL_NAMES, TORCHVISION_SNAPSHOT_VERSION
+
+    if not torchvision.__version__.startswith(TORCHVISION_SNAPSHOT_VERSION + "."):
+        pytest.skip(f"snapshot is of torchvision {TORCHVISION_SNAPSHOT_VERSION}")
+    assert set(tvm.list_models(module=tvm)) == TORCHVISION_MODEL_NAMES
+
+
+def test_check_names_accepts_a_torchvision_model_by_its_name() -> None:
+    # not registered, so the check asks torchvision (the zoo): any classification model works
+    check_names(space_from_mapping({"arch": "mobilenet_v2"}))
+    with pytest.raises(ConfigError) as e:
+        check_names(space_from_mapping({"arch": "mobilenet_v9"}))
+    assert e.value.key == "arch" and "mobilenet_v2" in str(e.value)
