@@ -148,3 +148,12 @@ def test_a_trial_directory_without_params_gets_its_points_from_the_study(tmp_pat
     for r, p in zip(rows, asked):
         assert r["status"] == "stopped"
         assert r["ssl_lambda"] == p["ssl_lambda"] and r["ratio"] == p["ratio"]
+
+
+def test_progress_line_shows_blocks_only_for_depth_wise_points() -> None:
+    from sslsearch.search._progress import describe_params
+
+    # a finished point's result carries blocks = -1 when it has none (trials.parquet: null)
+    line = describe_params({"ssl_lambda": 0.0125, "ratio": 0.5, "blocks": -1})
+    assert "blocks" not in line and "ratio=0.500" in line
+    assert "blocks=2" in describe_params({"ssl_lambda": 0.01, "blocks": 2, "ratio": None})
