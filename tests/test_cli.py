@@ -43,6 +43,7 @@ def test_bad_space_exits_2_and_starts_nothing(
     ("args", "text"),
     [
         (["--num-samples", "0"], "--num-samples must be >= 1"),
+        (["--confirm-front", "-1"], "--confirm-front must be >= 0"),
         (["--resume"], "nothing to resume"),
         (
             ["--set", "data.name=cifar10", "--data-root", "{tmp}/nodata"],
@@ -448,3 +449,13 @@ def test_warm_start_from_a_pruned_model_says_what_to_use(
     assert "tensors have other shapes" in line and line.rstrip().endswith(
         f"use `sslsearch finetune --model {pruned}`"
     ), line
+
+
+def test_confirm_front_flag_reaches_the_search_options(tmp_path: Path) -> None:
+    from sslsearch.cli._commands import search_options_from_args
+    from sslsearch.cli._main import build_parser
+
+    a = build_parser().parse_args(["search", "--confirm-front", "2"])
+    assert search_options_from_args(a).confirm_front == 2
+    a = build_parser().parse_args(["search"])
+    assert search_options_from_args(a).confirm_front == 0

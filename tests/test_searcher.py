@@ -127,3 +127,33 @@ def test_resume_accepts_the_same_overrides_and_names_real_changes() -> None:
     assert _changed_keys(saved, ["budget.num_samples=6", "sampler.name=tpe"]) == []
     changed = _changed_keys(saved, ["budget.num_samples=7", "budget.max_concurrent=2"])
     assert changed == ["budget.num_samples (was 6)"]
+
+
+def test_a_trial_directory_without_params_gets_its_points_from_the_study(tmp_path: Path) -> None:
+    # A driver killed as a trial started can leave its directory without params.json: its rows
+    # then take the parameters the study asked for (never a row with null parameters).
+    from sslsearch.search._results import collect_trials
+    from sslsearch.search._searcher import point_params
+
+    space, s = _searcher(tmp_path, economy={"points_per_ssl": 2})
+    asked = s.suggest("abc123")["points"]
+    known = point_params(f"sqlite:///{tmp_path}/study.db", space.name)
+    assert set(known) == {"abc123-0", "abc123-1"}
+    exp = tmp_path / "exp"
+    (exp / "sslsearch_trial_abc123_00001_1_2026").mkdir(parents=True)
+    bare = collect_trials(str(exp))
+    assert len(bare) == 1 and bare[0]["ssl_lambda"] is None  # what the study fills in
+    rows = collect_trials(str(exp), known)
+    assert [r["trial_id"] for r in rows] == ["abc123-0", "abc123-1"]
+    for r, p in zip(rows, asked):
+        assert r["status"] == "stopped"
+        assert r["ssl_lambda"] == p["ssl_lambda"] and r["ratio"] == p["ratio"]
+
+
+def test_progress_line_shows_blocks_only_for_depth_wise_points() -> None:
+    from sslsearch.search._progress import describe_params
+
+    # a finished point's result carries blocks = -1 when it has none (trials.parquet: null)
+    line = describe_params({"ssl_lambda": 0.0125, "ratio": 0.5, "blocks": -1})
+    assert "blocks" not in line and "ratio=0.500" in line
+    assert "blocks=2" in describe_params({"ssl_lambda": 0.01, "blocks": 2, "ratio": None})

@@ -27,7 +27,7 @@ def describe_params(cfg: dict[str, Any]) -> str:
     points = cfg.get("points")
     if isinstance(points, list) and len(points) > 1:
         return f"{parts[0]} {len(points)} points"
-    if cfg.get("blocks") is not None:
+    if cfg.get("blocks") is not None and int(cfg["blocks"]) >= 0:  # a point's result: -1 = none
         parts.append(f"blocks={cfg['blocks']}")
     elif cfg.get("ratio") is not None:
         parts.append(f"ratio={_fmt(cfg.get('ratio'), '.3f')}")

@@ -140,8 +140,14 @@ def _point_results(exp_dir: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
-    """One dict per point of every trial directory, keyed by the SCHEMA's columns."""
+def collect_trials(
+    exp_dir: str, known: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """One dict per point of every trial directory, keyed by the SCHEMA's columns.
+
+    ``known``: point id -> parameters from the Optuna study, for a trial directory Tune left
+    without its params.json (a driver killed as the trial started): its rows get them.
+    """
     fs, root = storage.resolve(exp_dir)
     results = _point_results(exp_dir)
     rows = []
@@ -153,6 +159,11 @@ def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
         params, last, logged_id = _progress(fs, trial_path)
         tune_id = logged_id or m.group("id")
         points = params.get("points") or [params]
+        if not params and known:
+            found: list[dict[str, Any]] = []
+            while point_id(tune_id, len(found)) in known:
+                found.append(known[point_id(tune_id, len(found))])
+            points = found or points
         err = _last_line(fs, f"{trial_path}/error.txt")
         for i, p in enumerate(points):
             row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
@@ -223,9 +234,13 @@ def trials_table(rows: list[dict[str, Any]], metadata: dict[str, str] | None = N
     return typed_table(rows, COLUMNS, metadata)
 
 
-def write_trials(exp_dir: str, metadata: dict[str, str] | None = None) -> tuple[str, pa.Table]:
+def write_trials(
+    exp_dir: str,
+    metadata: dict[str, str] | None = None,
+    known: dict[str, dict[str, Any]] | None = None,
+) -> tuple[str, pa.Table]:
     """Collect and write ``trials.parquet`` atomically; returns its path and the table."""
-    table = trials_table(collect_trials(exp_dir), metadata)
+    table = trials_table(collect_trials(exp_dir, known), metadata)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     path = storage.join(exp_dir, TRIALS_FILE)

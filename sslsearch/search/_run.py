@@ -302,9 +302,16 @@ def finish(
     ``closing``: the search ended by itself (not interrupted): errored trials are final.
     """
     from sslsearch.report import NoResultsError, export_experiment
-    from sslsearch.search._searcher import close_errored, fail_orphans, reconcile_study
+    from sslsearch.search._searcher import (
+        close_errored,
+        fail_orphans,
+        point_params,
+        reconcile_study,
+    )
 
-    path, table = write_trials(exp_dir, _metadata(space, study_url))
+    constants = {k: v for k, v in space.params.items() if not isinstance(v, dict)}
+    known = {pid: {**constants, **p} for pid, p in point_params(study_url, space.name).items()}
+    path, table = write_trials(exp_dir, _metadata(space, study_url), known)
     rows = [r for r in table.to_pylist() if is_search_point(r)]
     counts: dict[str, int] = {}
     for r in rows:

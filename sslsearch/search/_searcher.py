@@ -204,6 +204,18 @@ def close_errored(
     return n
 
 
+def point_params(storage_url: str, study_name: str) -> dict[str, dict[str, Any]]:
+    """Point id -> the parameters the study asked for it (every trial, any state)."""
+    study = _load_study(storage_url, study_name)
+    if study is None:
+        return {}
+    return {
+        str(t.user_attrs[POINT_ID_ATTR]): dict(t.params)
+        for t in study.get_trials(deepcopy=False)
+        if POINT_ID_ATTR in t.user_attrs
+    }
+
+
 def errored_closed(storage_url: str, study_name: str) -> bool:
     """Whether an earlier run of the experiment closed errored trials as FAIL (then a resume
     must not re-run them: a FAIL cannot become COMPLETE)."""
