@@ -59,6 +59,11 @@ def unknown_name_message(kind: str, name: object, known: list[str]) -> str:
     return f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}"
 
 
+# The fewest channels a layer keeps: the pruner never cuts a layer below it, and the SSL
+# proximal step never shrinks a layer's strongest units below it (a layer of zeros kills the
+# network, and no pruning could use what it learnt).
+MIN_CHANNELS = 8
+
 # SSL types and the lambda key(s) each reads: n filters, c channels, s shapes, d depth (residual
 # blocks), g whole groups. Defined here, at the bottom layer, so config validation and the
 # penalty agree; the reference project's names and keys (n, c, s, d) stay valid.

@@ -34,6 +34,7 @@ def test_four_trials_share_two_gpus_and_run_on_cpu(ray_with_fake_gpus: Any, tmp_
         recipe={"epochs": 6, "finetune_epochs": 2, "batch_size": 64},
         budget={"num_samples": 4, "max_concurrent": 4},
         resources={"cpus": 0.5, "gpu": 0.5},
+        economy={"points_per_ssl": 1},  # four Tune trials, one point each: what is placed
     )
     out = run_search(SearchOptions(space=str(space)))
     rows = pq.read_table(Path(out.exp_dir) / "trials.parquet").to_pylist()

@@ -357,3 +357,37 @@ def test_shape_prox_zeroes_shapes_but_keeps_each_layer_on_its_sphere() -> None:
         assert float(c.weight.norm()) == pytest.approx(b, rel=1e-4)
     assert bool((convs[2].weight[:, :16] == 0).all())
     assert bool((convs[2].weight[:, 16:] != 0).any())
+
+
+class WideConvBN(ConvBN):
+    """ConvBN with 12 and 10 channels: wider than the MIN_CHANNELS a layer keeps."""
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+        self.c1, self.b1 = nn.Conv2d(2, 12, 3, bias=False), nn.BatchNorm2d(12)
+        self.c2, self.b2 = nn.Conv2d(12, 10, 2, bias=False), nn.BatchNorm2d(10)
+        self.fc = nn.Linear(10, 2)
+
+
+@pytest.mark.parametrize("ssl_type", ["filter_wise", "channel_wise", "group_wise"])
+def test_prox_never_empties_a_layer(ssl_type: str) -> None:
+    from sslsearch.registry import MIN_CHANNELS
+
+    torch.manual_seed(0)
+    net = WideConvBN()
+    with torch.no_grad():
+        net.b1.weight.copy_(torch.linspace(0.5, 1.6, 12))  # distinct strengths
+    pen = SSLPenalty.build(net, ssl_type, 10.0)
+    (term,) = pen.terms
+    before = {g.name: g.squares(term.part).sqrt() for g in term.groups}
+    pen.prox_(1.0)  # a threshold far above every norm: without the guard all would be zero
+    for g in term.groups:
+        after = g.squares(term.part).sqrt()
+        alive = after > 0
+        assert int(alive.sum()) == MIN_CHANNELS, g.name
+        # the survivors are the strongest units, untouched (group_wise groups overlap: a layer's
+        # group holds its readers' columns, which the readers' own step may shrink)
+        strongest = before[g.name].topk(MIN_CHANNELS).indices
+        assert bool(alive[strongest].all())
+        if ssl_type != "group_wise":
+            torch.testing.assert_close(after[alive], before[g.name][alive])

@@ -22,7 +22,7 @@ from torch import nn
 from sslsearch.errors import NotPrunableError, UserError
 from sslsearch.metrics import count_flops, count_params
 from sslsearch.models import ResidualShortcut, residual_blocks
-from sslsearch.registry import Registry
+from sslsearch.registry import MIN_CHANNELS, Registry
 from sslsearch.sparsity import (
     CRITERIA,
     NORMALIZERS,
@@ -35,7 +35,6 @@ from sslsearch.sparsity import (
 
 log = logging.getLogger(__name__)
 
-MIN_CHANNELS = 8
 ROUND_TO = 8
 DEFAULT_NORMALIZER = "element"  # chosen by measurement (bench_ssl_types): README "Pruning"
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sslsearch.errors import NotPrunableError, UserError
-from sslsearch.registry import LAMBDA_KEYS, SSL_TYPE_KEYS
+from sslsearch.registry import LAMBDA_KEYS, MIN_CHANNELS, SSL_TYPE_KEYS
 from sslsearch.sparsity._groups import Axis, Group, GroupSet, model_groups
 
 SSL_TYPES = tuple(SSL_TYPE_KEYS)
@@ -100,6 +100,9 @@ class Term:
             out = c if out is None else out + c
         assert out is not None
         return out
+
+
+_CHANNEL_KEYS = ("n", "c", "g")  # lambda keys whose units are a layer's channels
 
 
 def _rms(norms: torch.Tensor) -> torch.Tensor:
@@ -267,6 +270,8 @@ class SSLPenalty:
         its last visit, so the cost per step stays bounded. Overlapping groups (filter and
         channel parts of one weight) are shrunk by the product of their factors. Shape groups
         (scale-invariant) are shrunk and their layer rescaled to its norm before the step.
+        The ``MIN_CHANNELS`` strongest channels of each channel group are never shrunk, so no
+        layer is emptied (the pruner keeps at least as many).
         """
         if not self._chunks:
             self._plan()
@@ -294,6 +299,11 @@ class SSLPenalty:
             else:
                 vals.append(lam * n.sum())
             f = (1.0 - thr / n.clamp_min(1e-30)).clamp_min(0.0)
+            if t.key in _CHANNEL_KEYS and g.units > MIN_CHANNELS:
+                # never empty a layer: its MIN_CHANNELS strongest units are not shrunk (without
+                # this guard a lambda a little too large zeroes whole layers and the network
+                # falls to chance, e.g. vgg_small at 0.1, vgg16_bn at 0.5)
+                f[n.topk(MIN_CHANNELS).indices] = 1.0
             if t.relative:
                 # A scale-invariant penalty has no radial gradient: keep the layer on its sphere
                 # (in the same pass), or the shrinking layer would raise its own threshold until
