@@ -30,7 +30,11 @@ def _widths(model: nn.Module) -> dict[str, int]:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-@pytest.mark.xfail(reason="fixed by the group-model pruner (issue 11)", strict=False)
+@pytest.mark.xfail(
+    reason="open: per-element scores (chosen by measurement, README 'Criteria') still prune a "
+    "fresh model unevenly by layer width; after SSL the zeroed units go first",
+    strict=False,
+)
 @pytest.mark.parametrize("way", ["group_lasso", "mean_abs"])
 @pytest.mark.parametrize(("arch", "shape"), CASES)
 def test_fresh_model_is_pruned_evenly_not_by_layer_scale(
