@@ -16,14 +16,18 @@ from typing import Any
 
 from sslsearch.report._rows import Baseline, derived, number
 
-# The single-trial row of ``sslsearch trial`` (fixed units: G FLOPs, MB, M params).
-SEED_COLUMNS = (
+# What a point is: the seed's first six columns, in every table.
+_ID_COLUMNS = (
     "arch",
     "prune type",
     "prune way",
     "ssl lambda",
     "pruning ratio",
     "actual pruning ratio",
+)
+# The seed's single-trial row (fixed units: G FLOPs, MB, M params).
+SEED_COLUMNS = (
+    *_ID_COLUMNS,
     "flops/G",
     "model size/MB",
     "FLOPs after pruning",
@@ -110,12 +114,7 @@ def front_columns(units: TableUnits, latency: bool = False, confirmed: bool = Fa
     comparison with the dense baseline, then latency and the seeds' mean where there are any."""
     f, p, s = units.flops.suffix, units.params.suffix, units.size.suffix
     cols = [
-        "arch",
-        "prune type",
-        "prune way",
-        "ssl lambda",
-        "pruning ratio",
-        "actual pruning ratio",
+        *_ID_COLUMNS,
         f"flops/{f}" if f else "flops",
         f"model size/{s}",
         f"FLOPs after pruning/{f}" if f else "FLOPs after pruning",
@@ -202,7 +201,7 @@ def seed_row(m: Mapping[str, Any]) -> dict[str, str]:
     units = TableUnits(Unit(1e9, "G"), Unit(1e6, "M"), Unit(1.0, "MB"))
     c = front_cells(m, None, units)
     return {
-        **{k: c[k] for k in SEED_COLUMNS[:6]},
+        **{k: c[k] for k in _ID_COLUMNS},
         "flops/G": c["flops/G"],
         "model size/MB": c["model size/MB"],
         "FLOPs after pruning": c["FLOPs after pruning/G"],

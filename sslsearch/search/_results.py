@@ -126,13 +126,14 @@ def _progress(
     return params, last, trial_id
 
 
-def _point_results(exp_dir: str) -> dict[str, dict[str, Any]]:
+def _results_under(exp_dir: str, dirname: str) -> dict[str, dict[str, Any]]:
+    """``<dirname>/<id>/result.json`` of every id that has a readable one, by id."""
     out: dict[str, dict[str, Any]] = {}
-    pdir = storage.join(exp_dir, POINTS_DIR)
-    if not storage.exists(pdir):
+    base = storage.join(exp_dir, dirname)
+    if not storage.exists(base):
         return out
-    for name in storage.listdir(pdir):
-        path = storage.join(pdir, name, RESULT_FILE)
+    for name in sorted(storage.listdir(base)):
+        path = storage.join(base, name, RESULT_FILE)
         try:
             out[name] = json.loads(storage.read_bytes(path).decode())
         except (OSError, ValueError):
@@ -149,7 +150,7 @@ def collect_trials(
     without its params.json (a driver killed as the trial started): its rows get them.
     """
     fs, root = storage.resolve(exp_dir)
-    results = _point_results(exp_dir)
+    results = _results_under(exp_dir, POINTS_DIR)
     rows = []
     for name in storage.listdir(exp_dir):
         m = _TRIAL_DIR.match(name)
@@ -198,36 +199,35 @@ def collect_trials(
     baseline = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
     if storage.exists(baseline):
         result = json.loads(storage.read_bytes(baseline).decode())
-        row = {k: result.get(k) for k in SCHEMA.names}
-        row.update(trial_id=BASELINE_ID, role="baseline", ssl_model_id=None)
-        row["last_epoch"] = result.get("global_epoch")
-        if storage.exists(storage.join(exp_dir, BASELINE_ID, MODEL_FILE)):
-            row["model_path"] = f"{BASELINE_ID}/{MODEL_FILE}"
-        if row["blocks"] is not None and int(row["blocks"]) < 0:
-            row["blocks"] = None
+        row = _result_row(exp_dir, result, BASELINE_ID, "baseline", f"{BASELINE_ID}/{MODEL_FILE}")
+        row["ssl_model_id"] = None
         rows.append(row)
     return rows
+
+
+def _result_row(
+    exp_dir: str, result: dict[str, Any], trial_id: str, role: str, model: str
+) -> dict[str, Any]:
+    """The row of a point run beside the search (or the baseline) from its result.json;
+    ``model``: where its model file would be, relative to the experiment."""
+    row = {k: result.get(k) for k in SCHEMA.names}
+    row.update(trial_id=trial_id, role=role)
+    row["last_epoch"] = result.get("global_epoch")
+    if storage.exists(storage.join(exp_dir, model)):
+        row["model_path"] = model
+    if row["blocks"] is not None and int(row["blocks"]) < 0:
+        row["blocks"] = None
+    return row
 
 
 def _side_rows(exp_dir: str, dirname: str, role: str | None) -> list[dict[str, Any]]:
     """Rows of the points run beside the search: ``<dirname>/<id>/result.json`` each."""
-    base = storage.join(exp_dir, dirname)
-    rows = []
-    for name in sorted(storage.listdir(base)) if storage.exists(base) else []:
-        path = storage.join(base, name, RESULT_FILE)
-        try:
-            result = json.loads(storage.read_bytes(path).decode())
-        except (OSError, ValueError):
-            continue
-        row = {k: result.get(k) for k in SCHEMA.names}
-        row.update(trial_id=name, role=role or result.get("role") or "search")
-        row["last_epoch"] = result.get("global_epoch")
-        if storage.exists(storage.join(base, name, MODEL_FILE)):
-            row["model_path"] = f"{dirname}/{name}/{MODEL_FILE}"
-        if row["blocks"] is not None and int(row["blocks"]) < 0:
-            row["blocks"] = None
-        rows.append(row)
-    return rows
+    return [
+        _result_row(
+            exp_dir, r, name, role or r.get("role") or "search", f"{dirname}/{name}/{MODEL_FILE}"
+        )
+        for name, r in _results_under(exp_dir, dirname).items()
+    ]
 
 
 def trials_table(rows: list[dict[str, Any]], metadata: dict[str, str] | None = None) -> pa.Table:
