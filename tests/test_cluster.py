@@ -21,7 +21,13 @@ import pytest
 
 from sslsearch.errors import UserError
 from sslsearch.search._cluster import Cluster as RayInfo
-from sslsearch.search._cluster import PendingWatch, check_trial_fits, free_port, runtime_env
+from sslsearch.search._cluster import (
+    PendingWatch,
+    check_trial_fits,
+    free_port,
+    runtime_env,
+    short_ray_temp_dir,
+)
 
 from .procs import kill_tree
 from .spaces import write_space
@@ -96,6 +102,16 @@ def test_pending_watch_is_quiet_while_trials_queue_behind_running_ones() -> None
     for t in range(100):
         assert watch.check(_trials("RUNNING", "PENDING", "PENDING"), now=float(t)) is None
     assert watch.check(_trials("TERMINATED", "TERMINATED"), now=200) is None  # nothing waits
+
+
+def test_a_long_temp_dir_gets_a_short_one_for_rays_sockets() -> None:
+    """CI's pytest temp dirs made ray.init fail (AF_UNIX path > 107 bytes); now it starts."""
+    assert short_ray_temp_dir("/tmp") is None  # Ray's default is kept
+    long = "/tmp/pytest-of-root/pytest-90/test_the_wheel_runs_a_search_w0/ray"
+    short = short_ray_temp_dir(long)
+    assert short is not None and short.startswith("/tmp/sslray-") and short.endswith("/ray")
+    assert short_ray_temp_dir(os.path.dirname(short)) is None  # and it fits
+    os.rmdir(os.path.dirname(short))
 
 
 def test_runtime_env_ships_this_package_without_caches() -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,6 +135,34 @@ def _own_metrics_ports() -> None:
             _picked[var] = os.environ[var] = str(free_port())
 
 
+# Ray keeps a local instance's Unix sockets under <temp>/ray/session_<date>_<time>_<us>_<pid>/
+# sockets/; a socket path longer than 107 bytes fails ray.init with an OSError deep in Ray.
+_AF_UNIX_MAX = 107
+_SOCKET_TAIL = "ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store"
+
+
+def system_temp_dir() -> str:
+    """The directory a local Ray instance keeps its files under (Ray's own rule, Linux/macOS)."""
+    if "RAY_TMPDIR" in os.environ:
+        return os.environ["RAY_TMPDIR"]
+    if sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        return os.environ["TMPDIR"]
+    return "/tmp" if sys.platform.startswith(("linux", "darwin")) else tempfile.gettempdir()
+
+
+def short_ray_temp_dir(system_temp: str | None = None) -> str | None:
+    """A short temp dir for Ray when ``system_temp`` would make its socket paths too long.
+
+    None when the paths fit (Ray's default is kept). Otherwise a new directory under /tmp (the
+    system's, whatever RAY_TMPDIR/TMPDIR say), so the search starts instead of failing.
+    """
+    base = system_temp if system_temp is not None else system_temp_dir()
+    if len(os.path.join(os.path.abspath(base), _SOCKET_TAIL).encode()) <= _AF_UNIX_MAX:
+        return None
+    root = "/tmp" if os.path.isdir("/tmp") else None
+    return os.path.join(tempfile.mkdtemp(prefix="sslray-", dir=root), "ray")
+
+
 def connect(
     address: str | None,
     *,
@@ -182,6 +212,15 @@ def connect(
         )
         log.info("starting a local Ray instance ...")
         _own_metrics_ports()
+        short = short_ray_temp_dir()
+        if short is not None:
+            log.warning(
+                "Ray's temp dir %s is too long for its socket paths (at most %d bytes); this "
+                "instance keeps its files in %s (set RAY_TMPDIR to a short path to choose)",
+                system_temp_dir(),
+                _AF_UNIX_MAX,
+                short,
+            )
         ctx = ray.init(
             address="local",  # a new instance, even when RAY_ADDRESS names another one
             num_cpus=num_cpus,
@@ -192,6 +231,7 @@ def connect(
             runtime_env=runtime_env(),
             logging_level=logging.WARNING,
             log_to_driver=verbose,
+            _temp_dir=short,
         )
         started = True
         node_ip = ray.util.get_node_ip_address()
