@@ -40,6 +40,43 @@ def _final(point: int, status: str, top1: float | None = 90.0) -> dict[str, Any]
     }
 
 
+def test_spread_takes_the_ranges_stops_on_its_own_scale_less_the_samplers() -> None:
+    from sslsearch.config import Range
+    from sslsearch.search._params import spread
+
+    lin = Range(0.1, 0.9)
+    assert [spread(lin, 0.67, i, 4) for i in range(4)] == pytest.approx(
+        [0.67, 0.1, 0.1 + 0.8 / 3, 0.9]
+    )
+    assert [spread(lin, 0.88, i, 4) for i in range(4)] == pytest.approx(
+        [0.88, 0.1, 0.1 + 0.8 / 3, 0.1 + 1.6 / 3]  # the top's stop is the sampler's
+    )
+    assert [spread(lin, 0.3, i, 2) for i in range(2)] == pytest.approx([0.3, 0.9])
+    log = Range(1e-3, 1e-1, log=True)
+    assert [spread(log, 0.05, i, 3) for i in range(3)] == pytest.approx([0.05, 1e-3, 1e-2])
+    blocks = Range(1, 6, integer=True)
+    got = [spread(blocks, 3, i, 4) for i in range(4)]
+    assert got == [3, 1, 4, 6] and all(isinstance(b, int) for b in got)
+    stepped = Range(0.1, 0.9, step=0.1)
+    assert [spread(stepped, 0.5, i, 4) for i in range(4)] == pytest.approx([0.5, 0.1, 0.6, 0.9])
+
+
+def test_a_space_searching_only_ssl_settings_asks_one_point_per_ssl_model(
+    tmp_path: Path,
+) -> None:
+    from sslsearch.search._params import points_per_ssl
+    from sslsearch.search._run import ssl_trainings
+
+    space, s = _searcher(
+        tmp_path,
+        economy={"points_per_ssl": 4},
+        params={"ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True}, "ratio": 0.5},
+        budget={"num_samples": 6, "max_concurrent": 2},
+    )
+    assert points_per_ssl(space) == 1 and ssl_trainings(space) == 6
+    assert len(s.suggest("a")["points"]) == 1
+
+
 def test_one_trial_asks_its_points_at_one_ssl_setting_and_tells_each(tmp_path: Path) -> None:
     space, s = _searcher(
         tmp_path,
@@ -54,7 +91,14 @@ def test_one_trial_asks_its_points_at_one_ssl_setting_and_tells_each(tmp_path: P
     first = s.suggest("a")
     points = first["points"]
     assert len(points) == 4 and len({p["ssl_lambda"] for p in points}) == 1
-    assert len({p["ratio"] for p in points}) == 4  # the sampler chose each pruning
+    # one SSL model gives a curve: the other points take the range's evenly spaced stops, both
+    # ends included, less the one nearest the sampler's ratio (asked per point, the GP returned
+    # the same ratio again)
+    stops = [0.1, 0.1 + 0.7 / 3, 0.1 + 1.4 / 3, 0.8]
+    r0 = points[0]["ratio"]
+    stops.remove(min(stops, key=lambda v: abs(v - r0)))
+    assert [p["ratio"] for p in points[1:]] == pytest.approx(stops)
+    assert {p["prune_way"] for p in points} <= {"group_lasso", "mean_abs"}
     second = s.suggest("b")
     assert len(second["points"]) == 2  # 6 points in all
     s.on_trial_result("a", {"final": False, "phase": "ssl", "val_top1": 50.0})
@@ -157,3 +201,21 @@ def test_progress_line_shows_blocks_only_for_depth_wise_points() -> None:
     line = describe_params({"ssl_lambda": 0.0125, "ratio": 0.5, "blocks": -1})
     assert "blocks" not in line and "ratio=0.500" in line
     assert "blocks=2" in describe_params({"ssl_lambda": 0.01, "blocks": 2, "ratio": None})
+
+
+def test_set_user_attr_marks_an_unfinished_trial_from_another_process(tmp_path: Path) -> None:
+    """The one use of Optuna's private API: fails here, not mid-search, if Optuna changes it."""
+    from sslsearch.search._searcher import set_user_attr
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=url, directions=["maximize"])
+    running = study.ask()
+    done = study.ask()
+    study.tell(done, 1.0)
+    other = optuna.load_study(study_name="s", storage=url)  # as a resumed driver would
+    [t] = other.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    set_user_attr(other, t, "reason", "lost with the driver")
+    again = optuna.load_study(study_name="s", storage=url).trials
+    assert again[running.number].user_attrs == {"reason": "lost with the driver"}
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # why callers set it first
+        set_user_attr(other, other.trials[done.number], "reason", "too late")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -53,6 +54,62 @@ class DefineByRun:
         else:
             value("ratio")
         return const
+
+
+SPREAD_PARAMS = ("ratio", "blocks")  # numeric pruning choices an SSL model's points spread over
+
+
+def spread(spec: Range, first: float, i: int, k: int) -> float | int:
+    """The value of point ``i`` of ``k`` from one SSL model, point 0 being the sampler's choice.
+
+    One SSL model gives a whole pruning curve, and a front needs its ends: the range's top is
+    the cheapest model the user allows (where the SSL penalty matters most), its bottom the
+    most accurate. So the other points take the range's ``k`` evenly spaced stops, both ends
+    included (on the range's own scale: log or linear), less the stop nearest the sampler's
+    choice: 4 points on ratio 0.1..0.9 with the sampler at 0.67 are 0.67, 0.1, 0.37, 0.9.
+    Asking the sampler for each of them instead returned the same ratio again (its joint
+    optimum over lambda and ratio ignores the lambda already fixed: 3 of 4 points of one SSL
+    model at ratio 0.9 on the default space).
+    """
+    if i == 0:
+        return first
+    lo, hi = (math.log(spec.low), math.log(spec.high)) if spec.log else (spec.low, spec.high)
+    x = math.log(first) if spec.log else float(first)
+    stops = [lo + j * (hi - lo) / (k - 1) for j in range(k)]
+    stops.remove(min(stops, key=lambda s: abs(s - x)))
+    v = stops[i - 1]
+    v = math.exp(v) if spec.log else v
+    if spec.step:
+        v = spec.low + round((v - spec.low) / spec.step) * spec.step
+    v = min(max(v, spec.low), spec.high)
+    return round(v) if spec.integer else float(v)
+
+
+def spread_params(space: SearchSpace, first: dict[str, Any], i: int, k: int) -> dict[str, Any]:
+    """The spread numeric pruning choices (ratio, blocks) of point ``i`` given point 0's."""
+    specs = space.param_specs()
+    return {
+        n: spread(spec, first[n], i, k)
+        for n in SPREAD_PARAMS
+        if isinstance(spec := specs.get(n), Range) and n in first
+    }
+
+
+def ssl_params(space: SearchSpace) -> set[str]:
+    """The parameters every point of one SSL model shares: the SSL settings (the ssl type
+    follows the prune type when the space does not set it)."""
+    names = {"ssl_lambda", "ssl_type"}
+    if "ssl_type" not in space.params:
+        names.add("prune_type")
+    return names
+
+
+def points_per_ssl(space: SearchSpace) -> int:
+    """Points per SSL model: ``economy.points_per_ssl``, or 1 when only SSL settings are
+    searched (the other points of an SSL model would be copies of the first)."""
+    shared = ssl_params(space)
+    varies = any(n not in shared for n in space.searched())
+    return space.economy.points_per_ssl if varies else 1
 
 
 def define_by_run(space: SearchSpace) -> Callable[[Any], dict[str, Any]]:

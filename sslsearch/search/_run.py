@@ -16,7 +16,7 @@ from sslsearch import storage
 from sslsearch.config import SearchSpace, load_space, space_from_mapping, spaces_dir
 from sslsearch.errors import UserError
 from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdown, tune_environment
-from sslsearch.search._params import define_by_run
+from sslsearch.search._params import define_by_run, points_per_ssl
 from sslsearch.search._results import TRIALS_FILE, collect_trials, write_trials
 from sslsearch.search._trainable import make_trainable
 from sslsearch.trial import validate_space
@@ -275,8 +275,7 @@ def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions
 
 def ssl_trainings(space: SearchSpace) -> int:
     """Tune trials (SSL models) for ``budget.num_samples`` points."""
-    k = space.economy.points_per_ssl
-    return -(-space.budget.num_samples // k)
+    return -(-space.budget.num_samples // points_per_ssl(space))
 
 
 def _metadata(space: SearchSpace, study_url: str) -> dict[str, str]:

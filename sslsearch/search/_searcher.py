@@ -26,12 +26,12 @@ from optuna.trial import TrialState
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from sslsearch.config import Choices, SearchSpace
+from sslsearch.config import Choices, SearchSpace, space_from_mapping
+from sslsearch.search._params import points_per_ssl, spread_params, ssl_params
 
 log = logging.getLogger(__name__)
 TUNE_ID_ATTR = "tune_trial_id"  # the Ray Tune trial a point belongs to
 POINT_ID_ATTR = "trial_id"  # the point's id: trials.parquet's trial_id
-SSL_PARAMS = ("ssl_lambda", "ssl_type")  # what a trial's points share (with the space's fixed)
 
 
 def point_id(trial_id: str, point: int) -> str:
@@ -62,10 +62,12 @@ class ParetoOptunaSearch(OptunaSearch):
             numbers = [ot_trial.number]
             left = self.num_points - self.points_asked if self.num_points else 1 << 30
             k = max(1, min(self.points_per_ssl, left))
-            fixed = {n: v for n, v in ot_trial.params.items() if n in self._ssl_param_names()}
+            space = space_from_mapping(self._space.space_dict)  # type: ignore[union-attr]
+            fixed = {n: v for n, v in ot_trial.params.items() if n in ssl_params(space)}
             study: Any = self._ot_study
             for i in range(1, k):
-                study.enqueue_trial(fixed, skip_if_exists=False)
+                along = spread_params(space, ot_trial.params, i, k)
+                study.enqueue_trial({**fixed, **along}, skip_if_exists=False)
                 t = study.ask()
                 t.set_user_attr(TUNE_ID_ATTR, trial_id)
                 t.set_user_attr(POINT_ID_ATTR, point_id(trial_id, i))
@@ -75,13 +77,6 @@ class ParetoOptunaSearch(OptunaSearch):
             self.point_numbers[trial_id] = numbers
             self.point_params[trial_id] = points
         return {**params, "points": self.point_params.get(trial_id, [dict(params)])}
-
-    def _ssl_param_names(self) -> set[str]:
-        names = set(SSL_PARAMS)
-        space = getattr(self._space, "space_dict", {}).get("params", {})
-        if "ssl_type" not in space:  # the ssl type follows the prune type
-            names.add("prune_type")
-        return names
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if result.get("final") and "point" in result:
@@ -166,13 +161,24 @@ def read_budget(space_file: str) -> int | None:
     return space.budget.num_samples
 
 
+def set_user_attr(study: Any, trial: Any, key: str, value: Any) -> None:
+    """Set a user attribute on ``trial``, a FrozenTrial of ``study`` not yet finished.
+
+    The one place that reaches into Optuna's private API (``study._storage``,
+    ``trial._trial_id``): Optuna sets user attributes only through the live ``Trial`` object
+    of the process that asked it, and the trials marked here were asked earlier, or by a
+    driver that has since died. ``tests/test_searcher.py`` checks it on the installed Optuna.
+    """
+    study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
 ERRORED_ATTR = "errored"  # set on the points of a Tune trial that raised (still RUNNING)
 
 
 def mark_errored(study: Any, number: int) -> None:
     trial = study.trials[number] if number < len(study.trials) else None
     if trial is not None and not trial.state.is_finished():
-        study._storage.set_trial_user_attr(trial._trial_id, ERRORED_ATTR, True)
+        set_user_attr(study, trial, ERRORED_ATTR, True)
 
 
 def close_errored(
@@ -193,12 +199,12 @@ def close_errored(
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get(POINT_ID_ATTR)
         if pid in errors:
-            study._storage.set_trial_user_attr(t._trial_id, ERRORED_ATTR, True)
-            study._storage.set_trial_user_attr(t._trial_id, "reason", errors[pid][:500])
+            set_user_attr(study, t, ERRORED_ATTR, True)
+            set_user_attr(study, t, "reason", errors[pid][:500])
             study.tell(t.number, None, state=TrialState.FAIL, skip_if_finished=True)
             n += 1
         elif unfinished and pid in unfinished:
-            study._storage.set_trial_user_attr(t._trial_id, "reason", unfinished[pid][:500])
+            set_user_attr(study, t, "reason", unfinished[pid][:500])
             study.tell(t.number, None, state=TrialState.PRUNED, skip_if_finished=True)
             n += 1
     return n
@@ -241,7 +247,7 @@ def tell(
         if trial is None or trial.state.is_finished():
             return
         if reason:
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason[:500])
+            set_user_attr(study, trial, "reason", reason[:500])
         study.tell(number, values, state=state)
     except Exception as e:
         log.warning("could not record trial %s as %s (%s); marking it FAIL", number, state, e)
@@ -291,9 +297,10 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     s = space.sampler
     n = space.budget.num_samples
     startup = s.n_startup_trials if s.n_startup_trials is not None else max(2, min(10, n // 3))
-    if s.n_startup_trials is None and space.economy.points_per_ssl > 1:
+    k = points_per_ssl(space)
+    if s.n_startup_trials is None and k > 1:
         # the first two trials' points are asked before any finishes: random anyway
-        startup = min(startup, 2 * space.economy.points_per_ssl)
+        startup = min(startup, 2 * k)
     name = sampler_name(space)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
@@ -321,7 +328,7 @@ def make_searcher(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return ParetoOptunaSearch(
-            points_per_ssl=space.economy.points_per_ssl,
+            points_per_ssl=points_per_ssl(space),
             num_points=space.budget.num_samples,
             space=define_by_run,
             metric=[o.metric for o in space.objectives],
@@ -356,7 +363,7 @@ def reconcile_study(
         if state == TrialState.PRUNED:
             continue  # still unfinished on disk: Tune may resume it
         if reason:
-            study._storage.set_trial_user_attr(t._trial_id, "reason", reason[:500])
+            set_user_attr(study, t, "reason", reason[:500])
         study.tell(t.number, values, state=state, skip_if_finished=True)
         fixed += 1
     return fixed
@@ -370,7 +377,7 @@ def fail_orphans(storage_url: str, study_name: str, known: set[str]) -> int:
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get(POINT_ID_ATTR) not in known:
-            study._storage.set_trial_user_attr(t._trial_id, "reason", "lost with the driver")
+            set_user_attr(study, t, "reason", "lost with the driver")
             study.tell(t.number, None, state=TrialState.FAIL, skip_if_finished=True)
             n += 1
     return n
