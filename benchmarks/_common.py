@@ -148,6 +148,8 @@ def quantile(values: Sequence[float], q: float) -> float:
         return math.nan
     pos = q * (len(xs) - 1)
     lo = math.floor(pos)
+    if pos == lo:  # exact rank: no interpolation (inf stays inf instead of inf * 0 = nan)
+        return xs[lo]
     hi = min(lo + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 

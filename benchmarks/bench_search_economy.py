@@ -60,6 +60,12 @@ DIRECTIONS = ["max", "min"]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, default=3, help="sampler seeds per scheme")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. +seeds-1")
+    p.add_argument(
+        "--from-json",
+        default=None,
+        help="summarise the runs of an earlier result file again (no search is run)",
+    )
     p.add_argument(
         "--schemes",
         nargs="+",
@@ -158,18 +164,15 @@ def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dic
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    started = time.time()
-    machine = machine_info()
-    print_header("search economy: real searches, hypervolume vs wall time", machine)
+def run_all(args: argparse.Namespace, seeds: list[int]) -> list[dict[str, Any]]:
+    """Every scheme for every seed, interleaved, on one local Ray instance."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     base = Path(tempfile.mkdtemp(prefix="sslsearch-economy-"))
     runs: list[dict[str, Any]] = []
     try:
-        for seed in range(args.seeds):
+        for seed in seeds:
             for scheme in args.schemes:
                 r = run_one(args, scheme, seed, base)
                 runs.append(r)
@@ -182,6 +185,31 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         ray.shutdown()
         shutil.rmtree(base, ignore_errors=True)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.time()
+    machine = machine_info()
+    print_header("search economy: real searches, hypervolume vs wall time", machine)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    runs: list[dict[str, Any]] = []
+    if args.from_json:
+        import json
+
+        earlier = json.loads(Path(args.from_json).read_text())
+        runs = [
+            r
+            for r in earlier["results"]["runs"]
+            if r["scheme"] in args.schemes and r["seed"] in seeds
+        ]
+        args.measured = (
+            f"runs measured {earlier['started_at']} by `{earlier['command']}` "
+            f"(load average at the end {earlier.get('load_average_at_end')}); summarised again"
+        )
+    else:
+        runs = run_all(args, seeds)
 
     by = {(r["scheme"], r["seed"]): r for r in runs}
     table = []
@@ -197,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         if scheme != "old" and "old" in args.schemes:
             fracs, ahead, ahead_after = [], [], []
-            for seed in range(args.seeds):
+            for seed in seeds:
                 old, new = by[("old", seed)], by[(scheme, seed)]
                 t = time_to(new["curve"], old["final_hv"])
                 fracs.append(t / old["last_point_s"] if t is not None else float("inf"))
@@ -233,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     write_results(
         "bench_search_economy",
         machine=machine,
-        settings={k: v for k, v in vars(args).items() if k != "out"} | {"schemes_def": SCHEMES},
+        settings={k: v for k, v in vars(args).items() if k not in ("out", "measured")}
+        | {"schemes_def": SCHEMES},
         results={"table": table, "comparisons": comparisons, "runs": runs},
         started=started,
         notes=[
@@ -245,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
             "finished a point (a first point a second later reads as a lead of -HV otherwise)",
             "the dense baseline and the lambda = 0 reference points are off (the same for "
             "every scheme); old_gp: one SSL model per point with GP, the sampler's share",
+            *([args.measured] if getattr(args, "measured", None) else []),
         ],
         out=args.out,
     )
@@ -268,7 +298,7 @@ def _plot(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for r in runs:
         c = r["curve"]
         kw = {"color": colors[r["scheme"]], "alpha": 0.8, "where": "post"}
-        label = r["scheme"] if r["seed"] == 0 else None
+        label = r["scheme"] if r["seed"] == args.first_seed else None
         axes[0].step([p["t"] for p in c], [p["hv"] for p in c], label=label, **kw)
         axes[1].step([p["ssl_trainings"] for p in c], [p["hv"] for p in c], label=label, **kw)
     axes[0].set_xlabel("wall-clock seconds since the search started")
