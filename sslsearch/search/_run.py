@@ -18,7 +18,11 @@ from sslsearch.errors import UserError
 from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdown, tune_environment
 from sslsearch.search._params import define_by_run, points_per_ssl
 from sslsearch.search._results import TRIALS_FILE, collect_trials, write_trials
-from sslsearch.search._trainable import make_trainable
+from sslsearch.search._trainable import (
+    fill_missing_checkpoints,
+    make_trainable,
+    remove_placeholders,
+)
 from sslsearch.trial import validate_space
 
 log = logging.getLogger(__name__)
@@ -392,10 +396,19 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             storage.write_text_atomic(storage.join(exp_dir, STUDY_URL_FILE), study_url + "\n")
         elif _budget_raised(exp_dir, space):  # the restored search reads it (BudgetedSearch)
             storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
+        # a driver killed between Tune's snapshots can leave one naming a deleted checkpoint
+        placeholders = fill_missing_checkpoints(exp_dir) if opts.resume else []
+        if placeholders:
+            log.info(
+                "resume: %d empty placeholders for deleted checkpoints (Tune's last snapshot "
+                "may name one); each trial resumes from its newest checkpoint on disk",
+                len(placeholders),
+            )
         tuner = _tuner(space, exp_dir, study_url, opts)
         baseline = _start_baseline(space, exp_dir)
         try:
             tuner.fit()
+            remove_placeholders(exp_dir, placeholders)
             _run_references(space, exp_dir)
             _wait_baseline(baseline)
             _confirm_front(space, exp_dir, opts.confirm_front)

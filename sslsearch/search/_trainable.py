@@ -12,7 +12,7 @@ from typing import Any
 from sslsearch import storage as _storage
 from sslsearch.config import space_from_mapping
 from sslsearch.search._params import trial_config
-from sslsearch.trial import RESULT_FILE, point_id, run_points
+from sslsearch.trial import RESULT_FILE, STATE_FILE, point_id, run_points
 from sslsearch.trial._early import FrontStop
 
 SSL_MODELS_DIR = "ssl_models"  # the SSL models, shared by every node through the storage path
@@ -26,13 +26,8 @@ def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def latest_final_checkpoint(fs: Any, trial_path: str) -> tuple[int, str] | None:
-    """The newest checkpoint of a trial that holds its final result, if any.
-
-    Tune restores a trial from the checkpoint its last experiment snapshot knew of; if the
-    driver died after the trial finished but before the snapshot, that is an older epoch. The
-    final checkpoint on disk is the truth: a finished trial is then re-reported, not re-run.
-    """
+def _checkpoints(fs: Any, trial_path: str) -> list[tuple[int, str]]:
+    """The trial's checkpoint_<n> directories, newest first."""
     import pyarrow.fs as pafs
 
     info = fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True))
@@ -41,10 +36,101 @@ def latest_final_checkpoint(fs: Any, trial_path: str) -> tuple[int, str] | None:
         m = _CKPT.match(i.base_name)
         if m and i.type == pafs.FileType.Directory:
             found.append((int(m.group(1)), i.path))
-    for idx, path in sorted(found, reverse=True):
-        if fs.get_file_info(f"{path}/{RESULT_FILE}").type == pafs.FileType.File:
+    return sorted(found, reverse=True)
+
+
+def _has(fs: Any, path: str) -> bool:
+    import pyarrow.fs as pafs
+
+    return bool(fs.get_file_info(path).type == pafs.FileType.File)
+
+
+def latest_final_checkpoint(fs: Any, trial_path: str) -> tuple[int, str] | None:
+    """The newest checkpoint of a trial that holds its final result, if any.
+
+    Tune restores a trial from the checkpoint its last experiment snapshot knew of; if the
+    driver died after the trial finished but before the snapshot, that is an older epoch. The
+    final checkpoint on disk is the truth: a finished trial is then re-reported, not re-run.
+    """
+    for idx, path in _checkpoints(fs, trial_path):
+        if _has(fs, f"{path}/{RESULT_FILE}"):
             return idx, path
     return None
+
+
+def latest_state_checkpoint(fs: Any, trial_path: str) -> tuple[int, str] | None:
+    """The newest checkpoint of a trial that holds a trial state (not a placeholder)."""
+    for idx, path in _checkpoints(fs, trial_path):
+        if _has(fs, f"{path}/{STATE_FILE}"):
+            return idx, path
+    return None
+
+
+def resume_path(fs: Any, trial_path: str, given: str | None) -> str | None:
+    """The checkpoint a (re)started trial resumes from: the disk is the truth, not Tune.
+
+    ``given``: the checkpoint Tune restored the trial from (None: it starts afresh). The
+    newest checkpoint holding the final result wins if newer (a finished trial is re-reported,
+    not re-run); else the newest holding a trial state if newer than ``given`` or if ``given``
+    is a placeholder (``fill_missing_checkpoints``); None when there is nothing to resume.
+    """
+    known = _CKPT.match(Path(given).name) if given is not None else None
+    index = int(known.group(1)) if known is not None else -1
+    final = latest_final_checkpoint(fs, trial_path)
+    if final is not None and index < final[0]:
+        return final[1]
+    real = given is not None and (
+        _has(fs, f"{given}/{STATE_FILE}") or _has(fs, f"{given}/{RESULT_FILE}")
+    )
+    newest = latest_state_checkpoint(fs, trial_path)
+    if newest is not None and (index < newest[0] or not real):
+        return newest[1]
+    return given if real else None
+
+
+def fill_missing_checkpoints(exp_dir: str) -> list[str]:
+    """Before a resume: an empty placeholder for every checkpoint a trial no longer has.
+
+    Tune deletes a trial's older checkpoints (``num_to_keep``) as newer ones arrive, but
+    snapshots the experiment only every few seconds. A driver killed in between leaves a
+    snapshot naming a deleted checkpoint, and Tune's restore then fails the trial ("Could not
+    recover from checkpoint as it does not exist on storage anymore") on every retry: the
+    points it had not finished were lost. With a placeholder in its place the trial starts,
+    and the trainable resumes from the newest real checkpoint on disk instead
+    (``latest_state_checkpoint``). Returns the placeholders made (``remove_placeholders``
+    takes them away after the run).
+    """
+    from sslsearch import storage as st
+
+    fs, root = st.resolve(exp_dir)
+    import pyarrow.fs as pafs
+
+    made = []
+    for d in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        if d.type != pafs.FileType.Directory or not d.base_name.startswith("sslsearch_trial"):
+            continue
+        have = {idx for idx, _ in _checkpoints(fs, d.path)}
+        for idx in range(max(have, default=0)):
+            if idx not in have:
+                path = f"{d.path}/checkpoint_{idx:06d}"
+                fs.create_dir(path)
+                made.append(path)
+    return made
+
+
+def remove_placeholders(exp_dir: str, made: list[str]) -> None:
+    """Remove the placeholders ``fill_missing_checkpoints`` made that are still empty."""
+    from sslsearch import storage as st
+
+    fs, _ = st.resolve(exp_dir)
+    import pyarrow.fs as pafs
+
+    for path in made:
+        try:
+            if not fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+                fs.delete_dir(path)
+        except OSError:  # already gone (Tune deleted it) or not empty: leave it
+            pass
 
 
 def make_trainable(
@@ -95,14 +181,13 @@ def make_trainable(
             else:
                 tune.report(flat, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)))
 
-        ckpt = tune.get_checkpoint()
+        given = tune.get_checkpoint()
         storage = ctx.get_storage()
-        final = latest_final_checkpoint(storage.storage_filesystem, storage.trial_fs_path)
-        if final is not None:
-            known = _CKPT.match(Path(ckpt.path).name) if ckpt is not None else None
-            if known is None or int(known.group(1)) < final[0]:
-                log.info("trial %s already finished: re-reporting %s", tune_id, final[1])
-                ckpt = tune.Checkpoint(final[1], filesystem=storage.storage_filesystem)
+        fs = storage.storage_filesystem
+        path = resume_path(fs, storage.trial_fs_path, given.path if given is not None else None)
+        if path is not None and (given is None or path != given.path):
+            log.info("trial %s resumes from %s (Tune gave %s)", tune_id, path, given)
+        ckpt = tune.Checkpoint(path, filesystem=fs) if path is not None else None
         kw: dict[str, Any] = {"tags": tags, "point_ids": ids, "points_dir": points_dir}
         if ckpt is None:
             run_points(cfgs, report, stop=stop, **kw)
