@@ -219,3 +219,34 @@ def test_set_user_attr_marks_an_unfinished_trial_from_another_process(tmp_path: 
     assert again[running.number].user_attrs == {"reason": "lost with the driver"}
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # why callers set it first
         set_user_attr(other, other.trials[done.number], "reason", "too late")
+
+
+def test_a_point_finished_on_disk_but_never_heard_is_told_from_the_disk(tmp_path: Path) -> None:
+    """Kill/resume: a point finished just before the driver died and the resumed trial started
+    after it, so the new driver never heard its result; it was told PRUNED while trials.parquet
+    had it ok. Now its result.json on disk is told."""
+    import json
+
+    from sslsearch.search._params import define_by_run as dbr
+
+    space = space_from_mapping(
+        with_changes(
+            economy={"points_per_ssl": 2},
+            params={
+                "ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True},
+                "ratio": {"low": 0.1, "high": 0.8},
+            },
+            budget={"num_samples": 2, "max_concurrent": 1},
+        )
+    )
+    url = f"sqlite:///{tmp_path}/study.db"
+    points = tmp_path / "points"
+    s = make_searcher(space, url, space.name, dbr(space), str(points))
+    s.suggest("a")
+    (points / "a-0").mkdir(parents=True)
+    (points / "a-0" / "result.json").write_text(json.dumps(_final(0, "ok", 93.0)))
+    s.on_trial_complete("a", None)  # nothing reported in this driver's lifetime
+    study = optuna.load_study(study_name=space.name, storage=url)
+    by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
+    assert by_id["a-0"].state.name == "COMPLETE" and by_id["a-0"].values == [93.0, 1000, 0.5]
+    assert by_id["a-1"].state.name == "PRUNED"  # never finished: no result anywhere

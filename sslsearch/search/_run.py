@@ -19,6 +19,7 @@ from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdo
 from sslsearch.search._params import define_by_run, points_per_ssl
 from sslsearch.search._results import TRIALS_FILE, collect_trials, write_trials
 from sslsearch.search._trainable import (
+    POINTS_DIR,
     fill_missing_checkpoints,
     make_trainable,
     remove_placeholders,
@@ -248,7 +249,8 @@ def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions
     from sslsearch.search._progress import ProgressCallback
     from sslsearch.search._searcher import BudgetedSearch, make_searcher
 
-    searcher = make_searcher(space, study_url, space.name, define_by_run(space))
+    points_dir = storage.join(exp_dir, POINTS_DIR)
+    searcher = make_searcher(space, study_url, space.name, define_by_run(space), points_dir)
     base, name = exp_dir.rstrip("/").rsplit("/", 1)
     return tune.Tuner(
         trainable,

@@ -40,10 +40,24 @@ def point_id(trial_id: str, point: int) -> str:
     return _pid(trial_id, point)
 
 
+def stored_point(points_dir: str | None, pid: str) -> dict[str, Any] | None:
+    from sslsearch.trial import stored_point as _stored
+
+    return _stored(points_dir, pid)
+
+
 class ParetoOptunaSearch(OptunaSearch):
-    def __init__(self, *args: Any, points_per_ssl: int = 1, num_points: int = 0, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        points_per_ssl: int = 1,
+        num_points: int = 0,
+        points_dir: str | None = None,
+        **kw: Any,
+    ):
         super().__init__(*args, **kw)
         self.points_per_ssl = points_per_ssl
+        self.points_dir = points_dir  # where finished points are written: the disk's word
         self.num_points = num_points  # budget.num_samples: points in all (0: unbounded)
         self.points_asked = 0
         self.point_numbers: dict[str, list[int]] = {}  # Tune trial -> Optuna trial numbers
@@ -107,8 +121,11 @@ class ParetoOptunaSearch(OptunaSearch):
                 mark_errored(self._ot_study, number)
         else:
             for i in range(len(numbers)):
-                # points told on their result are finished already (tell skips them)
-                self._tell_point(trial_id, i, None, False)
+                # points told on their result are finished already (tell skips them); a point
+                # whose result this driver never heard (it finished just before a driver
+                # crash, and the resumed trial started after it) is told from the disk
+                stored = stored_point(getattr(self, "points_dir", None), point_id(trial_id, i))
+                self._tell_point(trial_id, i, stored, False)
         self._completed_trials.add(trial_id)
 
 
@@ -320,7 +337,11 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def make_searcher(
-    space: SearchSpace, storage_url: str, study_name: str, define_by_run: Any
+    space: SearchSpace,
+    storage_url: str,
+    study_name: str,
+    define_by_run: Any,
+    points_dir: str | None = None,
 ) -> ParetoOptunaSearch:
     import warnings
 
@@ -330,6 +351,7 @@ def make_searcher(
         return ParetoOptunaSearch(
             points_per_ssl=points_per_ssl(space),
             num_points=space.budget.num_samples,
+            points_dir=points_dir,
             space=define_by_run,
             metric=[o.metric for o in space.objectives],
             mode=[o.direction for o in space.objectives],

@@ -8,7 +8,7 @@ from sslsearch.trial._baseline import BASELINE_ID, baseline_config, run_baseline
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._early import dominated_reason
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
-from sslsearch.trial._pipeline import TrialResult, point_id, run_points, run_trial
+from sslsearch.trial._pipeline import TrialResult, point_id, run_points, run_trial, stored_point
 from sslsearch.trial._point import describe
 from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_FILE, Report, StopCheck
 from sslsearch.trial._ssl import SSLModel, ssl_model_id, train_ssl_model
@@ -40,6 +40,7 @@ __all__ = [
     "run_points",
     "run_trial",
     "ssl_model_id",
+    "stored_point",
     "train_ssl_model",
     "trained_with",
     "validate_space",

@@ -90,7 +90,8 @@ def _point_files(points_dir: str, pid: str) -> tuple[str, str]:
     return storage.join(d, RESULT_FILE), storage.join(d, MODEL_FILE)
 
 
-def _stored_final(points_dir: str | None, pid: str | None) -> dict[str, Any] | None:
+def stored_point(points_dir: str | None, pid: str | None) -> dict[str, Any] | None:
+    """The final result of point ``pid`` written under ``points_dir``, if it finished."""
     if not points_dir or not pid:
         return None
     path = _point_files(points_dir, pid)[0]
@@ -180,7 +181,7 @@ def run_points(
     while run.point < len(points):
         i = run.point
         cfg = points[i]
-        stored = _stored_final(points_dir, ids[i])
+        stored = stored_point(points_dir, ids[i])
         if stored is not None:  # finished before a crash, after its trial's last checkpoint
             log.info("point %s already finished: keeping its result", ids[i])
             resume = None
