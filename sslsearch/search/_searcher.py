@@ -77,7 +77,8 @@ class ParetoOptunaSearch(OptunaSearch):
             left = self.num_points - self.points_asked if self.num_points else 1 << 30
             k = max(1, min(self.points_per_ssl, left))
             space = space_from_mapping(self._space.space_dict)  # type: ignore[union-attr]
-            fixed = {n: v for n, v in ot_trial.params.items() if n in ssl_params(space)}
+            shared = ssl_params(space)
+            fixed = {n: v for n, v in ot_trial.params.items() if n in shared}
             study: Any = self._ot_study
             for i in range(1, k):
                 along = spread_params(space, ot_trial.params, i, k)
@@ -217,12 +218,10 @@ def close_errored(
         pid = t.user_attrs.get(POINT_ID_ATTR)
         if pid in errors:
             set_user_attr(study, t, ERRORED_ATTR, True)
-            set_user_attr(study, t, "reason", errors[pid][:500])
-            study.tell(t.number, None, state=TrialState.FAIL, skip_if_finished=True)
+            close_trial(study, t, TrialState.FAIL, reason=errors[pid])
             n += 1
         elif unfinished and pid in unfinished:
-            set_user_attr(study, t, "reason", unfinished[pid][:500])
-            study.tell(t.number, None, state=TrialState.PRUNED, skip_if_finished=True)
+            close_trial(study, t, TrialState.PRUNED, reason=unfinished[pid])
             n += 1
     return n
 
@@ -251,6 +250,19 @@ def errored_closed(storage_url: str, study_name: str) -> bool:
     )
 
 
+def close_trial(
+    study: Any,
+    trial: Any,
+    state: TrialState,
+    values: list[float] | None = None,
+    reason: str | None = None,
+) -> None:
+    """Finish ``trial`` (a FrozenTrial of ``study``, RUNNING) as ``state``, with its reason."""
+    if reason:
+        set_user_attr(study, trial, "reason", reason[:500])
+    study.tell(trial.number, values, state=state, skip_if_finished=True)
+
+
 def tell(
     study: Any,
     number: int,
@@ -263,9 +275,7 @@ def tell(
         trial = study.trials[number] if number < len(study.trials) else None
         if trial is None or trial.state.is_finished():
             return
-        if reason:
-            set_user_attr(study, trial, "reason", reason[:500])
-        study.tell(number, values, state=state)
+        close_trial(study, trial, state, values, reason)
     except Exception as e:
         log.warning("could not record trial %s as %s (%s); marking it FAIL", number, state, e)
         study.tell(number, None, state=TrialState.FAIL, skip_if_finished=True)
@@ -384,9 +394,7 @@ def reconcile_study(
         state, values, reason = classify(finals[pid], False, metrics)
         if state == TrialState.PRUNED:
             continue  # still unfinished on disk: Tune may resume it
-        if reason:
-            set_user_attr(study, t, "reason", reason[:500])
-        study.tell(t.number, values, state=state, skip_if_finished=True)
+        close_trial(study, t, state, values, reason)
         fixed += 1
     return fixed
 
@@ -399,7 +407,6 @@ def fail_orphans(storage_url: str, study_name: str, known: set[str]) -> int:
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get(POINT_ID_ATTR) not in known:
-            set_user_attr(study, t, "reason", "lost with the driver")
-            study.tell(t.number, None, state=TrialState.FAIL, skip_if_finished=True)
+            close_trial(study, t, TrialState.FAIL, reason="lost with the driver")
             n += 1
     return n

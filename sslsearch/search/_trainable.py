@@ -45,44 +45,32 @@ def _has(fs: Any, path: str) -> bool:
     return bool(fs.get_file_info(path).type == pafs.FileType.File)
 
 
-def latest_final_checkpoint(fs: Any, trial_path: str) -> tuple[int, str] | None:
-    """The newest checkpoint of a trial that holds its final result, if any.
-
-    Tune restores a trial from the checkpoint its last experiment snapshot knew of; if the
-    driver died after the trial finished but before the snapshot, that is an older epoch. The
-    final checkpoint on disk is the truth: a finished trial is then re-reported, not re-run.
-    """
-    for idx, path in _checkpoints(fs, trial_path):
-        if _has(fs, f"{path}/{RESULT_FILE}"):
-            return idx, path
-    return None
-
-
-def latest_state_checkpoint(fs: Any, trial_path: str) -> tuple[int, str] | None:
-    """The newest checkpoint of a trial that holds a trial state (not a placeholder)."""
-    for idx, path in _checkpoints(fs, trial_path):
-        if _has(fs, f"{path}/{STATE_FILE}"):
-            return idx, path
-    return None
+def _newest_with(fs: Any, found: list[tuple[int, str]], name: str) -> tuple[int, str] | None:
+    """The newest of ``found`` (newest first) that holds the file ``name``."""
+    return next(((idx, path) for idx, path in found if _has(fs, f"{path}/{name}")), None)
 
 
 def resume_path(fs: Any, trial_path: str, given: str | None) -> str | None:
     """The checkpoint a (re)started trial resumes from: the disk is the truth, not Tune.
 
-    ``given``: the checkpoint Tune restored the trial from (None: it starts afresh). The
-    newest checkpoint holding the final result wins if newer (a finished trial is re-reported,
-    not re-run); else the newest holding a trial state if newer than ``given`` or if ``given``
-    is a placeholder (``fill_missing_checkpoints``); None when there is nothing to resume.
+    ``given``: the checkpoint Tune restored the trial from (None: it starts afresh). Tune
+    restores a trial from the checkpoint its last experiment snapshot knew of, which may be
+    older than what is on disk (the driver died before the next snapshot) or deleted since (a
+    placeholder, ``fill_missing_checkpoints``). The newest checkpoint holding the final result
+    wins if newer (a finished trial is re-reported, not re-run); else the newest holding a
+    trial state if newer than ``given`` or if ``given`` is a placeholder; None when there is
+    nothing to resume.
     """
     known = _CKPT.match(Path(given).name) if given is not None else None
     index = int(known.group(1)) if known is not None else -1
-    final = latest_final_checkpoint(fs, trial_path)
+    found = _checkpoints(fs, trial_path)  # one listing for both questions
+    final = _newest_with(fs, found, RESULT_FILE)
     if final is not None and index < final[0]:
         return final[1]
     real = given is not None and (
         _has(fs, f"{given}/{STATE_FILE}") or _has(fs, f"{given}/{RESULT_FILE}")
     )
-    newest = latest_state_checkpoint(fs, trial_path)
+    newest = _newest_with(fs, found, STATE_FILE)
     if newest is not None and (index < newest[0] or not real):
         return newest[1]
     return given if real else None
@@ -97,7 +85,7 @@ def fill_missing_checkpoints(exp_dir: str) -> list[str]:
     recover from checkpoint as it does not exist on storage anymore") on every retry: the
     points it had not finished were lost. With a placeholder in its place the trial starts,
     and the trainable resumes from the newest real checkpoint on disk instead
-    (``latest_state_checkpoint``). Returns the placeholders made (``remove_placeholders``
+    (``resume_path``). Returns the placeholders made (``remove_placeholders``
     takes them away after the run).
     """
     from sslsearch import storage as st
