@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sslsearch.report import compute_front
+from sslsearch.search._cluster import _LOOPBACK_ENV as LOOPBACK_ENV
 
 from .spaces import write_space
 
@@ -58,8 +59,11 @@ class Cluster:
         self.root = Path(tempfile.mkdtemp(prefix="sslrt", dir="/tmp"))  # short: socket paths
         token = self.root / "token"
         token.write_text(secrets.token_hex(32))
+        # a local search earlier in this process set the single-machine switch in os.environ;
+        # `ray start` refuses a multi-node cluster under it
+        inherited = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV}
         self.env = {
-            **os.environ,
+            **inherited,
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(token),
             "RAY_USAGE_STATS_ENABLED": "0",
