@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sslsearch.config._trial import DataConfig, Recipe
+from sslsearch.config._trial import AMOUNT_KEYS, BUDGET_KEYS, DataConfig, Recipe
 from sslsearch.config._typed import ConfigError, convert, did_you_mean, from_mapping, to_mapping
 from sslsearch.registry import LAMBDA_KEYS
 
@@ -25,7 +25,12 @@ PARAM_TYPES: dict[str, type] = {
     "prune_way": str,
     "ratio": float,
     "blocks": int,
+    "flops_budget": float,
+    "params_budget": float,
+    "latency_budget": float,
+    "min_width_share": float,
 }
+
 OBJECTIVE_MODES = {
     "top1": "max",
     "top5": "max",
@@ -223,6 +228,18 @@ class SearchSpace:
             raise ConfigError("objectives", f"an objective is listed twice: {metrics}")
         for name, value in self.params.items():
             param_spec(name, value)  # raises ConfigError with the right key
+        amounts = [k for k in AMOUNT_KEYS if k in self.params]
+        if len(amounts) > 1:
+            raise ConfigError(
+                f"params.{amounts[1]}",
+                f"a space prunes to one target: {' and '.join(amounts)} are alternatives "
+                "(keep one)",
+            )
+        if amounts and amounts[0] in BUDGET_KEYS and "blocks" in self.params:
+            raise ConfigError(
+                "params.blocks",
+                f"with {amounts[0]}, depth_wise removes blocks to the budget: drop blocks",
+            )
 
     def param_specs(self) -> dict[str, Range | Choices | Any]:
         return {k: param_spec(k, v) for k, v in self.params.items()}
@@ -289,6 +306,10 @@ def _check_value(name: str, v: Any, key: str) -> None:
         raise ConfigError(key, f"ssl_lambda must be finite and >= 0, got {v}")
     if name == "blocks" and int(v) < 0:
         raise ConfigError(key, f"blocks must be >= 0, got {v}")
+    if name in BUDGET_KEYS and not 0.0 < float(v) <= 1.0:
+        raise ConfigError(key, f"{name} is a share of the dense model's cost in (0, 1], got {v}")
+    if name == "min_width_share" and not 0.0 <= float(v) <= 1.0:
+        raise ConfigError(key, f"min_width_share must be in [0, 1], got {v}")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

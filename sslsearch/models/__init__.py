@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
-from sslsearch.models._blocks import ResidualShortcut, is_residual_block, residual_blocks
+from sslsearch.models._blocks import (
+    ResidualShortcut,
+    is_residual_block,
+    residual_blocks,
+    residual_branch_parameters,
+)
 from sslsearch.models._io import (
     atomic_torch_save,
     load_model,
@@ -40,6 +45,7 @@ __all__ = [
     "model_payload",
     "register_model",
     "residual_blocks",
+    "residual_branch_parameters",
     "safe_torch_load",
     "save_model",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sslsearch.config import AMOUNT_KEYS
 from sslsearch.search._cluster import PendingWatch
 
 log = logging.getLogger("sslsearch.progress")
@@ -29,8 +30,16 @@ def describe_params(cfg: dict[str, Any]) -> str:
         return f"{parts[0]} {len(points)} points"
     if cfg.get("blocks") is not None and int(cfg["blocks"]) >= 0:  # a point's result: -1 = none
         parts.append(f"blocks={cfg['blocks']}")
-    elif cfg.get("ratio") is not None:
-        parts.append(f"ratio={_fmt(cfg.get('ratio'), '.3f')}")
+    else:
+        for k in AMOUNT_KEYS:
+            v = cfg.get(k)
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                parts.append(
+                    f"{k.replace('_budget', '')}<={_fmt(v, '.3f')}"
+                    if k != "ratio"
+                    else f"ratio={_fmt(v, '.3f')}"
+                )
+                break
     for k in ("prune_type", "prune_way"):
         if k in cfg:
             parts.append(str(cfg[k]))

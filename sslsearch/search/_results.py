@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sslsearch import storage
+from sslsearch.config import AMOUNT_KEYS, PRUNING_KEYS
 from sslsearch.report._arrow import typed_table
 from sslsearch.search._trainable import CONFIRM_DIR, POINTS_DIR, REFERENCE_DIR
 from sslsearch.trial import BASELINE_ID, MODEL_FILE, RESULT_FILE, point_id
@@ -43,6 +44,10 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("prune_way", pa.string()),
     ("ratio", pa.float64()),
     ("blocks", pa.int64()),
+    ("flops_budget", pa.float64()),
+    ("params_budget", pa.float64()),
+    ("latency_budget", pa.float64()),
+    ("min_width_share", pa.float64()),
     ("seed", pa.int64()),
     ("epochs", pa.int64()),
     ("finetune_epochs", pa.int64()),
@@ -61,6 +66,9 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("params_before", pa.int64()),
     ("size_mb_before", pa.float64()),
     ("actual_ratio", pa.float64()),
+    ("budget_achieved", pa.float64()),
+    ("budget_note", pa.string()),
+    ("at_floor", pa.string()),
     ("groups_total", pa.int64()),
     ("groups_removed", pa.int64()),
     ("removed_blocks", pa.string()),
@@ -171,7 +179,7 @@ def collect_trials(
             row["trial_id"] = point_id(tune_id, i)
             row["trial_dir"] = name
             row["role"] = "search"
-            for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", "ratio", "blocks"):
+            for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", *PRUNING_KEYS):
                 row[k] = p.get(k)
             result = results.get(row["trial_id"])
             if result is not None:
@@ -190,8 +198,9 @@ def collect_trials(
                 row["last_epoch"] = last
             if row["blocks"] is not None and int(row["blocks"]) < 0:
                 row["blocks"] = None
-            if isinstance(row.get("ratio"), float) and row["ratio"] != row["ratio"]:
-                row["ratio"] = None
+            for k in AMOUNT_KEYS:  # NaN in a result: not used by this point
+                if isinstance(row.get(k), float) and row[k] != row[k]:
+                    row[k] = None
             rows.append(row)
     rows.sort(key=lambda r: (r["trial_dir"], r["trial_id"]))
     rows += _side_rows(exp_dir, REFERENCE_DIR, "reference")

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from sslsearch import storage
-from sslsearch.config import SearchSpace, load_space, space_from_mapping, spaces_dir
+from sslsearch.config import PRUNING_KEYS, SearchSpace, load_space, space_from_mapping, spaces_dir
 from sslsearch.errors import UserError
 from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdown, tune_environment
 from sslsearch.search._params import define_by_run, points_per_ssl
@@ -477,7 +477,7 @@ def _run_references(space: SearchSpace, exp_dir: str) -> None:
     from sslsearch.search._results import collect_trials
     from sslsearch.search._trainable import reference_job
 
-    keys = ("ssl_type", "prune_type", "prune_way", "ratio", "blocks", "trial_id")
+    keys = ("ssl_type", "prune_type", "prune_way", *PRUNING_KEYS, "trial_id")
     choices = [
         {k: r[k] for k in keys if r.get(k) is not None}
         for r in collect_trials(exp_dir)

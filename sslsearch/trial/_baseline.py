@@ -30,6 +30,9 @@ def baseline_config(cfg: TrialConfig) -> TrialConfig:
         prune_way="group_lasso",
         ratio=0.0,
         blocks=None,
+        flops_budget=None,
+        params_budget=None,
+        latency_budget=None,
         cache_dir=None,
         out_dir=None,
     )

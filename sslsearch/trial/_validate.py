@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sslsearch.config import Choices, ConfigError, Range, SearchSpace, TrialConfig
+from sslsearch.config import AMOUNT_KEYS, Choices, ConfigError, Range, SearchSpace, TrialConfig
 from sslsearch.data import get_dataset_spec
 from sslsearch.errors import UserError
 from sslsearch.models import get_model_spec
@@ -91,10 +91,15 @@ def _validate_space(space: SearchSpace) -> None:
         check_combination(space.arch, v, "filter_wise", "params.ssl_type")
     for v in prune_types:
         check_combination(space.arch, "filter_wise", v, "params.prune_type")
-    if any(t != "depth_wise" for t in prune_types) and "ratio" not in specs:
-        raise ConfigError("params.ratio", "required for prune types other than depth_wise")
-    if "depth_wise" in prune_types and "blocks" not in specs and "ratio" not in specs:
-        raise ConfigError("params.blocks", "depth_wise needs blocks (a number or a range)")
+    amount = [k for k in AMOUNT_KEYS if k in specs]
+    if any(t != "depth_wise" for t in prune_types) and not amount:
+        raise ConfigError(
+            "params.flops_budget",
+            "say how far to prune: flops_budget, params_budget or latency_budget (a share of "
+            "the dense model's cost to keep), or ratio",
+        )
+    if "depth_wise" in prune_types and "blocks" not in specs and not amount:
+        raise ConfigError("params.blocks", "depth_wise needs blocks or a budget")
     if "ssl_lambda" not in specs:
         raise ConfigError("params.ssl_lambda", "required (a value or a range)")
     if "blocks" in specs and "depth_wise" not in prune_types:
