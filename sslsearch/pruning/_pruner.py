@@ -704,7 +704,9 @@ def prune(
         groups_total=total,
         groups_removed=gone,
         flops_before=flops_before,
-        flops_after=count_flops(work, input_shape),
+        flops_after=int(achieved)
+        if target and target.kind == "flops" and achieved is not None
+        else count_flops(work, input_shape),
         params_before=params_before,
         params_after=count_params(work),
         removed_channels=removed_channels,
