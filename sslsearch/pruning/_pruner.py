@@ -259,11 +259,6 @@ class _Target:
     def absolute(self) -> float:
         return self.share * self.dense
 
-    def met(self, cost: float) -> bool:
-        if self.kind == "latency":
-            return abs(cost - self.absolute) <= self.tolerance * self.absolute
-        return cost <= self.absolute
-
 
 def _note(target: _Target, achieved: float, finest: tuple[str, float] | None) -> str:
     gap = target.share - achieved

@@ -98,7 +98,8 @@ def spread(spec: Range, first: float, i: int, k: int) -> float | int:
 
 
 def spread_params(space: SearchSpace, first: dict[str, Any], i: int, k: int) -> dict[str, Any]:
-    """The spread numeric pruning choices (ratio, blocks) of point ``i`` given point 0's."""
+    """The spread numeric pruning choices (budget, ratio, blocks) of point ``i`` given point
+    0's."""
     specs = space.param_specs()
     return {
         n: spread(spec, first[n], i, k)
