@@ -137,6 +137,7 @@ def trial_config(
         blocks=params.get("blocks") if prune_type == "depth_wise" else None,
         seed=space.seed,
         threads=threads,
+        warm_start=space.weights,
         cache_dir=cache_dir,
     )
 
