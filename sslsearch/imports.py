@@ -61,7 +61,7 @@ def add_search_dir(path: str | os.PathLike[str]) -> None:
 def search_dirs() -> list[str]:
     """Where modules not importable as they are are looked for: the space files' directories,
     then the current directory."""
-    return [*_search_dirs, os.getcwd()]
+    return list(dict.fromkeys([*_search_dirs, os.getcwd()]))
 
 
 def _holds(directory: str, top: str) -> bool:

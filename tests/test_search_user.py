@@ -102,3 +102,15 @@ def test_the_users_modules_are_shipped_and_the_weights_copied_into_the_experimen
     assert stage_weights(space, exp_dir).weights == staged.weights
     assert Path(staged.weights).read_bytes() == Path(weights).read_bytes()
     assert space_from_mapping(space.to_dict()).weights == space.weights
+
+
+def test_an_error_raised_in_a_worker_keeps_its_message() -> None:
+    """Ray pickles a trial's exception to the driver: a ConfigError (a user module that does not
+    import on a node) must arrive as itself, not as a TypeError about its constructor."""
+    import pickle
+
+    from sslsearch.config import ConfigError
+
+    e = ConfigError("arch", "arch 'm:f': cannot import module 'm'", "space.yaml")
+    back = pickle.loads(pickle.dumps(e))
+    assert isinstance(back, ConfigError) and str(back) == str(e) and back.key == "arch"
