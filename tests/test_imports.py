@@ -240,3 +240,31 @@ def test_loading_a_model_file_of_a_missing_factory_is_a_model_file_error(
     atomic_torch_save(payload, tmp_path / "m.pt")
     with pytest.raises(ModelFileError, match="holds a model of your factory gone_module_abc:cnn"):
         load_model(tmp_path / "m.pt")
+
+
+def test_trial_takes_the_users_model_data_and_weights(
+    user: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sslsearch.cli import main
+
+    models, data = user
+    arch = f"{models}:small_cnn"
+    weights = tmp_path / "w.pt"
+    save_model(create_model(arch, 4, 1), weights, arch=arch, num_classes=4, in_channels=1)
+    args = ["trial", "--arch", arch, "--dataset", f"{data}:load", "--epochs", "1"]
+    args += ["--finetune-epochs", "1", "--ratio", "0.5", "--threads", "1", "--json"]
+    assert main([*args, "--weights", str(weights)]) == 0
+    import json
+
+    m = json.loads(capsys.readouterr().out)
+    assert (m["arch"], m["dataset"], m["weights"], m["status"]) == (
+        arch,
+        f"{data}:load",
+        str(weights),
+        "ok",
+    )
+    assert m["flops"] < m["flops_before"]
+    # a factory that raises: one line, exit code 2
+    assert main(["trial", "--arch", f"{models}:raises", "--dataset", f"{data}:load"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("sslsearch: error:") == 1 and "raised ValueError" in err
