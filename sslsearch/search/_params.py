@@ -152,6 +152,7 @@ def trial_config(
         min_width_share=params.get("min_width_share", MIN_WIDTH_SHARE),
         seed=space.seed,
         threads=threads,
+        warm_start=space.weights,
         cache_dir=cache_dir,
         **amount,
     )
