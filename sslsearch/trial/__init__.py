@@ -11,6 +11,7 @@ from sslsearch.trial._baseline import (
     run_baseline,
 )
 from sslsearch.trial._cache import SSLCache
+from sslsearch.trial._distill import Distiller, distill_kl, read_teacher
 from sslsearch.trial._early import dominated_reason
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
 from sslsearch.trial._pipeline import TrialResult, point_id, run_points, run_trial, stored_point
@@ -31,6 +32,7 @@ __all__ = [
     "MODEL_FILE",
     "RESULT_FILE",
     "STATE_FILE",
+    "Distiller",
     "EvalStats",
     "FinetuneResult",
     "NonFiniteLoss",
@@ -43,6 +45,7 @@ __all__ = [
     "check_combination",
     "check_user_parts",
     "describe",
+    "distill_kl",
     "dominated_reason",
     "evaluate",
     "finetune",
@@ -50,6 +53,7 @@ __all__ = [
     "measure_weights_baseline",
     "pick_device",
     "point_id",
+    "read_teacher",
     "read_weights",
     "run_baseline",
     "run_points",

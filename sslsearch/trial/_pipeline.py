@@ -29,7 +29,13 @@ from sslsearch import storage
 from sslsearch.config import TrialConfig
 from sslsearch.models import model_payload, safe_torch_load, save_model
 from sslsearch.storage import write_text_atomic
-from sslsearch.trial._point import base_final, finetune_point, measure_point, prune_point
+from sslsearch.trial._point import (
+    base_final,
+    finetune_point,
+    measure_point,
+    prune_point,
+    read_teachers,
+)
 from sslsearch.trial._run import (
     MODEL_FILE,
     RESULT_FILE,
@@ -143,6 +149,7 @@ def run_points(
     started = time.perf_counter()
     run = Run(points[0], report or _log_report, tags or {})
     check_trial_start(points[0], run.data)
+    read_teachers(run, points)
     run.extra["started_at"] = time.time()
     resume: dict[str, Any] | None = None
     if resume_from is not None:
