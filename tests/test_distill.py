@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,27 @@ def test_a_trial_says_what_it_distilled_from(baseline_file: Path) -> None:
     own = run_trial(_cfg(recipe={"distill_weight": 0.5}))
     assert own.status == "ok" and own.metrics["distilled_from"] == "ssl_model"
     assert json.loads(own.metrics["config"])["recipe"]["distill_weight"] == 0.5
+
+
+def test_a_distilled_point_resumed_mid_finetune_ends_as_an_uninterrupted_one(
+    baseline_file: Path, tmp_path: Path
+) -> None:
+    cfg = _cfg(recipe={"finetune_epochs": 2, "distill_weight": 0.5}, teacher=str(baseline_file))
+    full = run_trial(cfg).metrics
+    saved: list[Path] = []
+
+    def stop_after_first_finetune_epoch(metrics: dict[str, Any], ckpt: Path | None) -> None:
+        if ckpt is not None:
+            saved.append(Path(shutil.copytree(ckpt, tmp_path / f"c{len(saved)}")))
+        if metrics.get("phase") == "finetune":
+            raise KeyboardInterrupt("simulated stop")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, stop_after_first_finetune_epoch)
+    resumed = run_trial(cfg, resume_from=saved[-1]).metrics
+    assert resumed["distilled_from"] == "baseline"
+    for k in ("top1", "test_top1", "flops"):
+        assert resumed[k] == pytest.approx(full[k]), k
 
 
 def test_a_user_teacher_is_named_by_its_path(tmp_path: Path) -> None:
