@@ -137,7 +137,7 @@ def point(cfg: TrialConfig, exp: Path, pid: str) -> dict[str, Any]:
         return dict(json.loads(row_path.read_text()))
     clock: list[tuple[str, float]] = []
 
-    def report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
+    def report(metrics: dict[str, Any], checkpoint: Path | None = None) -> None:
         if not metrics.get("final"):
             clock.append((str(metrics["phase"]), time.process_time()))
 

@@ -226,7 +226,7 @@ def test_a_missing_or_foreign_teacher_stops_the_trial_before_ssl_training(
     with pytest.raises(ModelFileError, match="teacher not found"):
         run_trial(
             _cfg(recipe={"distill_weight": 0.5}, teacher=str(tmp_path / "none.pt")),
-            lambda m, c: reports.append(m),
+            lambda m, *_: reports.append(m),
         )
     assert reports == []  # nothing trained
     four = tmp_path / "four.pt"
