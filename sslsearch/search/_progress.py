@@ -48,6 +48,19 @@ def describe_params(cfg: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _pct(v: Any) -> float:
+    try:
+        return 100.0 * float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _at_floor(layers: Any) -> str:
+    """', 2 layers at the floor' for the SSL model's layers held at their floor (or '')."""
+    n = len([x for x in str(layers).split(",") if x]) if layers else 0
+    return f", {n} layer{'s' if n != 1 else ''} at the floor" if n else ""
+
+
 class ProgressCallback(Callback):
     """One line per finished trial; every ``every_s`` seconds a table of the running ones."""
 
@@ -95,12 +108,16 @@ class ProgressCallback(Callback):
         head = f"[{self._done}/{self.num_samples}] {r.get('trial_id', '?')} {describe_params(r)}"
         if r.get("status") == "ok":
             log.info(
-                "%s: top1 %s  FLOPs %sM  size %sMB  actual ratio %s  (%ss)",
+                "%s: top1 %s  FLOPs %sM  size %sMB  actual ratio %s  SSL: zero %s%% removable "
+                "FLOPs %s%%%s  (%ss)",
                 head,
                 _fmt(r.get("top1"), ".2f"),
                 _fmt(float(r.get("flops", math.nan)) / 1e6, ".3f"),
                 _fmt(r.get("size_mb"), ".3f"),
                 _fmt(r.get("actual_ratio"), ".3f"),
+                _fmt(_pct(r.get("exact_zero_share")), ".1f"),
+                _fmt(_pct(r.get("removable_flops_share")), ".1f"),
+                _at_floor(r.get("ssl_at_floor")),
                 _fmt(r.get("point_seconds"), ".1f"),
             )
         elif r.get("status") == "stopped":
