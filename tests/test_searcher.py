@@ -203,6 +203,30 @@ def test_progress_line_shows_blocks_only_for_depth_wise_points() -> None:
     assert "blocks=2" in describe_params({"ssl_lambda": 0.01, "blocks": 2, "ratio": None})
 
 
+def test_progress_line_shows_the_ssl_models_exact_zeros_and_layers_at_the_floor(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from sslsearch.search._progress import ProgressCallback
+
+    cb = ProgressCallback(num_samples=2)
+    point = {"status": "ok", "top1": 97.5, "flops": 1e6, "size_mb": 0.1, "actual_ratio": 0.4}
+    with caplog.at_level(logging.INFO, logger="sslsearch.progress"):
+        cb._point_line({**point, "exact_zero_share": 0.0, "removable_flops_share": 0.0})
+        cb._point_line(
+            {
+                **point,
+                "exact_zero_share": 0.625,
+                "removable_flops_share": 0.5,
+                "ssl_at_floor": "features.0,features.3",
+            }
+        )
+    first, second = [r.getMessage() for r in caplog.records]
+    assert "zero 0.0% removable FLOPs 0.0%" in first and "floor" not in first
+    assert "zero 62.5% removable FLOPs 50.0%, 2 layers at the floor" in second
+
+
 def test_set_user_attr_marks_an_unfinished_trial_from_another_process(tmp_path: Path) -> None:
     """The one use of Optuna's private API: fails here, not mid-search, if Optuna changes it."""
     from sslsearch.search._searcher import set_user_attr

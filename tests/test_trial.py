@@ -140,6 +140,28 @@ def test_exploding_loss_fails_the_trial_with_a_reason(tmp_path: Path) -> None:
     assert json.loads((rec.checkpoints[-1] / RESULT_FILE).read_text())["status"] == "failed"
 
 
+def test_layers_held_at_their_floor_are_reported_and_the_figures_are_exact() -> None:
+    one = {**QUICK, "epochs": 1, "finetune_epochs": 0}
+    m = run_trial(_cfg(ssl_lambda=1000.0, recipe=one)).metrics
+    assert m["status"] == "ok"
+    convs = ["features.0", "features.3", "features.7", "features.10", "features.14", "features.17"]
+    assert sorted(m["ssl_at_floor"].split(",")) == sorted(convs)
+    floors = dict(zip(convs, [8, 8, 8, 8, 16, 16]))  # 10% of the width, at least 8, rounded to 8
+    assert json.loads(m["narrowest_width"]) == floors
+    assert m["exact_zero_share"] == pytest.approx(1 - sum(floors.values()) / 448)
+    assert 0.9 < m["removable_flops_share"] < 1 and 0.9 < m["removable_params_share"] < 1
+
+
+def test_shape_wise_runs_when_asked() -> None:
+    one = {**QUICK, "epochs": 1, "finetune_epochs": 0}
+    cfg = _cfg(ssl_type="shape_wise", ssl_lambda=30.0, recipe=one, allow_unmatched_prune=True)
+    m = run_trial(cfg).metrics
+    assert m["status"] == "ok" and m["exact_zero_share"] > 0.5
+    # only the input channels it emptied whole in every reader are removable (a zero shape saves
+    # nothing: tests/test_sparsity_report.py)
+    assert m["removable_flops_share"] < m["exact_zero_share"]
+
+
 def test_cache_hit_skips_ssl_training_and_gives_the_same_model(tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
     first = run_trial(_cfg(cache_dir=cache, ratio=0.5))
