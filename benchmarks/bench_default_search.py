@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--python", default=sys.executable, help="interpreter (default: this one)")
     p.add_argument("--keep", default=None, help="keep the experiments under this directory")
     p.add_argument("--from-json", default=None, help="summarise a saved run again")
+    p.add_argument(
+        "--analyse",
+        nargs="+",
+        default=None,
+        help="summarise kept experiment directories (<label>/seed<S>) without running",
+    )
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -166,6 +172,31 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     if a.from_json:
         summarise(json.loads(Path(a.from_json).read_text())["results"]["runs"])
+        return
+    if a.analyse:
+        runs = []
+        for d in map(Path, a.analyse):
+            if (d / "hypervolume.json").exists():
+                seed = int(d.name.removeprefix("seed")) if d.name.startswith("seed") else -1
+                runs.append(
+                    {
+                        "label": d.parent.name,
+                        "checkout": None,
+                        "seed": seed,
+                        "wall_s": None,
+                        "load": None,
+                        "analysis": analyse(d),
+                    }
+                )
+        summarise(runs)
+        write_results(
+            "bench_default_search",
+            machine=machine_info(),
+            settings=vars(a),
+            results={"runs": runs},
+            started=time.time(),
+            out=a.out,
+        )
         return
     started = time.time()
     machine = machine_info()

@@ -191,7 +191,8 @@ def test_a_trial_directory_without_params_gets_its_points_from_the_study(tmp_pat
     assert [r["trial_id"] for r in rows] == ["abc123-0", "abc123-1"]
     for r, p in zip(rows, asked):
         assert r["status"] == "stopped"
-        assert r["ssl_lambda"] == p["ssl_lambda"] and r["ratio"] == p["ratio"]
+        assert r["ssl_lambda"] == p["ssl_lambda"]
+        assert r["flops_budget"] == p["flops_budget"]
 
 
 def test_progress_line_shows_blocks_only_for_depth_wise_points() -> None:

@@ -74,8 +74,16 @@ def _refuse_overwrite(out: Path, force: bool) -> None:
 
 def add_trial(p: argparse.ArgumentParser) -> None:
     """Run one trial: SSL training, pruning, fine-tuning, evaluation and cost measurement."""
-    p.add_argument("--arch", default="vgg_small", help="model (see `sslsearch list`)")
-    p.add_argument("--dataset", default="digits", help="digits | cifar10 | cifar100 | imagefolder")
+    p.add_argument(
+        "--arch",
+        default="vgg_small",
+        help="model (see `sslsearch list`), or your factory: module:function",
+    )
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits | cifar10 | cifar100 | imagefolder, or your dataset function: module:function",
+    )
     p.add_argument("--data-root", default="data", help="where the dataset lives on this node")
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--image-size", type=int, default=None, help="resize inputs (seed: 224)")
@@ -126,9 +134,14 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument(
+        "--weights",
         "--warm-start",
+        dest="warm_start",
         default=None,
-        help="dense model file to start SSL training from (a pruned one: use `sslsearch finetune`)",
+        metavar="FILE",
+        help="start SSL training from these weights: a dense model file or a state_dict, path "
+        "or URI (the space's `weights:`; --warm-start: its old name; a pruned model: use "
+        "`sslsearch finetune`)",
     )
     p.add_argument("--cache-dir", default=None, help="reuse SSL-trained models across trials")
     p.add_argument("--out", default=None, help="write model.pt and result.json here")
@@ -422,7 +435,9 @@ def cmd_prune(a: argparse.Namespace) -> int:
 def add_profile(p: argparse.ArgumentParser) -> None:
     """FLOPs (multiply-adds, fvcore), parameters, size (MB) and measured latency of a model."""
     add_model_argument(p, "profile a saved (pruned) model file (or give --arch)")
-    p.add_argument("--arch", default=None, help="model name (or give a model file)")
+    p.add_argument(
+        "--arch", default=None, help="model name or module:function (or give a model file)"
+    )
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument(

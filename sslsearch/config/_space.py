@@ -187,14 +187,16 @@ class Reference:
     """What an experiment measures besides its search.
 
     ``baseline``: the dense, unpruned model trained with the same recipe (SSL epochs +
-    fine-tuning epochs, no penalty), once per experiment (reused on resume), as a row with
-    ``role: baseline`` in trials.parquet.
+    fine-tuning epochs, no penalty; from the space's ``weights`` when it has them), once per
+    experiment (reused on resume), as a row with ``role: baseline`` in trials.parquet.
+    ``baseline: weights``: the space's ``weights`` measured as they are, no training (the model
+    the user already has is the reference).
     ``lambda0``: reference points: after the search, one SSL model at lambda = 0 (plain
     training) pruned and fine-tuned at every pruning choice the search finished, as rows with
     ``role: reference`` (what SSL adds on the task).
     """
 
-    baseline: bool = False
+    baseline: bool | Literal["weights"] = False
     lambda0: bool = False
 
 
@@ -202,7 +204,10 @@ class Reference:
 class SearchSpace:
     name: str = "default"
     description: str = ""
-    arch: str = "vgg_small"
+    arch: str = "vgg_small"  # a registered or torchvision name, or your factory: module:function
+    # SSL training starts from these weights (TrialConfig.warm_start): a model file written by
+    # sslsearch or a plain state_dict of ``arch``; a local path or a storage URI
+    weights: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     recipe: Recipe = field(default_factory=Recipe)
     params: dict[str, Any] = field(default_factory=dict)
@@ -242,6 +247,12 @@ class SearchSpace:
                 "params.blocks",
                 f"with {amounts[0]}, depth_wise removes blocks to the budget: drop blocks",
             )
+        if self.reference.baseline == "weights" and not self.weights:
+            raise ConfigError(
+                "reference.baseline", "'weights' measures the space's weights, but it has none"
+            )
+        if self.weights is not None and not self.weights.strip():
+            raise ConfigError("weights", "empty path (leave the key out to train from scratch)")
 
     def param_specs(self) -> dict[str, Range | Choices | Any]:
         return {k: param_spec(k, v) for k, v in self.params.items()}

@@ -15,6 +15,7 @@ here; the pruner checks the real count after pruning and tightens its target whe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,18 +27,15 @@ from sslsearch.sparsity import Group
 COST_KINDS = ("flops", "params", "latency")
 
 
-def spatial_sizes(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, float]:
-    """Per conv: output positions; per Linear: positions it is applied to; per BatchNorm:
-    input positions (all at batch 1, as ``count_flops`` counts)."""
-    sizes: dict[nn.Module, float] = {}
+def layer_shapes(
+    model: nn.Module, example: torch.Tensor
+) -> dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(input, output) shape without the batch of every conv, Linear and BatchNorm, from one
+    eval-mode forward pass of ``example[:1]`` (batch 1, as ``count_flops`` counts)."""
+    shapes: dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        if isinstance(mod, nn.Conv2d):
-            sizes[mod] = float(out[0, 0].numel())
-        elif isinstance(mod, nn.Linear):
-            sizes[mod] = float(inp[0][:1].numel() / max(mod.in_features, 1))
-        else:
-            sizes[mod] = float(inp[0][0, 0].numel()) if inp[0].dim() > 1 else 1.0
+        shapes[mod] = (tuple(inp[0].shape[1:]), tuple(out.shape[1:]))
 
     kinds = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
@@ -50,7 +48,21 @@ def spatial_sizes(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, fl
         model.train(was)
         for h in hooks:
             h.remove()
-    return sizes
+    return shapes
+
+
+def spatial_sizes(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, float]:
+    """Per conv: output positions; per Linear: positions it is applied to; per BatchNorm:
+    input positions."""
+    out: dict[nn.Module, float] = {}
+    for mod, (inp, outp) in layer_shapes(model, example).items():
+        if isinstance(mod, nn.Conv2d):
+            out[mod] = float(math.prod(outp[1:]))
+        elif isinstance(mod, nn.Linear):
+            out[mod] = float(math.prod(inp) / max(mod.in_features, 1))
+        else:
+            out[mod] = float(math.prod(inp[1:]))
+    return out
 
 
 def _flops_coef(mod: nn.Module, pname: str, p: torch.Tensor, size: float | None) -> float:

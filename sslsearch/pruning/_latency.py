@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from sslsearch.metrics import measure_latency
-from sslsearch.pruning._cost import CostModel
+from sslsearch.pruning._cost import CostModel, layer_shapes
 from sslsearch.sparsity import COLS, CONV_IN, ROWS, Group
 
 log = logging.getLogger(__name__)
@@ -238,29 +238,6 @@ class LatencyModel:
         return TableCostModel.build_tables(self, model, groups, example)
 
 
-def _input_shapes(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, tuple[int, ...]]:
-    shapes: dict[nn.Module, tuple[int, ...]] = {}
-
-    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        shapes[mod] = tuple(inp[0].shape[1:])
-
-    hooks = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example[:1])
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
-    return shapes
-
-
 def _interp(xs: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bracketing indices and weights of ``x`` in ``xs`` (linear extrapolation at the ends)."""
     if len(xs) == 1:
@@ -286,7 +263,7 @@ class TableCostModel(CostModel):
     ) -> TableCostModel:
         base_model = CostModel.build(model, groups, example, "params", 0.0)
         index = base_model.axis_index
-        shapes = _input_shapes(model, example)
+        shapes = {m: ins for m, (ins, _) in layer_shapes(model, example).items()}
         tables, widths, ax0, ax1, names, coef = [], [], [], [], [], []
         for name, mod in model.named_modules():
             if not isinstance(mod, (nn.Conv2d, nn.Linear)) or mod not in shapes:

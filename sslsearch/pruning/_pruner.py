@@ -259,11 +259,6 @@ class _Target:
     def absolute(self) -> float:
         return self.share * self.dense
 
-    def met(self, cost: float) -> bool:
-        if self.kind == "latency":
-            return abs(cost - self.absolute) <= self.tolerance * self.absolute
-        return cost <= self.absolute
-
 
 def _note(target: _Target, achieved: float, finest: tuple[str, float] | None) -> str:
     gap = target.share - achieved
@@ -704,7 +699,9 @@ def prune(
         groups_total=total,
         groups_removed=gone,
         flops_before=flops_before,
-        flops_after=count_flops(work, input_shape),
+        flops_after=int(achieved)
+        if target and target.kind == "flops" and achieved is not None
+        else count_flops(work, input_shape),
         params_before=params_before,
         params_after=count_params(work),
         removed_channels=removed_channels,

@@ -100,7 +100,8 @@ def spread(spec: Range, first: float, i: int, k: int) -> float | int:
 
 
 def spread_params(space: SearchSpace, first: dict[str, Any], i: int, k: int) -> dict[str, Any]:
-    """The spread numeric pruning choices (ratio, blocks) of point ``i`` given point 0's."""
+    """The spread numeric pruning choices (budget, ratio, blocks) of point ``i`` given point
+    0's."""
     specs = space.param_specs()
     return {
         n: spread(spec, first[n], i, k)
@@ -155,6 +156,7 @@ def trial_config(
         allow_unmatched_prune=bool(params.get("allow_unmatched_prune", False)),
         seed=space.seed,
         threads=threads,
+        warm_start=space.weights,
         cache_dir=cache_dir,
         **amount,
     )

@@ -107,14 +107,19 @@ class ProgressCallback(Callback):
         self._done += 1
         head = f"[{self._done}/{self.num_samples}] {r.get('trial_id', '?')} {describe_params(r)}"
         if r.get("status") == "ok":
+            floor = [x for x in str(r.get("at_floor") or "").split(",") if x]
             log.info(
-                "%s: top1 %s  FLOPs %sM  size %sMB  actual ratio %s  SSL: zero %s%% removable "
-                "FLOPs %s%%%s  (%ss)",
+                "%s: top1 %s  FLOPs %sM%s  size %sMB  actual ratio %s%s  SSL: zero %s%% "
+                "removable FLOPs %s%%%s  (%ss)",
                 head,
                 _fmt(r.get("top1"), ".2f"),
                 _fmt(float(r.get("flops", math.nan)) / 1e6, ".3f"),
+                f" (budget reached: {_fmt(100 * r['budget_achieved'], '.1f')}%)"
+                if isinstance(r.get("budget_achieved"), (int, float))
+                else "",
                 _fmt(r.get("size_mb"), ".3f"),
                 _fmt(r.get("actual_ratio"), ".3f"),
+                f"  {len(floor)} layer(s) at their floor" if floor else "",
                 _fmt(_pct(r.get("exact_zero_share")), ".1f"),
                 _fmt(_pct(r.get("removable_flops_share")), ".1f"),
                 _at_floor(r.get("ssl_at_floor")),

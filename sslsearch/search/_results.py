@@ -52,6 +52,7 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("seed", pa.int64()),
     ("epochs", pa.int64()),
     ("finetune_epochs", pa.int64()),
+    ("weights", pa.string()),  # the starting weights SSL training read (null: from scratch)
     ("top1", pa.float64()),
     ("top5", pa.float64()),
     ("test_top1", pa.float64()),

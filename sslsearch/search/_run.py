@@ -24,7 +24,8 @@ from sslsearch.search._trainable import (
     make_trainable,
     remove_placeholders,
 )
-from sslsearch.trial import validate_space
+from sslsearch.search._user import absolute_weights, look_beside, stage_weights, user_modules
+from sslsearch.trial import check_user_parts, validate_space
 
 log = logging.getLogger(__name__)
 SPACE_FILE = "space.yaml"
@@ -90,9 +91,10 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str]:
     if opts.resume:
         return _prepare_resume(opts)
     path = _space_file(opts)
+    look_beside(path)  # the space may name modules beside its file (arch: my_models:cnn)
     space = load_space(path, opts.overrides)
     validate_space(space, path)
-    space = _absolute_data_root(space)
+    space = absolute_weights(_absolute_data_root(space))
     exp_dir = _exp_dir(space)
     base = exp_dir.rstrip("/").rsplit("/", 1)[0]
     try:
@@ -113,6 +115,7 @@ def _prepare_resume(opts: SearchOptions) -> tuple[SearchSpace, str]:
         o for o in opts.overrides if o.split("=", 1)[0] in ("name", "storage_path")
     ]
     others = [o for o in opts.overrides if o not in raw_name_overrides]
+    look_beside(opts.space)
     base = (
         load_space(_space_file(opts), raw_name_overrides)
         if opts.space or DEFAULT_SPACE.is_file()
@@ -349,9 +352,13 @@ def finish(
 
 def run_search(opts: SearchOptions) -> SearchOutcome:
     space, exp_dir = prepare(opts)
+    data = None
     if opts.address is None:
-        _check_local_data(space)
+        data = _check_local_data(space)
         _check_local_gpus(space, opts.num_gpus)
+    if not opts.resume:  # a resume reads the experiment's copy of the weights
+        check_user_parts(space, data)
+    modules = user_modules(space)
     study_url = _study_url(opts, exp_dir, space)
     tune_environment()
     cluster = connect(
@@ -361,6 +368,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         dashboard=opts.dashboard,
         dashboard_port=opts.dashboard_port,
         verbose=opts.verbose,
+        user_modules=modules,
     )
     interrupted = False
     max_running = 0
@@ -406,14 +414,15 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
                 "may name one); each trial resumes from its newest checkpoint on disk",
                 len(placeholders),
             )
-        tuner = _tuner(space, exp_dir, study_url, opts)
-        baseline = _start_baseline(space, exp_dir)
+        runs = stage_weights(space, exp_dir)  # trials read the experiment's copy
+        tuner = _tuner(runs, exp_dir, study_url, opts)
+        baseline = _start_baseline(runs, exp_dir)
         try:
             tuner.fit()
             remove_placeholders(exp_dir, placeholders)
-            _run_references(space, exp_dir)
+            _run_references(runs, exp_dir)
             _wait_baseline(baseline)
-            _confirm_front(space, exp_dir, opts.confirm_front)
+            _confirm_front(runs, exp_dir, opts.confirm_front)
         except KeyboardInterrupt:
             interrupted = True
         progress = _progress_callback(tuner)
@@ -598,11 +607,11 @@ def _check_local_gpus(space: SearchSpace, num_gpus: int | None) -> None:
         )
 
 
-def _check_local_data(space: SearchSpace) -> None:
+def _check_local_data(space: SearchSpace) -> Any:
     """On one machine the data must be there before anything starts (clusters: per node)."""
     from sslsearch.data import load_datasets
 
-    load_datasets(space.data)
+    return load_datasets(space.data)
 
 
 __all__ = [

@@ -42,7 +42,7 @@ from sslsearch.trial._run import (
 )
 from sslsearch.trial._ssl import SSLModel, load_ssl_model, train_ssl_model
 from sslsearch.trial._train import NonFiniteLoss
-from sslsearch.trial._validate import validate_trial
+from sslsearch.trial._validate import check_trial_start, validate_trial
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ def run_points(
     ids = list(point_ids) if point_ids is not None else [None] * len(points)
     started = time.perf_counter()
     run = Run(points[0], report or _log_report, tags or {})
+    check_trial_start(points[0], run.data)
     run.extra["started_at"] = time.time()
     resume: dict[str, Any] | None = None
     if resume_from is not None:

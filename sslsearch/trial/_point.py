@@ -48,6 +48,7 @@ def describe(cfg: TrialConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "epochs": cfg.recipe.epochs,
         "finetune_epochs": cfg.recipe.finetune_epochs,
+        "weights": cfg.warm_start,  # what SSL training started from (None: from scratch)
     }
 
 
