@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--weightings", nargs="+", default=["gradient", "none", "flops"], choices=SSL_WEIGHTINGS
     )
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--only-seeds", nargs="+", type=int, default=None, help="run these seeds (of --seeds)"
+    )
     p.add_argument("--epochs", type=int, default=5, help="SSL epochs (the short recipe)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs (linear)")
@@ -81,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-decade", type=int, default=4, help="grid steps per decade")
     p.add_argument("--low", type=float, default=1e-4, help="smallest lambda of the grid")
     p.add_argument("--high", type=float, default=30.0, help="largest lambda of the grid")
+    p.add_argument("--order", choices=("weighting", "seed"), default="weighting")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rows", default=str(RESULTS_DIR / "bench_lambda_transfer.rows.jsonl"))
     p.add_argument("--summarize", action="store_true", help="only summarise the saved rows")
@@ -289,7 +293,21 @@ def search_star(arch: str, w: str, seed: int, args: argparse.Namespace) -> None:
     def works(j: int) -> bool:
         return bool(evaluate_at(arch, w, seed, g[j], args)["works"])
 
-    i = start_index(g, arch, w, args, load_rows(args.rows, args))
+    rows = load_rows(args.rows, args)
+    done = {  # grid index -> works, of the runs already saved for this network, weighting, seed
+        j: bool(rows[k]["works"])
+        for j in range(n)
+        if (k := key(arch, w, seed, g[j], args.epochs, args.lr)) in rows
+    }
+    if any(done.values()):  # start from what the saved runs bracket already
+        hi = min(j for j, ok in done.items() if ok)
+        lo = max((j for j, ok in done.items() if not ok and j < hi), default=-1)
+        if lo >= 0 or hi == 0:
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if works(mid) else (mid, hi)
+            return
+    i = start_index(g, arch, w, args, rows)
     lo, hi = (-1, i) if works(i) else (i, n)  # lo fails (-1: below the grid), hi works (n: none)
     while hi == n:
         j = min(lo + stride, n - 1)
@@ -309,8 +327,10 @@ def search_star(arch: str, w: str, seed: int, args: argparse.Namespace) -> None:
 def lambda_stars(
     rows: dict[tuple[Any, ...], dict[str, Any]], epochs: int, g: list[float]
 ) -> dict[str, dict[str, dict[int, dict[str, Any] | None]]]:
-    """weighting -> arch -> seed -> the row of the smallest lambda that works, given that the
-    next grid value below it was run and failed (else None: not bracketed yet)."""
+    """weighting -> arch -> seed -> the row of the smallest lambda that works, given that a
+    smaller grid lambda was run and failed (else None: not bracketed yet). The row gets
+    ``below``: the largest failing lambda under it (the bracket; the next grid value when the
+    bisection ran at ``--per-decade``, a coarser step when a network ran on a coarser grid)."""
     by: dict[tuple[str, str, int], dict[float, dict[str, Any]]] = {}
     for r in rows.values():
         if r["lambda"] <= 0:
@@ -322,10 +342,9 @@ def lambda_stars(
         star = None
         if working:
             lam = working[0]
-            i = min(range(len(g)), key=lambda i: abs(g[i] - lam))
-            below = runs.get(g[i - 1]) if i > 0 else None
-            if i == 0 or (below is not None and not below["works"]):
-                star = runs[lam]
+            below = [x for x, r in runs.items() if x < lam and not r["works"]]
+            if below or lam <= g[0] * 1.0001:
+                star = {**runs[lam], "below": max(below) if below else None}
         out.setdefault(w, {}).setdefault(arch, {})[seed] = star
     return out
 
@@ -362,7 +381,8 @@ def summarize(args: argparse.Namespace, started: float, machine: dict[str, Any])
     table, detail, spreads = [], [], {}
     for w in [w for w in SSL_WEIGHTINGS if w in stars]:
         line: dict[str, Any] = {"weighting": w}
-        medians = []
+        medians: list[float] = []
+        named: dict[str, float] = {}
         for arch in archs:
             seeds = stars[w].get(arch, {})
             vals = [r["lambda"] for r in seeds.values() if r is not None]
@@ -371,8 +391,21 @@ def summarize(args: argparse.Namespace, started: float, machine: dict[str, Any])
                 continue
             med = statistics.median(vals)
             medians.append(med)
+            named[arch] = med
             line[arch] = f"{med:.3g} ({'/'.join(f'{v:.3g}' for v in vals)})"
+            coarse = [r for r in seeds.values() if r is not None and r["below"] is not None]
+            step = 10 ** (1 / args.per_decade) * 1.001
+            if any(r["lambda"] / r["below"] > step for r in coarse):  # a coarser bracket
+                lows = "/".join(f"{r['below']:.3g}" for r in coarse)
+                line[arch] += f", fails at {lows}"
             at = [r for r in seeds.values() if r is not None]
+            # the run just below lambda* (the bracket): how sharp the step to half the FLOPs is
+            under = [
+                rows[k]
+                for r in at
+                if r["below"] is not None
+                and (k := key(arch, w, r["seed"], r["below"], args.epochs, args.lr)) in rows
+            ]
             refs = [ref[(arch, r["seed"])] for r in at if (arch, r["seed"]) in ref]
             detail.append(
                 {
@@ -380,18 +413,23 @@ def summarize(args: argparse.Namespace, started: float, machine: dict[str, Any])
                     "arch": arch,
                     "lambda_star": med,
                     "seeds": len(vals),
+                    "fails_at": statistics.median(b)
+                    if (b := [r["below"] for r in at if r["below"]])
+                    else None,
                     "removable_flops_pct": 100 * _mean(r["removable_flops_share"] for r in at),
                     "exact_zero_pct": 100 * _mean(r["exact_zero_share"] for r in at),
                     "ssl_top1": _mean_sd([r["ssl_top1_bn"] for r in at]),
                     "pruned_top1": _mean_sd([r["pruned_top1"] for r in at]),
                     "at_floor": f"{_mean(r['ssl_at_floor'] for r in at):.1f}/{at[0]['layers']}",
+                    "below_removable_pct": 100 * _mean(r["removable_flops_share"] for r in under),
+                    "below_ssl_top1": _mean_sd([r["ssl_top1_bn"] for r in under]),
                     "ref_ssl_top1": _mean_sd([r["ssl_top1_bn"] for r in refs]) if refs else "-",
                     "ref_pruned_top1": _mean_sd([r["pruned_top1"] for r in refs]) if refs else "-",
                 }
             )
         if len(medians) >= 2:
             spread = math.log10(max(medians) / min(medians))
-            spreads[w] = {"decades": spread, "networks": len(medians), "lambdas": medians}
+            spreads[w] = {"decades": spread, "networks": len(medians), "lambda_star": named}
             line["spread"] = f"{spread:.2f}"
         table.append(line)
     cols = [Col("weighting", "weighting")] + [Col(a, f"lambda* {a}") for a in archs]
@@ -403,10 +441,13 @@ def summarize(args: argparse.Namespace, started: float, machine: dict[str, Any])
             Col("weighting", "weighting"),
             Col("arch", "model"),
             Col("lambda_star", "lambda*", ".3g"),
+            Col("fails_at", "fails at", ".3g"),
             Col("removable_flops_pct", "removable FLOPs %", ".1f"),
             Col("exact_zero_pct", "exactly zero %", ".1f"),
             Col("ssl_top1", "top-1 after SSL (BN re-est.)"),
             Col("pruned_top1", "right after pruning to 50% FLOPs"),
+            Col("below_removable_pct", "at 'fails at': removable %", ".1f"),
+            Col("below_ssl_top1", "at 'fails at': top-1 after SSL"),
             Col("ref_ssl_top1", "lambda=0: top-1 (BN re-est.)"),
             Col("ref_pruned_top1", "lambda=0: right after pruning"),
             Col("at_floor", "layers at floor"),
@@ -469,11 +510,16 @@ def main(argv: list[str] | None = None) -> None:
             f"epoch), batch {args.batch_size}; "
             f"grid {args.per_decade}/decade in [{args.low:g}, {args.high:g}]; rows: {args.rows}",
         )
-        for w in args.weightings:  # the first weighting (the default) first, on every seed
-            for seed in range(args.seeds):
-                for arch in args.archs:
-                    search_star(arch, w, seed, args)
-        for seed in range(args.seeds):  # the lambda = 0 reference last
+        # weighting-major: the first weighting (the default) on every seed first; seed-major:
+        # every weighting on the first seed first (a long network's comparison, early)
+        seeds = [s for s in range(args.seeds) if args.only_seeds is None or s in args.only_seeds]
+        pairs = [(w, seed) for w in args.weightings for seed in seeds]
+        if args.order == "seed":
+            pairs.sort(key=lambda p: p[1])
+        for w, seed in pairs:
+            for arch in args.archs:
+                search_star(arch, w, seed, args)
+        for seed in seeds:  # the lambda = 0 reference last
             for arch in args.archs:
                 evaluate_at(arch, "-", seed, 0.0, args)
     summarize(args, started, machine)

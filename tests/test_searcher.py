@@ -275,3 +275,21 @@ def test_a_point_finished_on_disk_but_never_heard_is_told_from_the_disk(tmp_path
     by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
     assert by_id["a-0"].state.name == "COMPLETE" and by_id["a-0"].values == [93.0, 1000, 0.5]
     assert by_id["a-1"].state.name == "PRUNED"  # never finished: no result anywhere
+
+
+def test_trials_parquet_carries_the_ssl_models_figures(tmp_path: Path) -> None:
+    import json
+
+    from sslsearch.search._results import _result_row, trials_table
+    from sslsearch.trial import run_trial
+
+    one = {"epochs": 1, "finetune_epochs": 0, "batch_size": 64}
+    cfg = {"arch": "vgg_small", "ssl_lambda": 1000.0, "ssl_weighting": "none", "recipe": one}
+    m = run_trial({**cfg, "ratio": 0.0, "threads": 1, "latency_repeats": 1}).metrics
+    row = trials_table([_result_row(str(tmp_path), m, "t1", "search", "t1/model.pt")]).to_pylist()
+    (r,) = row
+    assert r["ssl_weighting"] == "none"
+    assert r["exact_zero_share"] == m["exact_zero_share"] > 0.5
+    assert 0.9 < r["removable_flops_share"] < 1 and 0.9 < r["removable_params_share"] < 1
+    assert len(r["ssl_at_floor"].split(",")) == 6  # every layer held at its floor
+    assert json.loads(r["narrowest_width"])["features.0"] == 8

@@ -118,6 +118,31 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(
         assert resumed[k] == pytest.approx(full[k]), k
 
 
+def test_a_run_resumed_mid_ssl_keeps_the_group_weights_it_measured_at_the_start(
+    tmp_path: Path,
+) -> None:
+    # the gradient weighting is measured on the model SSL training starts from; measured again
+    # on the resumed (half-sparse) model it would give other thresholds and another SSL model
+    cfg = _cfg(ssl_lambda=0.5, ssl_weighting="gradient")
+    full = Recorder(tmp_path / "full")
+    (tmp_path / "full").mkdir()
+    run_trial(cfg, full)
+    rec = Recorder(tmp_path, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, rec)
+    rest = Recorder(tmp_path / "rest")
+    (tmp_path / "rest").mkdir()
+    run_trial(cfg, rest, resume_from=rec.checkpoints[-1])
+
+    def last_ssl_epoch(r: Recorder) -> dict[str, Any]:
+        return [m for m in r.metrics if not m["final"] and m["phase"] == "ssl"][-1]
+
+    a, b = last_ssl_epoch(full), last_ssl_epoch(rest)
+    assert a["exact_zero_share"] > 0  # SSL acted: the weights decided what went
+    for k in ("penalty", "loss", "exact_zero_share", "removable_flops_share", "val_top1"):
+        assert b[k] == pytest.approx(a[k], rel=1e-6), k
+
+
 def test_resuming_a_finished_trial_reports_it_again_without_work(tmp_path: Path) -> None:
     rec = Recorder(tmp_path)
     first = run_trial(_cfg(), rec)
