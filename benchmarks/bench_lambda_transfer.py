@@ -379,6 +379,7 @@ def summarize(args: argparse.Namespace, started: float, machine: dict[str, Any])
     archs = [a for a in NETWORKS if any(a in stars.get(w, {}) for w in stars)]
     ref = {(r["arch"], r["seed"]): r for r in rows.values() if r["lambda"] == 0}
     table, detail, spreads = [], [], {}
+    bounds: dict[str, dict[str, str]] = {}  # weighting -> arch -> a bound, where not bracketed
     for w in [w for w in SSL_WEIGHTINGS if w in stars]:
         line: dict[str, Any] = {"weighting": w}
         medians: list[float] = []
@@ -386,8 +387,19 @@ def summarize(args: argparse.Namespace, started: float, machine: dict[str, Any])
         for arch in archs:
             seeds = stars[w].get(arch, {})
             vals = [r["lambda"] for r in seeds.values() if r is not None]
-            if not vals:
-                line[arch] = "-"
+            if not vals:  # not bracketed: the bound the runs give, if any
+                mine = [r for r in rows.values() if (r["arch"], r["weighting"]) == (arch, w)]
+                ok = [r["lambda"] for r in mine if r["works"]]
+                bad = [r["lambda"] for r in mine if not r["works"]]
+                line[arch] = (
+                    f"<= {min(ok):.3g} (not bracketed)"
+                    if ok
+                    else f"> {max(bad):.3g} (none works)"
+                    if bad
+                    else "-"
+                )
+                if ok or bad:
+                    bounds.setdefault(w, {})[arch] = line[arch]
                 continue
             med = statistics.median(vals)
             medians.append(med)
@@ -463,6 +475,7 @@ def summarize(args: argparse.Namespace, started: float, machine: dict[str, Any])
         settings={**vars(args), "grid": g, "flops_budget": FLOPS_BUDGET, "max_drop": MAX_DROP},
         results={
             "spread": spreads,
+            "not_bracketed": bounds,
             "table": table,
             "at_lambda_star": detail,
             "lambda_star_rows": {

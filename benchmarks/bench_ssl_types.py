@@ -378,9 +378,16 @@ def main(argv: list[str] | None = None) -> None:
         f"weighting {args.weighting}, lambda grid {args.lambdas}, {args.seeds} seeds",
     )
     chosen: dict[tuple[str, str], float] = {}
+    saved = load_rows(args.rows)
     for arch in args.archs:
         for t in args.types:
             if t == "depth_wise" and arch.startswith("vgg"):
+                continue
+            if args.summarize:  # the saved rows only: what choose() picked, if it got there
+                first = [lam for lam in args.lambdas if _key(arch, t, lam, 0) in saved]
+                met = [lam for lam in first if saved[_key(arch, t, lam, 0)].get("meets")]
+                if met or (first and first[-1] == args.lambdas[-1]):
+                    chosen[(arch, t)] = met[0] if met else first[-1]
                 continue
             lam = choose(arch, t, args)
             chosen[(arch, t)] = lam
