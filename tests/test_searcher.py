@@ -204,6 +204,30 @@ def test_progress_line_shows_blocks_only_for_depth_wise_points() -> None:
     assert "blocks=2" in describe_params({"ssl_lambda": 0.01, "blocks": 2, "ratio": None})
 
 
+def test_progress_line_shows_the_ssl_models_exact_zeros_and_layers_at_the_floor(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from sslsearch.search._progress import ProgressCallback
+
+    cb = ProgressCallback(num_samples=2)
+    point = {"status": "ok", "top1": 97.5, "flops": 1e6, "size_mb": 0.1, "actual_ratio": 0.4}
+    with caplog.at_level(logging.INFO, logger="sslsearch.progress"):
+        cb._point_line({**point, "exact_zero_share": 0.0, "removable_flops_share": 0.0})
+        cb._point_line(
+            {
+                **point,
+                "exact_zero_share": 0.625,
+                "removable_flops_share": 0.5,
+                "ssl_at_floor": "features.0,features.3",
+            }
+        )
+    first, second = [r.getMessage() for r in caplog.records]
+    assert "zero 0.0% removable FLOPs 0.0%" in first and "floor" not in first
+    assert "zero 62.5% removable FLOPs 50.0%, 2 layers at the floor" in second
+
+
 def test_set_user_attr_marks_an_unfinished_trial_from_another_process(tmp_path: Path) -> None:
     """The one use of Optuna's private API: fails here, not mid-search, if Optuna changes it."""
     from sslsearch.search._searcher import set_user_attr
@@ -251,3 +275,21 @@ def test_a_point_finished_on_disk_but_never_heard_is_told_from_the_disk(tmp_path
     by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
     assert by_id["a-0"].state.name == "COMPLETE" and by_id["a-0"].values == [93.0, 1000, 0.5]
     assert by_id["a-1"].state.name == "PRUNED"  # never finished: no result anywhere
+
+
+def test_trials_parquet_carries_the_ssl_models_figures(tmp_path: Path) -> None:
+    import json
+
+    from sslsearch.search._results import _result_row, trials_table
+    from sslsearch.trial import run_trial
+
+    one = {"epochs": 1, "finetune_epochs": 0, "batch_size": 64}
+    cfg = {"arch": "vgg_small", "ssl_lambda": 1000.0, "ssl_weighting": "none", "recipe": one}
+    m = run_trial({**cfg, "ratio": 0.0, "threads": 1, "latency_repeats": 1}).metrics
+    row = trials_table([_result_row(str(tmp_path), m, "t1", "search", "t1/model.pt")]).to_pylist()
+    (r,) = row
+    assert r["ssl_weighting"] == "none"
+    assert r["exact_zero_share"] == m["exact_zero_share"] > 0.5
+    assert 0.9 < r["removable_flops_share"] < 1 and 0.9 < r["removable_params_share"] < 1
+    assert len(r["ssl_at_floor"].split(",")) == 6  # every layer held at its floor
+    assert json.loads(r["narrowest_width"])["features.0"] == 8

@@ -58,7 +58,8 @@ def test_reports_every_epoch_and_a_complete_final_row(tmp_path: Path) -> None:
     ]
     assert [m["global_epoch"] for m in epochs] == list(range(1, 7))
     for m in epochs:
-        assert {"loss", "penalty", "val_top1", "val_top5", "group_sparsity"} <= m.keys()
+        assert {"loss", "penalty", "val_top1", "val_top5", "exact_zero_share"} <= m.keys()
+        assert {"removable_flops_share", "removable_params_share", "ssl_at_floor"} <= m.keys()
     final = rec.metrics[-1]
     assert final["final"] and final["status"] == "ok" and final == result.metrics
     for key in (
@@ -94,7 +95,7 @@ def test_digits_small_vgg_reaches_95_percent_at_ratio_0_3() -> None:
 def test_same_seed_same_result() -> None:
     a = run_trial(_cfg()).metrics
     b = run_trial(_cfg()).metrics
-    for k in ("top1", "top5", "flops", "params", "ssl_top1", "group_sparsity"):
+    for k in ("top1", "top5", "flops", "params", "ssl_top1", "exact_zero_share", "narrowest_width"):
         assert a[k] == b[k], k
 
 
@@ -117,6 +118,31 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(
         assert resumed[k] == pytest.approx(full[k]), k
 
 
+def test_a_run_resumed_mid_ssl_keeps_the_group_weights_it_measured_at_the_start(
+    tmp_path: Path,
+) -> None:
+    # the gradient weighting is measured on the model SSL training starts from; measured again
+    # on the resumed (half-sparse) model it would give other thresholds and another SSL model
+    cfg = _cfg(ssl_lambda=0.5, ssl_weighting="gradient")
+    full = Recorder(tmp_path / "full")
+    (tmp_path / "full").mkdir()
+    run_trial(cfg, full)
+    rec = Recorder(tmp_path, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, rec)
+    rest = Recorder(tmp_path / "rest")
+    (tmp_path / "rest").mkdir()
+    run_trial(cfg, rest, resume_from=rec.checkpoints[-1])
+
+    def last_ssl_epoch(r: Recorder) -> dict[str, Any]:
+        return [m for m in r.metrics if not m["final"] and m["phase"] == "ssl"][-1]
+
+    a, b = last_ssl_epoch(full), last_ssl_epoch(rest)
+    assert a["exact_zero_share"] > 0  # SSL acted: the weights decided what went
+    for k in ("penalty", "loss", "exact_zero_share", "removable_flops_share", "val_top1"):
+        assert b[k] == pytest.approx(a[k], rel=1e-6), k
+
+
 def test_resuming_a_finished_trial_reports_it_again_without_work(tmp_path: Path) -> None:
     rec = Recorder(tmp_path)
     first = run_trial(_cfg(), rec)
@@ -130,12 +156,35 @@ def test_resuming_a_finished_trial_reports_it_again_without_work(tmp_path: Path)
 
 def test_exploding_loss_fails_the_trial_with_a_reason(tmp_path: Path) -> None:
     rec = Recorder(tmp_path)
-    result = run_trial(_cfg(ssl_lambda=1e36), rec)
+    # (a huge lambda no longer does it: the floor rule holds every layer at its floor)
+    result = run_trial(_cfg(recipe={**QUICK, "lr": 1e20}), rec)
     assert result.status == "failed"
     assert result.error is not None and "loss became" in result.error
     final = rec.metrics[-1]
     assert final["final"] and final["status"] == "failed" and "loss became" in final["error"]
     assert json.loads((rec.checkpoints[-1] / RESULT_FILE).read_text())["status"] == "failed"
+
+
+def test_layers_held_at_their_floor_are_reported_and_the_figures_are_exact() -> None:
+    one = {**QUICK, "epochs": 1, "finetune_epochs": 0}
+    m = run_trial(_cfg(ssl_lambda=1000.0, recipe=one)).metrics
+    assert m["status"] == "ok"
+    convs = ["features.0", "features.3", "features.7", "features.10", "features.14", "features.17"]
+    assert sorted(m["ssl_at_floor"].split(",")) == sorted(convs)
+    floors = dict(zip(convs, [8, 8, 8, 8, 16, 16]))  # 10% of the width, at least 8, rounded to 8
+    assert json.loads(m["narrowest_width"]) == floors
+    assert m["exact_zero_share"] == pytest.approx(1 - sum(floors.values()) / 448)
+    assert 0.9 < m["removable_flops_share"] < 1 and 0.9 < m["removable_params_share"] < 1
+
+
+def test_shape_wise_runs_when_asked() -> None:
+    one = {**QUICK, "epochs": 1, "finetune_epochs": 0}
+    cfg = _cfg(ssl_type="shape_wise", ssl_lambda=30.0, recipe=one, allow_unmatched_prune=True)
+    m = run_trial(cfg).metrics
+    assert m["status"] == "ok" and m["exact_zero_share"] > 0.5
+    # only the input channels it emptied whole in every reader are removable (a zero shape saves
+    # nothing: tests/test_sparsity_report.py)
+    assert m["removable_flops_share"] < m["exact_zero_share"]
 
 
 def test_cache_hit_skips_ssl_training_and_gives_the_same_model(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from sslsearch.registry import LAMBDA_KEYS
 PARAM_TYPES: dict[str, type] = {
     "ssl_type": str,
     "ssl_lambda": float,
+    "ssl_weighting": str,
     "prune_type": str,
     "prune_way": str,
     "ratio": float,
@@ -29,6 +30,7 @@ PARAM_TYPES: dict[str, type] = {
     "params_budget": float,
     "latency_budget": float,
     "min_width_share": float,
+    "allow_unmatched_prune": bool,
 }
 
 OBJECTIVE_MODES = {
@@ -289,7 +291,7 @@ def param_spec(name: str, value: Any) -> Range | Choices | Any:
             _check_value(name, v, f"{key}.{k}")
         return lam
     if isinstance(value, dict):
-        if tp is str:
+        if tp in (str, bool):
             raise ConfigError(key, "a categorical parameter takes a value or {choices: [...]}")
         rng = from_mapping(Range, value, key)
         if tp is int:

@@ -1,6 +1,6 @@
 """Per-epoch training curves of a trial, from what the trial already left in the experiment.
 
-Each epoch report of a trial (phase ``ssl`` or ``finetune``: loss, val_top1, group_sparsity,
+Each epoch report of a trial (phase ``ssl`` or ``finetune``: loss, val_top1, exact_zero_share,
 lr, ...) is a line of Tune's ``<trial_dir>/result.json``; a row may instead carry the list
 itself as JSON in a ``history`` column. Best effort: a trial without either has no curve.
 """
@@ -25,7 +25,8 @@ HISTORY_KEYS = (
     "train_top1",
     "val_loss",
     "val_top1",
-    "group_sparsity",
+    "exact_zero_share",
+    "removable_flops_share",
     "lr",
 )
 

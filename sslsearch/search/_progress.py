@@ -48,6 +48,19 @@ def describe_params(cfg: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _pct(v: Any) -> float:
+    try:
+        return 100.0 * float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _at_floor(layers: Any) -> str:
+    """', 2 layers at the floor' for the SSL model's layers held at their floor (or '')."""
+    n = len([x for x in str(layers).split(",") if x]) if layers else 0
+    return f", {n} layer{'s' if n != 1 else ''} at the floor" if n else ""
+
+
 class ProgressCallback(Callback):
     """One line per finished trial; every ``every_s`` seconds a table of the running ones."""
 
@@ -96,7 +109,8 @@ class ProgressCallback(Callback):
         if r.get("status") == "ok":
             floor = [x for x in str(r.get("at_floor") or "").split(",") if x]
             log.info(
-                "%s: top1 %s  FLOPs %sM%s  size %sMB  actual ratio %s%s  (%ss)",
+                "%s: top1 %s  FLOPs %sM%s  size %sMB  actual ratio %s%s  SSL: zero %s%% "
+                "removable FLOPs %s%%%s  (%ss)",
                 head,
                 _fmt(r.get("top1"), ".2f"),
                 _fmt(float(r.get("flops", math.nan)) / 1e6, ".3f"),
@@ -106,6 +120,9 @@ class ProgressCallback(Callback):
                 _fmt(r.get("size_mb"), ".3f"),
                 _fmt(r.get("actual_ratio"), ".3f"),
                 f"  {len(floor)} layer(s) at their floor" if floor else "",
+                _fmt(_pct(r.get("exact_zero_share")), ".1f"),
+                _fmt(_pct(r.get("removable_flops_share")), ".1f"),
+                _at_floor(r.get("ssl_at_floor")),
                 _fmt(r.get("point_seconds"), ".1f"),
             )
         elif r.get("status") == "stopped":

@@ -40,6 +40,7 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("image_size", pa.int64()),
     ("ssl_type", pa.string()),
     ("ssl_lambda", pa.float64()),
+    ("ssl_weighting", pa.string()),
     ("prune_type", pa.string()),
     ("prune_way", pa.string()),
     ("ratio", pa.float64()),
@@ -75,7 +76,14 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("removed_blocks", pa.string()),
     ("ssl_top1", pa.float64()),
     ("pruned_top1", pa.float64()),
-    ("group_sparsity", pa.float64()),
+    # the SSL model's sparsity (sslsearch.sparsity_report): exact zeros, what the pruner could
+    # remove at no change of the function, layers the proximal step held at their floor
+    # (comma-separated), each layer's narrowest width (JSON)
+    ("exact_zero_share", pa.float64()),
+    ("removable_flops_share", pa.float64()),
+    ("removable_params_share", pa.float64()),
+    ("ssl_at_floor", pa.string()),
+    ("narrowest_width", pa.string()),
     ("ssl_cached", pa.bool_()),
     ("train_seconds", pa.float64()),
     ("trial_seconds", pa.float64()),

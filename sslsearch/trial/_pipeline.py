@@ -61,6 +61,13 @@ def _log_report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
     if metrics.get("final"):
         return
     ssl = metrics["phase"] == "ssl"
+    figures = (
+        f"  exactly zero {100 * metrics['exact_zero_share']:.1f}%, removable FLOPs "
+        f"{100 * metrics['removable_flops_share']:.1f}%"
+        + (f", {metrics['ssl_at_floor']} layer(s) at the floor" if metrics["ssl_at_floor"] else "")
+        if ssl
+        else ""
+    )
     log.info(
         "%-8s epoch %d/%d: loss %.4f%s  val top1 %.2f top5 %.2f%s",
         metrics["phase"],
@@ -70,7 +77,7 @@ def _log_report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
         f" + penalty {metrics['penalty']:.4g}" if ssl else "",
         metrics["val_top1"],
         metrics["val_top5"],
-        f"  near-zero groups {100 * metrics['group_sparsity']:.1f}%" if ssl else "",
+        figures,
     )
 
 

@@ -17,7 +17,8 @@ from torch import nn
 from sslsearch.config import TrialConfig
 from sslsearch.data import Datasets, load_datasets
 from sslsearch.models import model_payload
-from sslsearch.sparsity import SSLPenalty, group_sparsity
+from sslsearch.pruning import SparsityMeter
+from sslsearch.sparsity import SSLPenalty
 from sslsearch.trial._train import (
     evaluate,
     lr_at,
@@ -35,6 +36,13 @@ STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 RESULT_FILE = "result.json"
 STATE_VERSION = 2
+# each SSL epoch's sparsity figures (sslsearch.sparsity_report; ssl_at_floor: layers at it)
+EPOCH_FIGURES = (
+    "exact_zero_share",
+    "removable_flops_share",
+    "removable_params_share",
+    "ssl_at_floor",
+)
 
 
 class PointStopped(Exception):
@@ -83,6 +91,9 @@ class Run:
         self.points_done: list[dict[str, Any]] = []  # finals of the finished points
         self.ssl_payload: dict[str, Any] | None = None  # the SSL model, when there is no store
         self.ssl_meta: dict[str, Any] = {}
+        # the SSL penalty's group weights (ssl_weighting), kept so a resumed run uses the same
+        self.ssl_weights: dict[str, list[float]] | None = None
+        self.meter: SparsityMeter | None = None  # the SSL model's sparsity figures
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -114,6 +125,7 @@ class Run:
             "points_done": json.dumps(self.points_done),
             "ssl_model": self.ssl_payload if phase != "ssl" else None,
             "ssl_meta": json.dumps(self.ssl_meta),
+            "ssl_weights": json.dumps(self.ssl_weights),
             "train_seconds": self.train_seconds,
             "train_images": self.train_images,
         }
@@ -129,6 +141,7 @@ class Run:
         self.points_done = json.loads(resume.get("points_done", "[]"))
         self.ssl_payload = resume.get("ssl_model")
         self.ssl_meta = json.loads(resume.get("ssl_meta", "{}"))
+        self.ssl_weights = json.loads(resume.get("ssl_weights", "null"))
 
     def restore_rng(self, resume: dict[str, Any]) -> None:
         """The random stream as it was at the checkpoint. Called right before training goes on
@@ -178,14 +191,23 @@ class Run:
             "val_loss": ev.loss,
             "val_top1": ev.top1,
             "val_top5": ev.top5,
-            "group_sparsity": group_sparsity(model, self.cfg.ssl_type)
-            if phase == "ssl"
-            else float("nan"),
+            **self.sparsity(model if phase == "ssl" else None),
             "lr": lr,
             "final": False,
         }
         self.history.append(m)
         return m
+
+    def sparsity(self, model: nn.Module | None) -> dict[str, Any]:
+        """The SSL model's sparsity figures for an epoch report (NaN outside SSL training)."""
+        if model is None:
+            return {k: float("nan") for k in EPOCH_FIGURES}
+        if self.meter is None or self.meter.model is not model:
+            self.meter = SparsityMeter(
+                model, self.cfg.ssl_type, self.input_shape, self.cfg.min_width_share
+            )
+        rep = self.meter()
+        return {**{k: rep[k] for k in EPOCH_FIGURES[:-1]}, "ssl_at_floor": len(rep["at_floor"])}
 
     def train_phase(
         self,
@@ -230,6 +252,11 @@ class Run:
                 channels_last=self.channels_last,
                 scaler=self.scaler,
             )
+            if has_penalty:
+                assert penalty is not None
+                # every chunk gets the steps it is owed: the epoch's model (what is reported,
+                # checkpointed and, after the last, pruned) has its exact zeros
+                penalty.flush_()
             self.train_seconds += stats.seconds
             self.train_images += stats.images
             ev = evaluate(
