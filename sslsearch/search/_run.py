@@ -374,8 +374,10 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         progress = ProgressCallback(space.budget.num_samples, opts.progress_every_s, searcher.done)
         tuner = _tuner(space, exp_dir, searcher, progress, opts)
         baseline = _start_baseline(space, exp_dir)
-        # Tune's hint after a Ctrl-C ("resume with Tuner.restore") is not how a search resumes
+        # Tune's hint after a Ctrl-C ("resume with Tuner.restore") is not how a search resumes,
+        # and its result grid looks for per-trial logs a search does not write
         logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         try:
             t_fit = time.monotonic()
             tuner.fit()

@@ -3,16 +3,16 @@
 A job is one Tune trial's work: one SSL model and the points pruned from it. For a new job the
 sampler (``SamplerView``) proposes the first point (lambda, the ssl type, a pruning choice);
 the other points keep its SSL settings and take the spread values of ``_params.spread``, the
-sampler choosing whatever else is searched (criterion, prune type). Each point is asked from
-the experiment's Optuna study with its parameters fixed (``study.enqueue_trial`` + ``ask``),
-and the job is written to ``jobs/<id>/job.json`` before Tune sees it. When ``budget.num_samples``
-points are asked the searcher answers ``Searcher.FINISHED``.
+sampler choosing whatever else is searched (criterion, prune type). The job is written to
+``jobs/<id>/job.json`` before Tune sees it. When ``budget.num_samples`` points are asked the
+searcher answers ``Searcher.FINISHED``.
 
-Results reach the study only through ``StudyBook.sync`` (at each point's final report, at each
-job's end, when the searcher opens and when it closes), which reads them from the experiment
-directory. A resumed search is a fresh Tune run: ``open`` brings the study in line with the
-directory, and the jobs with unfinished points are handed out again first, each resuming from
-its own state (``jobs/<id>/``); nothing is read from Tune's files or saved in its snapshots.
+Each finished point becomes one trial of the experiment's Optuna study, only through
+``StudyBook.sync`` (at each point's final report, at each job's end, when the searcher opens
+and when it closes), which reads its result from the experiment directory. A resumed search
+is a fresh Tune run: ``open`` brings the study in line with the directory, and the jobs with
+unfinished points are handed out again first, each resuming from its own state
+(``jobs/<id>/``); nothing is read from Tune's files or saved in its snapshots.
 
 Private APIs of Ray and Optuna removed by this design (all were used before): Ray's
 OptunaSearch internals ``_ot_trials``, ``_space``, ``_ot_study``,
@@ -20,8 +20,9 @@ OptunaSearch internals ``_ot_trials``, ``_space``, ``_ot_study``,
 SearchGenerator's ``_counter``, ``_total_samples``, ``_finished``;
 ``tuner._local_tuner._run_config``; Optuna's ``study._storage`` and ``trial._trial_id``; Tune's
 on-disk layout (``checkpoint_%06d``, trial directory names, ``params.json``, ``error.txt``,
-``tuner.pkl``). What remains: ``_study.StudyBook.set_reason`` (its docstring says why; a test
-fails loudly if Optuna changes it).
+``tuner.pkl``). None remains: Ray's ``Searcher`` (with ``FINISHED``), ``ConcurrencyLimiter``,
+``tune.report``/``get_context`` and Optuna's ``create_study``/``load_study``, ``ask``, ``tell``,
+``enqueue_trial``, ``add_trial`` and ``create_trial`` only.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import logging
 import time
 from typing import Any
 
-from optuna.trial import FixedTrial
 from ray.tune.search import Searcher
 
 from sslsearch.config import SearchSpace, space_from_mapping
@@ -45,7 +45,7 @@ from sslsearch.search._experiment import (
 )
 from sslsearch.search._params import define_by_run, points_per_ssl, spread_params, ssl_params
 from sslsearch.search._sampler import Record, SamplerView
-from sslsearch.search._study import JOB_ID_ATTR, StudyBook
+from sslsearch.search._study import StudyBook
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,19 @@ class PointSearcher(Searcher):
     # ---- the experiment directory -> the study ----------------------------------------------
 
     def open(self) -> None:
-        """Open the study and bring it in line with the experiment directory: results told,
-        points asked by a driver that died before writing their job adopted, the sampler's
-        view loaded, jobs with unfinished points queued. Once per search, before Tune runs."""
+        """Open the study and bring it in line with the experiment directory (points that
+        finished after the last driver heard of them are added), load the sampler's view and
+        queue the jobs with unfinished points. Once per search, before Tune runs."""
         if self.book is not None:
             return
         t0 = time.monotonic()
         book = StudyBook(self.study_url, self.space.name, self.space, self.exp_dir)
         self.jobs = {j.id: j for j in read_jobs(self.exp_dir)}
-        self._adopt(book)
-        pids = [p for j in self.jobs.values() for p in j.point_ids()]
+        pids = []
+        for job in self.jobs.values():
+            for p in job.points:
+                book.expect(str(p["trial_id"]), job.id, p["params"])
+                pids.append(str(p["trial_id"]))
         extra = sorted(set(point_names(self.exp_dir)) - set(pids))  # recorded by a worker
         counts = book.sync(pids + extra)
         self.asked = len(pids)
@@ -125,42 +128,15 @@ class PointSearcher(Searcher):
         self.book, self.view = book, view
         if self.jobs:
             log.info(
-                "experiment directory: %d points asked, %d finished (%d told to the study now, "
-                "%d added), %d job(s) to finish first; %.1fs",
+                "experiment directory: %d points asked, %d finished (%d added to the study "
+                "now), %d job(s) to finish first; %.1fs",
                 self.asked,
                 self.done,
-                counts.told,
                 counts.added,
                 len(self.queue),
                 time.monotonic() - t0,
             )
         log.info("%s", view.describe())
-
-    def _adopt(self, book: StudyBook) -> None:
-        """Points the study asked whose job never reached the directory (the driver died in
-        between): write their job, so that they are run like any other."""
-        known = {p for j in self.jobs.values() for p in j.point_ids()}
-        orphans: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for pid, attrs in book.running().items():
-            if pid not in known:
-                job_id = str(attrs.get(JOB_ID_ATTR) or pid.rsplit("-", 1)[0])
-                orphans.setdefault(job_id, []).append((pid, attrs["params"]))
-        for job_id, points in orphans.items():
-            points.sort(key=lambda p: int(p[0].rsplit("-", 1)[1]))
-            try:
-                job = Job(job_id, [{"trial_id": pid, "params": self._full(p)} for pid, p in points])
-            except ValueError as e:  # asked, but not all its parameters reached the study
-                log.warning("job %s cannot be adopted (%s): its points stay unfinished", job_id, e)
-                continue
-            write_job(self.exp_dir, job)
-            self.jobs[job_id] = job
-            log.info("job %s: %d point(s) asked before a crash, adopted", job_id, len(points))
-
-    def _full(self, searched: dict[str, Any]) -> dict[str, Any]:
-        """A point's whole parameter set from its searched values (the space's fixed ones
-        added), as ``DefineByRun`` gives it."""
-        trial = FixedTrial(searched)
-        return {**self.define_by_run(trial), **trial.params}
 
     # ---- Tune's Searcher interface ------------------------------------------------------------
 
@@ -181,25 +157,18 @@ class PointSearcher(Searcher):
         return job.config()
 
     def _ask(self, job_id: str, k: int) -> Job:
-        """A new job of ``k`` points, asked from the study and written to the directory."""
+        """A new job of ``k`` points, proposed by the sampler and written to the directory."""
         assert self.book is not None and self.view is not None
         t0 = time.process_time()
-        pid = point_id(job_id, 0)
-        first = self.view.propose(pid, {})
-        points = [
-            {"trial_id": pid, "params": self.book.ask(pid, job_id, first, self.define_by_run)}
-        ]
+        first, params = self.view.propose(point_id(job_id, 0), {})
+        points: list[dict[str, Any]] = [{"trial_id": point_id(job_id, 0), "params": params}]
         shared = {n: v for n, v in first.items() if n in ssl_params(self.space)}
         for i in range(1, k):
-            pid = point_id(job_id, i)
             fixed = {**shared, **spread_params(self.space, first, i, k)}
-            searched = self.view.propose(pid, fixed)
-            points.append(
-                {
-                    "trial_id": pid,
-                    "params": self.book.ask(pid, job_id, searched, self.define_by_run),
-                }
-            )
+            _, params = self.view.propose(point_id(job_id, i), fixed)
+            points.append({"trial_id": point_id(job_id, i), "params": params})
+        for p in points:
+            self.book.expect(str(p["trial_id"]), job_id, p["params"])
         job = Job(job_id, points)
         write_job(self.exp_dir, job)  # before Tune knows the trial: the directory has it first
         self.jobs[job_id] = job

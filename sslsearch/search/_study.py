@@ -1,21 +1,18 @@
 """The Optuna study of an experiment, brought in line with the experiment directory.
 
-Every point is one Optuna trial (user attribute ``trial_id``: its point id; ``job_id``: its
-job). Results reach the study by one road, ``StudyBook.sync``: it reads the points' results
-from the experiment directory and tells the study what it does not know yet, at each point's
-report, at each job's end, on resume and at the search's end. A point with a result but no
-trial (a worker recorded it itself, or the driver died before asking it) is added with
-``study.add_trial``. How a result's ``status`` maps to an Optuna state is one table,
-``STATES``.
+Every finished point is one Optuna trial, added once, when its result is in the experiment
+directory, with ``study.add_trial``: its searched parameters and their distributions, its
+objective values (COMPLETE) or its reason (PRUNED, FAIL), user attributes ``trial_id`` (its
+point id) and ``job_id``. Results reach the study by this one road, ``StudyBook.sync``: at each point's final report, at each job's end, when a search opens
+(a resume: points that finished after the last driver heard of them) and at its end. A point
+the sampler never proposed (a worker recorded it itself) is added the same way. How a result's
+``status`` maps to an Optuna state is one table, ``STATES``.
 
-Public Optuna APIs only, with one exception, kept to ``set_reason``: a point that is not
-COMPLETE gets its reason as the user attribute ``reason`` *before* it is told (a finished
-trial is read-only), and the trial may have been asked by an earlier driver process, so there
-is no live ``optuna.Trial`` to call ``set_user_attr`` on. ``set_reason`` goes through the
-public methods of the storage object we created (``get_study_id_from_name``,
-``get_trial_id_from_study_id_trial_number``, ``set_trial_user_attr``), which Optuna documents
-as meant for storage implementers rather than users (not ``study._storage`` nor
-``trial._trial_id``). ``tests/test_study.py`` fails loudly if they change.
+Points in progress are not in the study (the directory's ``jobs/`` holds them): no trial is
+ever RUNNING, so nothing is left to reconcile after a crash, and a trial is written once, in
+one transaction (asking and telling through the RDB storage cost about ten commits a point).
+The sampler proposes on its own in-memory view (``_sampler.SamplerView``). Public Optuna APIs
+only.
 """
 
 from __future__ import annotations
@@ -78,7 +75,10 @@ def distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, BaseD
     suggests it), for a point the sampler did not ask."""
     out: dict[str, BaseDistribution] = {}
     for name, spec in space.searched().items():
-        if name not in params or params[name] is None:
+        v = params.get(name)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if name == "blocks" and int(v) < 0:  # a result's "no blocks"
             continue
         if isinstance(spec, Choices):
             out[name] = optuna.distributions.CategoricalDistribution(list(spec.choices))
@@ -96,18 +96,17 @@ def distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, BaseD
 
 @dataclass
 class SyncCounts:
-    told: int = 0  # RUNNING trials finished from their result
-    added: int = 0  # results without a trial, added
-    seconds: float = 0.0
-    done: set[str] = field(default_factory=set)  # points with a result on disk (of those asked)
+    added: int = 0  # results added to the study now
+    seconds: float = 0.0  # CPU spent
+    done: set[str] = field(default_factory=set)  # of the points asked about, those finished
 
 
 class StudyBook:
-    """The experiment's study and what the driver knows of it (point id -> trial number).
+    """The experiment's study and the point ids it holds; ``sync`` adds finished points.
 
-    Open it once per search; ``ask`` records a new point the sampler proposed, ``sync`` brings
-    the study in line with the directory. The index is read from the study once, so nothing
-    per point copies the study.
+    Open it once per search: the ids are read from the study once, so nothing per point
+    reads or copies the study. ``expect`` tells it the parameters a point was asked with
+    (a point recorded by a worker brings its own in its result).
     """
 
     def __init__(self, url: str, name: str, space: SearchSpace, exp_dir: str) -> None:
@@ -116,110 +115,73 @@ class StudyBook:
         self.space = space
         self.exp_dir = exp_dir
         self.metrics = [o.metric for o in space.objectives]
-        self.storage = make_storage(url)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study = optuna.create_study(
-                storage=self.storage,
+                storage=make_storage(url),
                 study_name=name,
                 directions=[
-                    "maximize" if o.direction == "max" else "minimize" for o in space.objectives
+                    optuna.study.StudyDirection.MAXIMIZE
+                    if o.direction == "max"
+                    else optuna.study.StudyDirection.MINIMIZE
+                    for o in space.objectives
                 ],
-                # never samples: every parameter of a point is fixed by the sampler's view
-                # (SamplerView) and enqueued with it
+                # never asked: points are proposed on the sampler's own view (SamplerView)
                 sampler=optuna.samplers.RandomSampler(seed=space.sampler.seed),
                 load_if_exists=True,
             )
-        self.study_id = self.storage.get_study_id_from_name(name)
-        self.number: dict[str, int] = {}  # point id -> trial number
-        self.finished: set[str] = set()  # points whose trial is finished
-        self.params: dict[str, tuple[dict[str, Any], dict[str, BaseDistribution]]] = {}
-        for t in self.study.get_trials(deepcopy=False):
-            pid = t.user_attrs.get(POINT_ID_ATTR)
-            if pid is None:
-                continue
-            self.number[str(pid)] = t.number
-            if t.state.is_finished():
-                self.finished.add(str(pid))
-            else:
-                self.params[str(pid)] = (dict(t.params), dict(t.distributions))
-        self.view: Any = None  # SamplerView: told every finished point (set by the searcher)
+        self.finished: set[str] = {
+            str(t.user_attrs[POINT_ID_ATTR])
+            for t in self.study.get_trials(deepcopy=False)
+            if POINT_ID_ATTR in t.user_attrs
+        }
+        self.asked: dict[str, tuple[str, dict[str, Any]]] = {}  # unfinished: job id, params
+        self.view: Any = None  # SamplerView: given every point added (set by the searcher)
 
-    def running(self) -> dict[str, dict[str, Any]]:
-        """Points with a RUNNING trial: point id -> user attributes (read from the study)."""
-        out = {}
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            pid = t.user_attrs.get(POINT_ID_ATTR)
-            if pid is not None:
-                out[str(pid)] = {**t.user_attrs, "params": dict(t.params)}
-        return out
+    def expect(self, pid: str, job_id: str, params: dict[str, Any]) -> None:
+        """Point ``pid`` of job ``job_id`` was asked with ``params``."""
+        if pid not in self.finished:
+            self.asked[pid] = (job_id, params)
 
     def complete_records(
         self,
     ) -> list[tuple[dict[str, Any], dict[str, BaseDistribution], list[float]]]:
-        """Every COMPLETE trial's parameters, distributions and values, in order (once, on
-        resume, for the sampler's view)."""
+        """Every COMPLETE trial's parameters, distributions and values, in order (once, when
+        a search opens, for the sampler's view)."""
         return [
             (dict(t.params), dict(t.distributions), list(t.values))
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         ]
 
-    def ask(
-        self, pid: str, job_id: str, params: dict[str, Any], define_by_run: Any
-    ) -> dict[str, Any]:
-        """A new trial for point ``pid`` with ``params`` (the searched values) fixed; returns
-        the point's whole parameter set (fixed space values included)."""
-        self.study.enqueue_trial(
-            params, user_attrs={POINT_ID_ATTR: pid, JOB_ID_ATTR: job_id}, skip_if_exists=False
-        )
-        trial = self.study.ask()
-        full = dict(define_by_run(trial))
-        full.update(trial.params)
-        self.number[pid] = trial.number
-        self.params[pid] = (dict(trial.params), dict(trial.distributions))
-        return full
-
-    def set_reason(self, number: int, reason: str) -> None:
-        """The reason of a trial not yet finished (the module docstring says why this way)."""
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
-        self.storage.set_trial_user_attr(trial_id, REASON_ATTR, reason[:500])
-
-    def _record(self, pid: str, result: dict[str, Any]) -> str:
-        """Tell the study the final ``result`` of point ``pid``: "told" or "added"."""
+    def _add(self, pid: str, result: dict[str, Any]) -> None:
+        """Add point ``pid``, finished with ``result``, to the study (and the sampler's view)."""
         state, values, reason = classify(result, self.metrics)
-        number = self.number.get(pid)
-        if number is None:
-            params = {k: result.get(k) for k in self.space.searched()}
-            dists = distributions(self.space, params)
-            params = {k: v for k, v in params.items() if k in dists}
-            attrs = {
-                POINT_ID_ATTR: pid,
-                JOB_ID_ATTR: str(result.get("job_id") or pid.rsplit("-", 1)[0]),
-            }
-            if reason:
-                attrs[REASON_ATTR] = reason[:500]
-            frozen = optuna.trial.create_trial(
-                state=state, params=params, distributions=dists, values=values, user_attrs=attrs
+        job_id, params = self.asked.pop(
+            pid, (str(result.get("job_id") or pid.rsplit("-", 1)[0]), result)
+        )
+        dists = distributions(self.space, params)
+        searched = {k: params[k] for k in dists}
+        attrs = {POINT_ID_ATTR: pid, JOB_ID_ATTR: job_id}
+        if reason:
+            attrs[REASON_ATTR] = reason[:500]
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                params=searched,
+                distributions=dists,
+                values=values,
+                user_attrs=attrs,
             )
-            self.study.add_trial(frozen)
-            how = "added"
-        else:
-            params, dists = self.params.pop(pid, ({}, {}))
-            if reason:
-                self.set_reason(number, reason)
-            self.study.tell(number, values, state=state, skip_if_finished=True)
-            how = "told"
+        )
         self.finished.add(pid)
         if self.view is not None:
-            self.view.record(pid, params, dists, state, values)
-        return how
+            self.view.record(pid, searched, dists, state, values)
 
     def sync(self, pids: Iterable[str]) -> SyncCounts:
         """Bring the study in line with the directory for the points ``pids``: each one not
-        finished in the study whose result is on disk is told (or added). The only road by
-        which results reach the study. Returns what it did; ``done`` holds every point of
-        ``pids`` that has a result (finished in the study counts as having one)."""
+        in the study whose result is on disk is added. The only road by which results reach
+        the study."""
         t0 = time.process_time()
         out = SyncCounts()
         for pid in pids:
@@ -230,14 +192,11 @@ class StudyBook:
             if result is None:
                 continue
             try:
-                how = self._record(pid, result)
+                self._add(pid, result)
             except Exception as e:  # never leave the search on a bad record
-                log.warning("could not record point %s in the study: %s", pid, e)
+                log.warning("could not add point %s to the study: %s", pid, e)
                 continue
             out.done.add(pid)
-            if how == "told":
-                out.told += 1
-            else:
-                out.added += 1
+            out.added += 1
         out.seconds = time.process_time() - t0
         return out
