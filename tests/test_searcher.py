@@ -240,3 +240,20 @@ def test_progress_line_shows_blocks_only_for_depth_wise_points() -> None:
     line = describe_params({"ssl_lambda": 0.0125, "ratio": 0.5, "blocks": -1})
     assert "blocks" not in line and "ratio=0.500" in line
     assert "blocks=2" in describe_params({"ssl_lambda": 0.01, "blocks": 2, "ratio": None})
+
+
+def test_an_experiment_of_an_older_version_is_refused_on_resume(tmp_path: Path) -> None:
+    from sslsearch.errors import UserError
+    from sslsearch.search._run import SearchOptions, prepare
+
+    from .spaces import write_space
+
+    space = write_space(tmp_path, name="old")
+    exp = tmp_path / "runs" / "old"
+    (exp / "points" / "abc-0").mkdir(parents=True)
+    (exp / "space.yaml").write_text(space.read_text())
+    (exp / "study_url").write_text(f"sqlite:///{exp}/optuna.db\n")
+    with pytest.raises(UserError, match="older sslsearch"):
+        prepare(SearchOptions(space=str(space), resume=True))
+    (exp / "jobs").mkdir()
+    assert prepare(SearchOptions(space=str(space), resume=True))[1] == str(exp)

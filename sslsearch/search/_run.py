@@ -21,6 +21,7 @@ from sslsearch import storage
 from sslsearch.config import SearchSpace, load_space, space_from_mapping, spaces_dir
 from sslsearch.errors import UserError
 from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdown, tune_environment
+from sslsearch.search._experiment import JOBS_DIR, POINTS_DIR
 from sslsearch.search._params import points_per_ssl
 from sslsearch.search._results import TRIALS_FILE, UNFINISHED, collect_trials, write_trials
 from sslsearch.search._trainable import make_trainable
@@ -129,6 +130,14 @@ def _prepare_resume(opts: SearchOptions) -> tuple[SearchSpace, str]:
         raise UserError(
             f"nothing to resume: no experiment '{base.name}' at {exp_dir} "
             f"(give the same --name and --storage-path as the first run)"
+        )
+    if not storage.exists(storage.join(exp_dir, JOBS_DIR)) and any(
+        storage.exists(storage.join(exp_dir, f)) for f in (POINTS_DIR, TRIALS_FILE)
+    ):
+        raise UserError(
+            f"experiment '{base.name}' at {exp_dir} was made by an older sslsearch (it has no "
+            f"{JOBS_DIR}/ directory) and cannot be resumed by this one; its results stay as they "
+            "are (`sslsearch export` still reads them): start a new search with --name NEW"
         )
     raw = yaml.safe_load(storage.read_bytes(saved).decode())
     space = space_from_mapping(raw, saved)
