@@ -14,15 +14,12 @@ is a fresh Tune run: ``open`` brings the study in line with the directory, and t
 unfinished points are handed out again first, each resuming from its own state
 (``jobs/<id>/``); nothing is read from Tune's files or saved in its snapshots.
 
-Private APIs of Ray and Optuna removed by this design (all were used before): Ray's
-OptunaSearch internals ``_ot_trials``, ``_space``, ``_ot_study``,
-``_suggest_from_define_by_run_func``, ``_completed_trials`` and its pickled ``__dict__``;
-SearchGenerator's ``_counter``, ``_total_samples``, ``_finished``;
-``tuner._local_tuner._run_config``; Optuna's ``study._storage`` and ``trial._trial_id``; Tune's
-on-disk layout (``checkpoint_%06d``, trial directory names, ``params.json``, ``error.txt``,
-``tuner.pkl``). None remains: Ray's ``Searcher`` (with ``FINISHED``), ``ConcurrencyLimiter``,
-``tune.report``/``get_context`` and Optuna's ``create_study``/``load_study``, ``ask``, ``tell``,
-``enqueue_trial``, ``add_trial`` and ``create_trial`` only.
+Public APIs of Ray and Optuna only: Ray's ``Searcher`` (with ``FINISHED``),
+``ConcurrencyLimiter``, ``Tuner``, ``tune.report`` and ``tune.get_context``; Optuna's
+``create_study``, ``ask``, ``tell``, ``enqueue_trial``, ``add_trial`` and ``create_trial``.
+Nothing reads Ray Tune's files (its snapshots, its trial directories) or the private state of
+Ray's OptunaSearch, SearchGenerator, Tuner or Optuna's storage, as an earlier version did (the
+list is in the history of this file's commit).
 """
 
 from __future__ import annotations
