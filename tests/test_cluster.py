@@ -341,7 +341,7 @@ def test_two_local_searches_at_once_both_finish() -> None:
     second = None
     try:
         deadline = time.monotonic() + 300
-        while not list((tmp / "runs" / "first").glob("jobs/*/state-*.pt")):
+        while not list((tmp / "runs" / "first").glob("jobs/*/job.json")):
             assert first.poll() is None, (tmp / "first.log").read_text()
             assert time.monotonic() < deadline
             time.sleep(0.5)

@@ -52,12 +52,13 @@ def _final(point: int, status: str, top1: float | None = 90.0) -> dict[str, Any]
 
 
 def _finish(tmp_path: Path, pid: str, result: dict[str, Any]) -> dict[str, Any]:
-    """What a worker does when a point finishes: its result.json, then the final report."""
+    """What a worker does when a point finishes: its result.json, then the final report as
+    the searcher gets it from Tune (which fills trial_id with its own trial's id)."""
     d = tmp_path / "exp" / "points" / pid
     d.mkdir(parents=True, exist_ok=True)
     result = {**result, "trial_id": pid}
     (d / "result.json").write_text(json.dumps(result))
-    return result
+    return {**result, "point_id": pid, "trial_id": "tune-trial-id"}
 
 
 def test_spread_takes_the_ranges_stops_on_its_own_scale_less_the_samplers() -> None:
@@ -133,6 +134,7 @@ def test_one_job_asks_its_points_at_one_ssl_setting_and_each_is_told_from_disk(
     s.on_trial_result("a", _finish(tmp_path, "a-0", _final(0, "ok", 91.0)))
     s.on_trial_result("a", _finish(tmp_path, "a-1", _final(1, "stopped", None)))
     s.on_trial_result("a", _finish(tmp_path, "a-2", _final(2, "failed", None)))
+    assert set(_by_id(tmp_path)) == {"a-0", "a-1", "a-2"}  # each in the study at its report
     _finish(tmp_path, "a-3", _final(3, "ok", 92.0))  # its report never came: the job's end tells
     s.on_trial_complete("a", None)
     s.on_trial_complete("b", None, error=True)

@@ -93,7 +93,8 @@ class ProgressCallback(Callback):
 
     def _point_line(self, r: dict[str, Any]) -> None:
         self._done += 1
-        head = f"[{self._done}/{self.num_samples}] {r.get('trial_id', '?')} {describe_params(r)}"
+        pid = r.get("point_id") or r.get("trial_id", "?")  # Tune's trial id in trial_id
+        head = f"[{self._done}/{self.num_samples}] {pid} {describe_params(r)}"
         if r.get("status") == "ok":
             log.info(
                 "%s: top1 %s  FLOPs %sM  size %sMB  actual ratio %s  (%ss)",

@@ -18,8 +18,8 @@ Public APIs of Ray and Optuna only: Ray's ``Searcher`` (with ``FINISHED``),
 ``ConcurrencyLimiter``, ``Tuner``, ``tune.report`` and ``tune.get_context``; Optuna's
 ``create_study``, ``ask``, ``tell``, ``enqueue_trial``, ``add_trial`` and ``create_trial``.
 Nothing reads Ray Tune's files (its snapshots, its trial directories) or the private state of
-Ray's OptunaSearch, SearchGenerator, Tuner or Optuna's storage, as an earlier version did (the
-list is in the history of this file's commit).
+Ray's OptunaSearch, SearchGenerator or Tuner, or of Optuna's storage (the OptunaSearch subclass
+this replaced did all of these).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from sslsearch.search._experiment import (
 from sslsearch.search._params import define_by_run, points_per_ssl, spread_params, ssl_params
 from sslsearch.search._sampler import Record, SamplerView
 from sslsearch.search._study import StudyBook
+from sslsearch.search._trainable import POINT_KEY
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class PointSearcher(Searcher):
         self.done = 0  # points with a final result
         self.finished_asking = False
         self.sync_seconds = 0.0  # CPU in StudyBook.sync (driver cost, for the log)
-        self.ask_seconds = 0.0  # CPU asking new points (the sampler and the study)
+        self.ask_seconds = 0.0  # CPU asking new points (the sampler's view, job.json)
 
     # Tune pickles its search algorithm (into tuner.pkl) but a resumed search never reads it:
     # keep only the settings, never the open study.
@@ -173,8 +174,8 @@ class PointSearcher(Searcher):
         return job
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if result.get("final") and result.get("trial_id"):
-            self._sync([str(result["trial_id"])])
+        if result.get("final") and result.get(POINT_KEY):
+            self._sync([str(result[POINT_KEY])])
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False

@@ -26,6 +26,7 @@ from sslsearch.trial import run_points
 from sslsearch.trial._early import FrontStop
 
 log = logging.getLogger(__name__)
+POINT_KEY = "point_id"  # a reported point's id: Tune fills "trial_id" with its own trial's
 
 # A reused worker runs job after job of one experiment: its early-stopping rule keeps the
 # finished points it has read (FrontStop reads each result once).
@@ -86,7 +87,10 @@ def make_trainable(
         }
 
         def report(metrics: dict[str, Any]) -> None:
-            tune.report({k: v for k, v in metrics.items() if _scalar(v)})
+            flat = {k: v for k, v in metrics.items() if _scalar(v)}
+            if "trial_id" in flat:  # Tune overwrites trial_id with its own trial's id
+                flat[POINT_KEY] = flat["trial_id"]
+            tune.report(flat)
 
         run = runner or run_points
         try:
