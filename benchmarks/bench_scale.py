@@ -385,10 +385,13 @@ def run_driver(
     for line in log.read_text().splitlines():
         if line.startswith("DRIVER "):
             summary = json.loads(line[len("DRIVER ") :])
+    rows = read_trace(trace)
     return {
         "pid": proc.pid,
         "returncode": proc.returncode,
         "wall_s": wall,
+        # launch to its first point (CLOCK_MONOTONIC is one clock for every process)
+        "to_first_point_s": rows[0][2] - t0 if rows else None,
         "killed_at": killed_at,
         "trace": str(trace),
         "new_traces": [str(t) for t in new],
@@ -743,7 +746,6 @@ def main(argv: list[str] | None = None) -> int:
             if t
             for s in range(t[0][0] - t[0][0] % step, t[-1][0], step)
         ]
-        results["startup_resumed_s"] = second[0][2] if second else float("nan")
         print_table(
             table,
             [

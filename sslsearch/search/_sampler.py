@@ -8,9 +8,9 @@ points of the best non-dominated fronts (at least ``ELITE`` points) plus the ``m
 most recent ones, and is rebuilt when it has grown by half of that. TPE's "good" set (at most
 25 points for several objectives) lies in those fronts, and TPE weighs the most recent points
 highest: it proposes nearly what it would on the whole study, at a cost per ask that stops
-growing (``benchmarks/bench_scale.py``, 2-core VM: a TPE ask at 10,000 points costs 352 CPU-ms
-on the whole study, 17 through the view; 23 at 1,000 either way). A GP ask fits a Gaussian
-process per objective, superlinear in the points (2.2 CPU-s at 100 points, 6.2 at 400): past
+growing (``benchmarks/bench_scale.py``, 2-core VM: a TPE ask at 10,000 points costs 377 CPU-ms
+on the whole study, 20.5 through the view; 25 at 1,000 either way). A GP ask fits a Gaussian
+process per objective, superlinear in the points (2.9 CPU-s at 100 points, 6.6 at 400): past
 ``sampler.gp_max_points`` finished points GP hands over to TPE, and says so in the log.
 """
 
