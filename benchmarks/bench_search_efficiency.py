@@ -155,7 +155,7 @@ def _run_lambda_group(settings: dict[str, Any], lam: float, cache_dir: str) -> l
                 cache_dir=cache_dir,
             )
             t0 = time.perf_counter()
-            res = run_trial(cfg, report=lambda m, c: None)
+            res = run_trial(cfg, report=lambda m: None)
             wall = time.perf_counter() - t0
             m = res.metrics
             rows.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -59,10 +60,30 @@ def unknown_name_message(kind: str, name: object, known: list[str]) -> str:
     return f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}"
 
 
-# The fewest channels a layer keeps: the pruner never cuts a layer below it, and the SSL
-# proximal step never shrinks a layer's strongest units below it (a layer of zeros kills the
-# network, and no pruning could use what it learnt).
-MIN_CHANNELS = 8
+# Kept widths are multiples of ROUND_TO channels (what vector units and GPU kernels like).
+ROUND_TO = 8
+# The floor of a layer: the pruner never cuts a layer below it, and the SSL proximal step never
+# empties a layer below it (a layer of zeros kills the network, and no pruning could use what it
+# learnt). A share of each layer's width, so a 512-wide layer keeps more than a 16-wide one.
+MIN_WIDTH_SHARE = 0.1
+
+
+def min_width(width: int, share: float = MIN_WIDTH_SHARE, round_to: int = ROUND_TO) -> int:
+    """The fewest channels a layer of ``width`` keeps: ``share`` of its width rounded up to a
+    multiple of ``round_to``, at least ``round_to``; a layer no wider than ``round_to`` keeps all.
+
+    >>> [min_width(w) for w in (3, 8, 16, 64, 128, 512)]
+    [3, 8, 8, 8, 16, 56]
+    """
+    if not 0.0 <= share <= 1.0:
+        raise UserError(f"min_width_share must be in [0, 1], got {share}")
+    if round_to < 1:
+        raise UserError(f"round_to must be >= 1, got {round_to}")
+    if width <= round_to:
+        return width
+    n = max(1, math.ceil(share * width - 1e-9))
+    return min(width, math.ceil(n / round_to) * round_to)
+
 
 # SSL types and the lambda key(s) each reads: n filters, c channels, s shapes, d depth (residual
 # blocks), g whole groups. Defined here, at the bottom layer, so config validation and the

@@ -14,7 +14,7 @@ TINY: dict[str, Any] = {
     "recipe": {"epochs": 2, "finetune_epochs": 1, "batch_size": 64},
     "params": {
         "ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True},
-        "ratio": {"low": 0.1, "high": 0.8},
+        "flops_budget": {"low": 0.1, "high": 0.8},
     },
     "budget": {"num_samples": 4, "max_concurrent": 2},
     "resources": {"cpus": 1},

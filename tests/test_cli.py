@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sslsearch.cli import main
+from sslsearch.metrics import count_flops
 from sslsearch.models import create_model, save_model
 
 from .spaces import write_space
@@ -63,7 +64,7 @@ def test_bad_space_exits_2_and_starts_nothing(
         ),
         (["--sampler", "cmaes"], "sampler.name"),
         (["--space", "{tmp}/missing.yaml"], "search space file not found"),
-        (["--set", "params.ratio=1.5"], "ratio must be in [0, 1)"),
+        (["--set", "params.flops_budget=1.5"], "flops_budget is a share of the dense model's cost"),
     ],
 )
 def test_search_input_errors(
@@ -191,6 +192,41 @@ def test_profile_json_and_prune_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
         str(tmp_path / "p.pt"),
     )
     assert code == 2 and "exists" in err and (tmp_path / "p.pt").read_bytes() == before
+    # a FLOPs budget: met, said in one line with the ratio it came to
+    code, out, _ = _run(
+        capsys,
+        "prune",
+        str(ckpt),
+        "--prune-type",
+        "filter_wise",
+        "--flops-budget",
+        "0.5",
+        "--out",
+        str(tmp_path / "b.pt"),
+    )
+    assert code == 0 and "flops budget 50.0%: reached" in out and "actual ratio" in out
+    code, out, _ = _run(
+        capsys, "profile", "--checkpoint", str(tmp_path / "b.pt"), "--no-latency", "--json"
+    )
+    dense = count_flops(create_model("resnet20", 10), (3, 32, 32))
+    assert 0.49 * dense <= json.loads(out)["flops"] <= 0.5 * dense
+    # two targets, or a budget the floors cannot meet: one line, exit 2, nothing written
+    for extra, text in (
+        (["--flops-budget", "0.5", "--ratio", "0.3"], "not both"),
+        (["--flops-budget", "0.01"], "below what the layer floors allow"),
+    ):
+        code, _, err = _run(
+            capsys,
+            "prune",
+            str(ckpt),
+            "--prune-type",
+            "filter_wise",
+            *extra,
+            "--out",
+            str(tmp_path / "x.pt"),
+        )
+        assert code == 2 and text in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "x.pt").exists()
 
 
 @pytest.mark.slow
@@ -265,7 +301,7 @@ def _heavy_modules_after(code: str) -> list[str]:
     [
         ["--help"],
         ["search", "--help"],
-        ["search", "--set", "params.ratio.high=1.5"],
+        ["search", "--set", "params.flops_budget.high=1.5"],
         ["search", "--space", "cifar10_resnet20", "--set", "arch=resnet21"],
         ["search", "--num-sample", "3"],
     ],
@@ -288,8 +324,8 @@ def test_import_sslsearch_is_light_and_names_resolve_on_use() -> None:
     ("argv", "where"),
     [
         (
-            ["--set", "params.ratio.high=1.5"],
-            "--set params.ratio.high=1.5: key 'params.ratio.high'",
+            ["--set", "params.flops_budget.high=1.5"],
+            "--set params.flops_budget.high=1.5: key 'params.flops_budget.high'",
         ),
         (["--set", "recipe.epochz=1"], "--set recipe.epochz=1: key 'recipe.epochz'"),
         (["--set", "arch=vgg17"], "--set arch=vgg17: key 'arch': unknown model 'vgg17'"),

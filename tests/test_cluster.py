@@ -370,3 +370,53 @@ def test_two_local_searches_at_once_both_finish() -> None:
             if p is not None and p.poll() is None:
                 kill_tree(p.pid)  # the driver and the Ray instance it started
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- the user's own model, data and weights on nodes that never saw them -----------------------
+
+
+@pytest.mark.slow
+def test_a_users_model_data_and_weights_reach_nodes_that_never_saw_them(
+    bare_cluster: ClusterWithoutSslsearch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from sslsearch.models import create_model, save_model
+
+    from .spaces import with_changes
+    from .user_code import write_user_code
+
+    project = tmp_path / "project"  # on no node's Python path: only the driver reads it
+    models, data = write_user_code(project)
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    arch = f"{models}:small_cnn"
+    save_model(create_model(arch, 4, 1), project / "dense.pt", arch=arch, num_classes=4)
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    space = with_changes(
+        name="own",
+        storage_path=str(tmp_path / "runs"),
+        arch=arch,
+        weights=str(project / "dense.pt"),
+        data={"name": f"{data}:load", "root": str(data_root)},
+        recipe={"epochs": 1, "finetune_epochs": 1, "batch_size": 64},
+        budget={"num_samples": 2, "max_concurrent": 2},
+        economy={"points_per_ssl": 1},  # two trials, on whichever of the 1-CPU nodes is free
+    )
+    path = project / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    driver = tmp_path / "driver"  # Ray puts the driver's directory on the workers' path
+    driver.mkdir()
+    out = _search(bare_cluster, path, driver)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    rows = pq.read_table(tmp_path / "runs" / "own" / "trials.parquet").to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "ok"], [r["error"] for r in rows]
+    assert {r["arch"] for r in rows} == {arch}
+    assert {r["weights"] for r in rows} == {str(tmp_path / "runs" / "own" / "weights" / "dense.pt")}
+    # the workers imported the shipped copy of the user's module, never the original file (a
+    # reused worker loads the data once for both trials)
+    loaded = (data_root / "loaded_from.txt").read_text().split()
+    assert loaded and str(project / f"{data}.py") not in loaded, loaded
+    assert all(p.endswith(f"/{data}.py") for p in loaded), loaded

@@ -157,6 +157,56 @@ CASES = [
         "params.ratios",
         "did you mean 'ratio'",
     ),
+    (
+        "budget above 1",
+        _with(params={"ssl_lambda": 0.01, "flops_budget": {"low": 0.1, "high": 1.5}}),
+        "params.flops_budget.high",
+        "flops_budget is a share of the dense model's cost in (0, 1], got 1.5",
+    ),
+    (
+        "zero budget",
+        _with(params={"ssl_lambda": 0.01, "params_budget": 0.0}),
+        "params.params_budget",
+        "in (0, 1]",
+    ),
+    (
+        "budget and ratio",
+        _with(params={"ssl_lambda": 0.01, "flops_budget": 0.5, "ratio": 0.3}),
+        "params.ratio",
+        "a space prunes to one target: flops_budget and ratio are alternatives",
+    ),
+    (
+        "two budgets",
+        _with(params={"ssl_lambda": 0.01, "flops_budget": 0.5, "latency_budget": 0.5}),
+        "params.latency_budget",
+        "flops_budget and latency_budget are alternatives",
+    ),
+    (
+        "blocks with a budget",
+        _with(
+            params={
+                "ssl_lambda": 0.01,
+                "prune_type": "depth_wise",
+                "blocks": 2,
+                "flops_budget": 0.5,
+            },
+            arch="resnet20",
+        ),
+        "params.blocks",
+        "depth_wise removes blocks to the budget: drop blocks",
+    ),
+    (
+        "no pruning target",
+        _with(params={"ssl_lambda": 0.01}),
+        "params.flops_budget",
+        "say how far to prune",
+    ),
+    (
+        "floor share above 1",
+        _with(params={"ssl_lambda": 0.01, "flops_budget": 0.5, "min_width_share": 2.0}),
+        "params.min_width_share",
+        "min_width_share must be in [0, 1]",
+    ),
 ]
 
 
@@ -179,9 +229,9 @@ def test_yaml_1e_notation_without_a_dot_is_a_number(tmp_path: Path) -> None:
 
 def test_overrides_change_any_key(tmp_path: Path) -> None:
     path = _write(tmp_path, TINY)
-    space = load_space(path, ["recipe.lr=0.2", "budget.num_samples=9", "params.ratio=0.5"])
+    space = load_space(path, ["recipe.lr=0.2", "budget.num_samples=9", "params.flops_budget=0.5"])
     assert space.recipe.lr == 0.2 and space.budget.num_samples == 9
-    assert space.fixed()["ratio"] == 0.5
+    assert space.fixed()["flops_budget"] == 0.5
     with pytest.raises(ConfigError, match="did you mean 'lr'"):
         load_space(path, ["recipe.lrr=0.2"])
 
@@ -225,3 +275,33 @@ def test_a_step_that_divides_the_range_keeps_its_top(low: float, high: float, st
     assert isinstance(spec, Range)
     dist = optuna.distributions.FloatDistribution(spec.low, spec.high, step=spec.step)
     assert dist.high == high
+
+
+def test_a_trial_prunes_to_one_target_and_defaults_to_half_the_flops() -> None:
+    assert TrialConfig().amount() == {"flops_budget": 0.5}
+    assert TrialConfig().budget() == ("flops", 0.5)
+    assert (
+        TrialConfig(ratio=0.3).amount() == {"ratio": 0.3}
+        and TrialConfig(ratio=0.3).budget() is None
+    )
+    assert TrialConfig(latency_budget=0.4).budget() == ("latency", 0.4)
+    for bad, key in (
+        ({"flops_budget": 0.5, "ratio": 0.3}, "ratio"),
+        ({"flops_budget": 0.5, "params_budget": 0.5}, "params_budget"),
+        ({"flops_budget": 1.5}, "flops_budget"),
+        ({"blocks": 2}, "ratio"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            TrialConfig.from_dict(bad)
+        assert e.value.key == key, (bad, e.value)
+
+
+def test_shipped_spaces_search_a_budget() -> None:
+    for path in SPACES:
+        space = load_space(path)
+        searched = space.searched()
+        budgets = [k for k in ("flops_budget", "params_budget", "latency_budget") if k in searched]
+        assert budgets, f"{path.name} searches no budget"
+        metrics = [o.metric for o in space.objectives]
+        kind = budgets[0].removesuffix("_budget")
+        assert kind in ("flops", "params") or "latency_ms" in metrics, path.name

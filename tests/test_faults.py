@@ -392,7 +392,7 @@ def test_driver_killed_after_an_errored_trial_and_right_after_a_trial_starts(
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
     rows = _check_consistent(exp, 3)  # all ok, once each, study COMPLETE = rows
-    assert all(r["ratio"] is not None and r["ssl_lambda"] is not None for r in rows)
+    assert all(r["flops_budget"] is not None and r["ssl_lambda"] is not None for r in rows)
     import optuna
 
     study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp}/optuna.db")

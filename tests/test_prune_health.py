@@ -30,25 +30,24 @@ def _widths(model: nn.Module) -> dict[str, int]:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-@pytest.mark.xfail(
-    reason="open: per-element scores (chosen by measurement, README 'Criteria') still prune a "
-    "fresh model unevenly by layer width; after SSL the zeroed units go first",
-    strict=False,
-)
+@pytest.mark.parametrize("how", [{"ratio": 0.5}, {"flops_budget": 0.5}])
 @pytest.mark.parametrize("way", ["group_lasso", "mean_abs"])
 @pytest.mark.parametrize(("arch", "shape"), CASES)
 def test_fresh_model_is_pruned_evenly_not_by_layer_scale(
-    arch: str, shape: tuple[int, ...], way: str
+    arch: str, shape: tuple[int, ...], way: str, how: dict[str, float]
 ) -> None:
-    # Freshly initialised, every filter is equally (un)important: half of the channels should go
-    # from every layer alike, none should be cut to the 8-channel minimum or left whole.
+    # Freshly initialised, every filter is equally (un)important: every layer should lose a
+    # similar share, none should be cut to its floor or left whole. Per-element scores failed
+    # this (vgg16_bn at ratio 0.5: 8 layers whole, the 512-wide ones cut to 16-20%; at equal
+    # FLOPs they kept 32,32,64,24,8,8 of vgg_small); scores divided by their layer's mean pass.
     model = create_model(arch, 10, shape[0])
     before = _widths(model)
-    result = prune(model, shape, prune_type="filter_wise", prune_way=way, ratio=0.5)
+    result = prune(model, shape, prune_type="filter_wise", prune_way=way, **how)
     after = _widths(result.model)
     kept = {n: after[n] / before[n] for n in before}
-    lopsided = {n: f"{after[n]}/{before[n]}" for n, f in kept.items() if not 0.3 <= f <= 0.8}
-    assert not lopsided, f"layers kept far from half their channels: {lopsided}"
+    lopsided = {n: f"{after[n]}/{before[n]}" for n, f in kept.items() if not 0.3 <= f <= 0.9}
+    assert not lopsided, f"layers kept far from an even share of their channels: {lopsided}"
+    assert not result.at_floor
 
 
 def test_bn_recalibration_after_pruning_restores_input_dependent_outputs() -> None:

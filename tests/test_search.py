@@ -86,7 +86,8 @@ def test_existing_name_is_refused_and_resume_of_a_finished_search_reruns_nothing
     assert len({r["ssl_model_id"] for r in refs}) == 1
     for r in refs:
         s = search[r["trial_id"][4:]]
-        assert r["ssl_lambda"] == 0.0 and r["ratio"] == s["ratio"] and r["status"] == "ok"
+        assert r["ssl_lambda"] == 0.0 and r["status"] == "ok"
+        assert r["flops_budget"] == s["flops_budget"] and r["ratio"] is None
         assert r["ssl_model_id"] != s["ssl_model_id"]
     before = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
     with pytest.raises(UserError, match="already exists"):
@@ -213,9 +214,9 @@ def test_confirm_front_on_the_default_space_reruns_each_pareto_point_with_more_s
         for r in mine:
             orig = by_id[tid]
             assert r["status"] == "ok" and r["role"] == orig["role"]
-            assert (r["ssl_lambda"], r["ratio"], r["prune_way"]) == (
+            assert (r["ssl_lambda"], r["flops_budget"], r["prune_way"]) == (
                 orig["ssl_lambda"],
-                orig["ratio"],
+                orig["flops_budget"],
                 orig["prune_way"],
             )
             # a fresh replicate: its own SSL model, trained with its own seed

@@ -360,7 +360,7 @@ def test_shape_prox_zeroes_shapes_but_keeps_each_layer_on_its_sphere() -> None:
 
 
 class WideConvBN(ConvBN):
-    """ConvBN with 12 and 10 channels: wider than the MIN_CHANNELS a layer keeps."""
+    """ConvBN with 12 and 10 channels: wider than the floor a layer keeps (8 channels)."""
 
     def __init__(self) -> None:
         nn.Module.__init__(self)
@@ -371,8 +371,6 @@ class WideConvBN(ConvBN):
 
 @pytest.mark.parametrize("ssl_type", ["filter_wise", "channel_wise", "group_wise"])
 def test_prox_never_empties_a_layer(ssl_type: str) -> None:
-    from sslsearch.registry import MIN_CHANNELS
-
     torch.manual_seed(0)
     net = WideConvBN()
     with torch.no_grad():
@@ -384,10 +382,10 @@ def test_prox_never_empties_a_layer(ssl_type: str) -> None:
     for g in term.groups:
         after = g.squares(term.part).sqrt()
         alive = after > 0
-        assert int(alive.sum()) == MIN_CHANNELS, g.name
+        assert int(alive.sum()) == g.min_units() == 8, g.name
         # the survivors are the strongest units, untouched (group_wise groups overlap: a layer's
         # group holds its readers' columns, which the readers' own step may shrink)
-        strongest = before[g.name].topk(MIN_CHANNELS).indices
+        strongest = before[g.name].topk(8).indices
         assert bool(alive[strongest].all())
         if ssl_type != "group_wise":
             torch.testing.assert_close(after[alive], before[g.name][alive])

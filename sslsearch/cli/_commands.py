@@ -74,8 +74,16 @@ def _refuse_overwrite(out: Path, force: bool) -> None:
 
 def add_trial(p: argparse.ArgumentParser) -> None:
     """Run one trial: SSL training, pruning, fine-tuning, evaluation and cost measurement."""
-    p.add_argument("--arch", default="vgg_small", help="model (see `sslsearch list`)")
-    p.add_argument("--dataset", default="digits", help="digits | cifar10 | cifar100 | imagefolder")
+    p.add_argument(
+        "--arch",
+        default="vgg_small",
+        help="model (see `sslsearch list`), or your factory: module:function",
+    )
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits | cifar10 | cifar100 | imagefolder, or your dataset function: module:function",
+    )
     p.add_argument("--data-root", default="data", help="where the dataset lives on this node")
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--image-size", type=int, default=None, help="resize inputs (seed: 224)")
@@ -97,8 +105,10 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prune-way", default="group_lasso", help="group_lasso | mean_abs | mean | sum_abs | sum"
     )
-    p.add_argument("--ratio", type=float, default=None, help="share of groups to remove, [0, 1)")
-    p.add_argument("--blocks", type=int, default=None, help="depth_wise: residual blocks to remove")
+    add_pruning_arguments(p)
+    p.add_argument(
+        "--latency-batch-size", type=int, default=1, help="batch size latency is measured at"
+    )
     p.add_argument("--epochs", type=int, default=None, help="SSL training epochs")
     p.add_argument("--finetune-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -112,14 +122,61 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument(
+        "--weights",
         "--warm-start",
+        dest="warm_start",
         default=None,
-        help="dense model file to start SSL training from (a pruned one: use `sslsearch finetune`)",
+        metavar="FILE",
+        help="start SSL training from these weights: a dense model file or a state_dict, path "
+        "or URI (the space's `weights:`; --warm-start: its old name; a pruned model: use "
+        "`sslsearch finetune`)",
     )
     p.add_argument("--cache-dir", default=None, help="reuse SSL-trained models across trials")
     p.add_argument("--out", default=None, help="write model.pt and result.json here")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=cmd_trial)
+
+
+def add_pruning_arguments(p: argparse.ArgumentParser) -> None:
+    """How far to prune: one budget (a share of the dense model's cost to keep) or a ratio."""
+    g = p.add_argument_group("how far to prune (give one)")
+    g.add_argument(
+        "--flops-budget",
+        type=float,
+        default=None,
+        help="keep at most this share of the dense model's FLOPs (multiply-adds), (0, 1]",
+    )
+    g.add_argument(
+        "--params-budget", type=float, default=None, help="keep at most this share of the params"
+    )
+    g.add_argument(
+        "--latency-budget",
+        type=float,
+        default=None,
+        help="keep this share of the measured latency (device, threads and batch size of the run)",
+    )
+    g.add_argument(
+        "--ratio", type=float, default=None, help="the reference project's knob: share of units"
+    )
+    g.add_argument("--blocks", type=int, default=None, help="depth_wise: residual blocks to remove")
+    p.add_argument(
+        "--min-width-share",
+        type=float,
+        default=None,
+        help="each layer keeps at least this share of its width (default 0.1, at least 8 channels)",
+    )
+
+
+def pruning_arguments(a: argparse.Namespace) -> dict[str, Any]:
+    """The pruning keys the flags gave (a trial given none prunes to a FLOPs budget of 0.5)."""
+    out = {
+        k: getattr(a, k)
+        for k in ("flops_budget", "params_budget", "latency_budget", "ratio", "blocks")
+        if getattr(a, k) is not None
+    }
+    if a.min_width_share is not None:
+        out["min_width_share"] = a.min_width_share
+    return out
 
 
 def trial_config_from_args(a: argparse.Namespace) -> Any:
@@ -141,9 +198,6 @@ def trial_config_from_args(a: argparse.Namespace) -> Any:
         if getattr(a, k) is not None
     }
     ssl_type = a.ssl_type or a.prune_type
-    ratio = a.ratio
-    if ratio is None and a.prune_type != "depth_wise":
-        ratio = 0.3
     return TrialConfig.from_dict(
         {
             "arch": a.arch,
@@ -160,8 +214,8 @@ def trial_config_from_args(a: argparse.Namespace) -> Any:
             "ssl_lambda": a.ssl_lambda,
             "prune_type": a.prune_type,
             "prune_way": a.prune_way,
-            "ratio": ratio,
-            "blocks": a.blocks,
+            **pruning_arguments(a),
+            "latency_batch_size": a.latency_batch_size,
             "seed": a.seed,
             "device": a.device,
             "threads": a.threads,
@@ -283,8 +337,9 @@ def add_prune(p: argparse.ArgumentParser) -> None:
     add_model_argument(p, "the model file to prune (written by a trial, finetune or prune)")
     p.add_argument("--prune-type", required=True)
     p.add_argument("--prune-way", default="group_lasso")
-    p.add_argument("--ratio", type=float, default=None)
-    p.add_argument("--blocks", type=int, default=None)
+    add_pruning_arguments(p)
+    p.add_argument("--batch-size", type=int, default=1, help="latency budget: batch size")
+    p.add_argument("--threads", type=int, default=None, help="latency budget: CPU threads")
     p.add_argument(
         "--image-size",
         type=int,
@@ -309,7 +364,7 @@ def _input_shape(info: dict[str, Any], image_size: int | None) -> tuple[int, ...
 
 def cmd_prune(a: argparse.Namespace) -> int:
     from sslsearch.models import load_model, model_info, save_model
-    from sslsearch.pruning import prune
+    from sslsearch.pruning import LatencySpec, prune
 
     path = model_argument(a)
     out = Path(a.out)
@@ -324,9 +379,9 @@ def cmd_prune(a: argparse.Namespace) -> int:
         shape,
         prune_type=a.prune_type,
         prune_way=a.prune_way,
-        ratio=a.ratio,
-        blocks=a.blocks,
+        latency=LatencySpec(batch_size=a.batch_size, threads=a.threads),
         inplace=True,
+        **pruning_arguments(a),
     )
     save_model(
         r.model,
@@ -341,11 +396,22 @@ def cmd_prune(a: argparse.Namespace) -> int:
     if a.json:
         _print_json(summary)
     else:
+        budget = (
+            f"{r.budget_kind} budget {r.budget:.1%}: reached {r.budget_achieved:.1%} "
+            f"({r.budget_note}); "
+            if r.budget_kind and r.budget is not None and r.budget_achieved is not None
+            else ""
+        )
         print(
-            f"{r.prune_type}/{r.prune_way}: actual ratio {r.actual_ratio:.2%}, "
+            f"{r.prune_type}/{r.prune_way}: {budget}actual ratio {r.actual_ratio:.2%}, "
             f"FLOPs {r.flops_before / 1e9:.4g}G -> {r.flops_after / 1e9:.4g}G, "
             f"params {r.params_before / 1e6:.4g}M -> {r.params_after / 1e6:.4g}M; wrote {out}"
         )
+        if r.at_floor:
+            print(
+                f"layers cut to their floor (min_width_share {r.min_width_share:g}): "
+                + ", ".join(r.at_floor)
+            )
     return 0
 
 
@@ -355,7 +421,9 @@ def cmd_prune(a: argparse.Namespace) -> int:
 def add_profile(p: argparse.ArgumentParser) -> None:
     """FLOPs (multiply-adds, fvcore), parameters, size (MB) and measured latency of a model."""
     add_model_argument(p, "profile a saved (pruned) model file (or give --arch)")
-    p.add_argument("--arch", default=None, help="model name (or give a model file)")
+    p.add_argument(
+        "--arch", default=None, help="model name or module:function (or give a model file)"
+    )
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument(

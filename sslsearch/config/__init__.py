@@ -32,16 +32,26 @@ from sslsearch.config._space import (
     read_yaml,
     space_from_mapping,
 )
-from sslsearch.config._trial import DataConfig, Recipe, TrialConfig
+from sslsearch.config._trial import (
+    AMOUNT_KEYS,
+    BUDGET_KEYS,
+    PRUNING_KEYS,
+    DataConfig,
+    Recipe,
+    TrialConfig,
+)
 from sslsearch.config._typed import ConfigError, did_you_mean, from_mapping, to_mapping
 
 __all__ = [
+    "AMOUNT_KEYS",
+    "BUDGET_KEYS",
     "DATASET_NAMES",
     "MODEL_NAMES",
     "OBJECTIVE_MODES",
     "PARAM_TYPES",
     "PRUNE_TYPE_NAMES",
     "PRUNE_WAY_NAMES",
+    "PRUNING_KEYS",
     "SSL_TYPE_NAMES",
     "Budget",
     "Choices",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sslsearch.config._typed import ConfigError
+from sslsearch.imports import is_import_path
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,16 @@ def _check_zoo_model(name: str) -> None:
     )
 
 
+def _check_import_path(key: str, name: str) -> None:
+    """The user's own factory: only its form here (importing it may import torch); the search
+    imports and builds it before anything starts (``sslsearch.trial.check_user_parts``)."""
+    from sslsearch.imports import import_path_problem
+
+    problem = import_path_problem(name)
+    if problem:
+        raise ConfigError(key, problem)
+
+
 def check_names(space: Any) -> None:
     """Raise ConfigError for the first unknown name in a SearchSpace (arch, dataset, params).
 
@@ -184,9 +195,14 @@ def check_names(space: Any) -> None:
     """
     from sslsearch.config._space import Choices
 
-    if space.arch not in MODEL_NAMES:
+    if is_import_path(space.arch):
+        _check_import_path("arch", space.arch)
+    elif space.arch not in MODEL_NAMES:
         _check_zoo_model(space.arch)
-    _check("data.name", "dataset", space.data.name, DATASET_NAMES)
+    if is_import_path(space.data.name):
+        _check_import_path("data.name", space.data.name)
+    else:
+        _check("data.name", "dataset", space.data.name, DATASET_NAMES)
     for param, kind, known in (
         ("ssl_type", "ssl type", SSL_TYPE_NAMES),
         ("prune_type", "prune type", PRUNE_TYPE_NAMES),

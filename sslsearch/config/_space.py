@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sslsearch.config._trial import DataConfig, Recipe
+from sslsearch.config._trial import AMOUNT_KEYS, BUDGET_KEYS, DataConfig, Recipe
 from sslsearch.config._typed import ConfigError, convert, did_you_mean, from_mapping, to_mapping
 from sslsearch.registry import LAMBDA_KEYS
 
@@ -25,7 +25,12 @@ PARAM_TYPES: dict[str, type] = {
     "prune_way": str,
     "ratio": float,
     "blocks": int,
+    "flops_budget": float,
+    "params_budget": float,
+    "latency_budget": float,
+    "min_width_share": float,
 }
+
 OBJECTIVE_MODES = {
     "top1": "max",
     "top5": "max",
@@ -192,14 +197,16 @@ class Reference:
     """What an experiment measures besides its search.
 
     ``baseline``: the dense, unpruned model trained with the same recipe (SSL epochs +
-    fine-tuning epochs, no penalty), once per experiment (reused on resume), as a row with
-    ``role: baseline`` in trials.parquet.
+    fine-tuning epochs, no penalty; from the space's ``weights`` when it has them), once per
+    experiment (reused on resume), as a row with ``role: baseline`` in trials.parquet.
+    ``baseline: weights``: the space's ``weights`` measured as they are, no training (the model
+    the user already has is the reference).
     ``lambda0``: reference points: after the search, one SSL model at lambda = 0 (plain
     training) pruned and fine-tuned at every pruning choice the search finished, as rows with
     ``role: reference`` (what SSL adds on the task).
     """
 
-    baseline: bool = False
+    baseline: bool | Literal["weights"] = False
     lambda0: bool = False
 
 
@@ -207,7 +214,10 @@ class Reference:
 class SearchSpace:
     name: str = "default"
     description: str = ""
-    arch: str = "vgg_small"
+    arch: str = "vgg_small"  # a registered or torchvision name, or your factory: module:function
+    # SSL training starts from these weights (TrialConfig.warm_start): a model file written by
+    # sslsearch or a plain state_dict of ``arch``; a local path or a storage URI
+    weights: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     recipe: Recipe = field(default_factory=Recipe)
     params: dict[str, Any] = field(default_factory=dict)
@@ -235,6 +245,24 @@ class SearchSpace:
             raise ConfigError("objectives", f"an objective is listed twice: {metrics}")
         for name, value in self.params.items():
             param_spec(name, value)  # raises ConfigError with the right key
+        amounts = [k for k in AMOUNT_KEYS if k in self.params]
+        if len(amounts) > 1:
+            raise ConfigError(
+                f"params.{amounts[1]}",
+                f"a space prunes to one target: {' and '.join(amounts)} are alternatives "
+                "(keep one)",
+            )
+        if amounts and amounts[0] in BUDGET_KEYS and "blocks" in self.params:
+            raise ConfigError(
+                "params.blocks",
+                f"with {amounts[0]}, depth_wise removes blocks to the budget: drop blocks",
+            )
+        if self.reference.baseline == "weights" and not self.weights:
+            raise ConfigError(
+                "reference.baseline", "'weights' measures the space's weights, but it has none"
+            )
+        if self.weights is not None and not self.weights.strip():
+            raise ConfigError("weights", "empty path (leave the key out to train from scratch)")
 
     def param_specs(self) -> dict[str, Range | Choices | Any]:
         return {k: param_spec(k, v) for k, v in self.params.items()}
@@ -301,6 +329,10 @@ def _check_value(name: str, v: Any, key: str) -> None:
         raise ConfigError(key, f"ssl_lambda must be finite and >= 0, got {v}")
     if name == "blocks" and int(v) < 0:
         raise ConfigError(key, f"blocks must be >= 0, got {v}")
+    if name in BUDGET_KEYS and not 0.0 < float(v) <= 1.0:
+        raise ConfigError(key, f"{name} is a share of the dense model's cost in (0, 1], got {v}")
+    if name == "min_width_share" and not 0.0 <= float(v) <= 1.0:
+        raise ConfigError(key, f"min_width_share must be in [0, 1], got {v}")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sslsearch.config._typed import ConfigError, from_mapping, to_mapping
-from sslsearch.registry import LAMBDA_KEYS
+from sslsearch.registry import LAMBDA_KEYS, MIN_WIDTH_SHARE
+
+# How much a point prunes: a budget (share of the dense model's cost kept) or the reference
+# project's ratio; depth_wise may give ``blocks`` instead. A point's whole pruning choice adds
+# the prune type and way (PRUNING_KEYS are the numeric and per-point parts).
+BUDGET_KEYS = ("flops_budget", "params_budget", "latency_budget")
+AMOUNT_KEYS = (*BUDGET_KEYS, "ratio")
+PRUNING_KEYS = (*AMOUNT_KEYS, "blocks", "min_width_share")
+DEFAULT_FLOPS_BUDGET = 0.5  # what a trial prunes to when it is given no budget, ratio or blocks
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,15 @@ class TrialConfig:
     ssl_lambda: float | dict[str, float] = 0.03
     prune_type: str = "filter_wise"
     prune_way: str = "group_lasso"
-    ratio: float | None = 0.3
+    # how much is pruned: one budget (share of the dense model's FLOPs, parameters or measured
+    # latency to keep), or the reference project's ratio (share of units to remove), or
+    # depth_wise's blocks; none given: flops_budget DEFAULT_FLOPS_BUDGET (``amount()``)
+    flops_budget: float | None = None
+    params_budget: float | None = None
+    latency_budget: float | None = None
+    ratio: float | None = None
     blocks: int | None = None  # depth_wise: residual blocks to remove
+    min_width_share: float = MIN_WIDTH_SHARE  # each layer keeps at least this share
     seed: int = 0
     # runtime (does not change the numbers): where and how
     device: str = "auto"  # auto: the GPU Ray assigned (or cuda:0), else CPU
@@ -95,11 +110,39 @@ class TrialConfig:
     latency_repeats: int = 20
     latency_batch_size: int = 1
 
+    def amount(self) -> dict[str, float]:
+        """How far this trial prunes: the budget, ratio or blocks given, else the default
+        ``flops_budget`` (DEFAULT_FLOPS_BUDGET)."""
+        given = {
+            k: float(getattr(self, k))
+            for k in (*AMOUNT_KEYS, "blocks")
+            if getattr(self, k) is not None
+        }
+        return given or {"flops_budget": DEFAULT_FLOPS_BUDGET}
+
+    def budget(self) -> tuple[str, float] | None:
+        """(kind, share) of the budget this trial prunes to (None: a ratio or blocks)."""
+        for key, v in self.amount().items():
+            if key in BUDGET_KEYS:
+                return key.removesuffix("_budget"), v
+        return None
+
     def check(self) -> None:
         if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
             raise ConfigError("ratio", f"must be in [0, 1), got {self.ratio}")
         if self.blocks is not None and self.blocks < 0:
             raise ConfigError("blocks", f"must be >= 0, got {self.blocks}")
+        budgets = [k for k in BUDGET_KEYS if getattr(self, k) is not None]
+        for k in budgets:
+            if not 0.0 < float(getattr(self, k)) <= 1.0:
+                raise ConfigError(k, f"a share of the dense cost in (0, 1], got {getattr(self, k)}")
+        given = budgets + [k for k in ("ratio", "blocks") if getattr(self, k) is not None]
+        if len(given) > 1 and given != ["ratio", "blocks"]:
+            raise ConfigError(given[1], f"{' and '.join(given)} are alternatives: give one")
+        if given == ["blocks"] and self.prune_type != "depth_wise":
+            raise ConfigError("ratio", f"{self.prune_type} needs a budget or a ratio, not blocks")
+        if not 0.0 <= self.min_width_share <= 1.0:
+            raise ConfigError("min_width_share", f"must be in [0, 1], got {self.min_width_share}")
         lams = self.ssl_lambda.values() if isinstance(self.ssl_lambda, dict) else [self.ssl_lambda]
         if isinstance(self.ssl_lambda, dict):
             bad = [k for k in self.ssl_lambda if k not in LAMBDA_KEYS]
@@ -110,10 +153,6 @@ class TrialConfig:
         for v in lams:
             if not (v >= 0.0 and v < float("inf")):
                 raise ConfigError("ssl_lambda", f"must be finite and >= 0, got {v}")
-        if self.prune_type == "depth_wise" and self.blocks is None and self.ratio is None:
-            raise ConfigError("blocks", "depth_wise needs blocks (or a ratio of the blocks)")
-        if self.prune_type != "depth_wise" and self.ratio is None:
-            raise ConfigError("ratio", f"{self.prune_type} needs a ratio in [0, 1)")
         if self.latency_repeats < 1 or self.latency_batch_size < 1:
             raise ConfigError("latency_repeats", "latency repeats and batch size must be >= 1")
 

@@ -34,6 +34,10 @@ class ConfigError(UserError):
     def located(self, where: str) -> ConfigError:
         return ConfigError(self.key, self.message, where)
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str, str | None]]:
+        # an error raised in a Ray worker travels pickled: keep its message, not a TypeError
+        return (ConfigError, (self.key, self.message, self.where))
+
 
 def did_you_mean(name: str, known: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)

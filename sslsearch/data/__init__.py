@@ -1,4 +1,5 @@
-"""Datasets registry: digits (embedded default), cifar10, cifar100, imagefolder.
+"""Datasets registry: digits (embedded default), cifar10, cifar100, imagefolder, and the user's
+own dataset function by import path (``my_data:load``, see ``_imported``).
 
 Every dataset yields a train, a validation (carved from the training data; what the search
 tunes on) and a test split. The test split is never used for tuning.

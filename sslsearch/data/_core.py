@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from sslsearch.config import DataConfig
 from sslsearch.errors import UserError
+from sslsearch.imports import is_import_path
 from sslsearch.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -60,6 +61,11 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
+    """A registered dataset, or the user's dataset function by import path (``my_data:load``)."""
+    if is_import_path(name):
+        from sslsearch.data._imported import imported_dataset_spec
+
+        return imported_dataset_spec(name)
     _load_builtin()
     return DATASETS.get(name)
 

@@ -3,7 +3,9 @@
 A file holds two things that ``torch.load(weights_only=True)`` accepts: the architecture as
 data (registry name, constructor arguments, the kept width of every layer, the residual blocks
 that became shortcuts) and the state dict. Loading rebuilds the dense model from the registry,
-reshapes its layers to the stored widths and loads the weights.
+reshapes its layers to the stored widths and loads the weights. A model of the user's own
+factory (``arch`` an import path, ``my_models:small_cnn``) stores that path, never the code:
+it loads where the module can be imported, and says so in one line where it cannot.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 
 from sslsearch import storage
 from sslsearch.errors import ModelFileError, UserError
+from sslsearch.imports import is_import_path
 from sslsearch.models._blocks import ResidualShortcut
 from sslsearch.models._registry import create_model, get_model_spec
 
@@ -120,7 +123,14 @@ def model_from_payload(payload: Any, source: str = "model file") -> nn.Module:
     try:
         model = build_from_architecture(payload)
         model.load_state_dict(payload["state_dict"], strict=True)
-    except UserError:
+    except UserError as e:
+        if is_import_path(payload.get("arch")):
+            # the file holds the architecture as data, but its layers come from the user's
+            # factory: loading needs that module (it is never stored: no code in a model file)
+            raise ModelFileError(
+                f"{source} holds a model of your factory {payload['arch']}, which is needed to "
+                f"load it: {e}"
+            ) from None
         raise
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -160,19 +170,32 @@ def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> None:
 
 
 def safe_torch_load(path: str | os.PathLike[str], what: str = "file") -> Any:
-    """``torch.load`` that never unpickles code and turns damage into one clear error."""
+    """``torch.load`` that never unpickles code and turns damage into one clear error.
+
+    ``path``: a local file or a storage URI (``s3://...``, read whole)."""
     import pickle
     import re
 
-    p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"{what} not found: {p}")
-    if not zipfile.is_zipfile(p):
+    source: Path | io.BytesIO
+    if storage.is_uri(str(path)):
+        p: Any = str(path)
+        try:
+            source = io.BytesIO(storage.read_bytes(p))
+        except (OSError, ValueError) as e:
+            raise ModelFileError(f"{what} not readable: {p} ({e})") from None
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ModelFileError(f"{what} not found: {p}")
+        source = p
+    if not zipfile.is_zipfile(source):
         raise ModelFileError(
             f"{p} is corrupted, truncated or not a sslsearch file (not a torch zip)"
         )
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
         why = f"it pickles {found.group(1)}" if found else "it is not plain weights and data"

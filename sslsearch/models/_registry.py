@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from sslsearch.errors import UserError
+from sslsearch.imports import is_import_path
 from sslsearch.registry import Registry
 
 
@@ -38,7 +39,12 @@ def list_models() -> list[str]:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """A registered model, else any torchvision classification model by its torchvision name."""
+    """A registered model, a user's factory by import path (``my_models:small_cnn``), else any
+    torchvision classification model by its torchvision name."""
+    if is_import_path(name):
+        from sslsearch.models._imported import imported_model_spec
+
+        return imported_model_spec(name)
     _load_builtin()
     if name in MODELS:
         return MODELS.get(name)
@@ -58,13 +64,17 @@ def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module
     """Build a freshly initialised model (never downloads weights).
 
     Args:
-        name: a registered name (``list_models()``) or any torchvision classification model
-            (``torchvision.models.list_models(module=torchvision.models)``), e.g. "mobilenet_v2".
+        name: a registered name (``list_models()``), any torchvision classification model
+            (``torchvision.models.list_models(module=torchvision.models)``), e.g. "mobilenet_v2",
+            or your own factory by import path, ``module:function`` (called with
+            ``num_classes`` and ``in_channels``; the module is found beside the search space
+            file, in the current directory or on the Python path).
         num_classes: outputs of the classifier.
         in_channels: image channels (the stem conv is replaced when not 3).
 
     Example:
         >>> model = create_model("resnet20", num_classes=10, in_channels=1)
+        >>> mine = create_model("my_models:small_cnn", num_classes=10, in_channels=1)
     """
     spec = get_model_spec(name)
     if num_classes < 1:

@@ -17,7 +17,14 @@ from typing import Any
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front, hypervolume_history
 from sslsearch.report._markdown import baseline_text
 from sslsearch.report._plot import axis_unit
-from sslsearch.report._rows import ROLE_LABELS, derived, front_rows, number, role_of
+from sslsearch.report._rows import (
+    ROLE_LABELS,
+    derived,
+    front_rows,
+    number,
+    pruning_target,
+    role_of,
+)
 from sslsearch.report._summary import FrontPair, Summary
 from sslsearch.report._table import TableUnits, front_cells, front_columns
 
@@ -35,9 +42,13 @@ TRIAL_COLUMNS = (
     "ssl_lambda",
     "prune_type",
     "prune_way",
+    "flops_budget",
+    "params_budget",
+    "latency_budget",
     "ratio",
     "blocks",
     "actual_ratio",
+    "at_floor",
     "top1",
     "top5",
     "flops",
@@ -112,8 +123,8 @@ def _hover(r: Mapping[str, Any], s: Summary) -> str:
     bits = [
         f"trial {r.get('trial_id')} ({ROLE_LABELS.get(role_of(r), '?')})",
         f"ssl {r.get('ssl_type')} lambda={number(r.get('ssl_lambda')) or 0:.3g}",
-        f"prune {r.get('prune_type')} / {r.get('prune_way')} ratio={r.get('ratio')}"
-        f" actual={number(r.get('actual_ratio')) or 0:.3f}",
+        f"prune {r.get('prune_type')} / {r.get('prune_way')} {pruning_target(r) or ''}"
+        f" actual ratio={number(r.get('actual_ratio')) or 0:.3f}",
         f"top1 {number(r.get('top1')) or 0:.2f}  top5 {number(r.get('top5')) or 0:.2f}",
         f"FLOPs {r.get('flops')}  params {r.get('params')}  size {r.get('size_mb')} MB",
         f"latency {r.get('latency_ms')} ms",

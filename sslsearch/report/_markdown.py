@@ -37,13 +37,23 @@ def baseline_text(b: Baseline | None, latency_setup: str) -> str:
             f" ({int(v['epochs'])} SSL-stage epochs + {int(v.get('finetune_epochs') or 0)} "
             "fine-tune epochs, no penalty, no pruning)"
         )
+    how = f"trained with the search's recipe{recipe}"
+    weights = v.get("weights")
+    if weights:
+        name = str(weights).rstrip("/").rsplit("/", 1)[-1]
+        trained = (number(v.get("epochs")) or 0) + (number(v.get("finetune_epochs")) or 0)
+        how = (
+            f"trained from the given weights ({name}) with the search's recipe{recipe}"
+            if trained > 0
+            else f"from the given weights ({name}), measured as they are (no training)"
+        )
     runs = f", mean of {b.runs} seeds (sd {b.top1_std:.2f})" if b.top1_std is not None else ""
     lat = ""
     if b.get("latency_ms") is not None:
         lat = f", latency {value_text('latency_ms', b.get('latency_ms'))}"
         lat += f" ({latency_setup})" if latency_setup else ""
     return (
-        f"Dense baseline: {v.get('arch')} trained with the search's recipe{recipe}: "
+        f"Dense baseline: {v.get('arch')} {how}: "
         f"top-1 {value_text('top1', b.get('top1'))}{runs}, "
         f"{value_text('flops', b.get('flops'))} FLOPs, {value_text('params', b.get('params'))} "
         f"params, {value_text('size_mb', b.get('size_mb'))}{lat}."

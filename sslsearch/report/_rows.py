@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sslsearch.config import OBJECTIVE_MODES
+from sslsearch.config import BUDGET_KEYS, OBJECTIVE_MODES
 from sslsearch.errors import UserError
 
 ROLES = ("search", "reference", "baseline")
@@ -30,6 +30,23 @@ ACCURACY_METRICS = ("top1", "top5")
 BEFORE = {"flops": "flops_before", "params": "params_before", "size_mb": "size_mb_before"}
 # Averaged over the baseline's runs; everything else is taken from its first run.
 _NOISY = ("top1", "top5", "test_top1", "test_top5", "latency_ms")
+
+
+def pruning_target(row: Mapping[str, Any]) -> str | None:
+    """What a point was pruned to, in words: "FLOPs <= 50%" for a budget, "30.00%" for the
+    reference project's ratio, "N=3" for depth_wise blocks; None when the row has none."""
+    for key in BUDGET_KEYS:
+        x = number(row.get(key))
+        if x is not None:
+            return f"{_BUDGET_WORDS[key]} <= {100 * x:.3g}%"
+    blocks = number(row.get("blocks"))
+    if row.get("prune_type") == "depth_wise" and blocks is not None and blocks >= 0:
+        return f"N={int(blocks)}"
+    x = number(row.get("ratio"))
+    return None if x is None else f"{100 * x:.2f}%"
+
+
+_BUDGET_WORDS = {"flops_budget": "FLOPs", "params_budget": "params", "latency_budget": "latency"}
 
 
 def number(v: Any) -> float | None:

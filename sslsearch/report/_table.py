@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sslsearch.report._rows import Baseline, derived, number
+from sslsearch.report._rows import Baseline, derived, number, pruning_target
 
 # What a point is: the seed's first six columns, in every table.
 _ID_COLUMNS = (
@@ -141,9 +141,7 @@ def front_cells(
 ) -> dict[str, str]:
     """One row of a front table (the keys of ``front_columns`` for ``units``)."""
     cols = front_columns(units, latency=True, confirmed=True)
-    depth = m.get("prune_type") == "depth_wise"
-    blocks = number(m.get("blocks"))
-    ratio = f"N={int(blocks)}" if depth and blocks is not None and blocks >= 0 else None
+    target = pruning_target(m)
     lam = number(m.get("ssl_lambda"))
     d = derived(m, baseline)
     dense = baseline.values if baseline else m
@@ -152,7 +150,7 @@ def front_cells(
         "dense baseline" if is_baseline else str(m.get("prune_type") or ""),
         "-" if is_baseline else str(m.get("prune_way") or ""),
         "0" if is_baseline else ("-" if lam is None else f"{lam:.3g}"),
-        "0%" if is_baseline else ratio or _pct(m.get("ratio")),
+        "0%" if is_baseline else (target or "-"),
         "0%" if is_baseline else _pct(m.get("actual_ratio")),
         fmt(dense.get("flops") if baseline else m.get("flops_before"), units.flops),
         fmt(dense.get("size_mb") if baseline else m.get("size_mb_before"), units.size),

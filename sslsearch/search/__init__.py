@@ -1,4 +1,4 @@
-"""The search: Ray Tune schedules trials, Optuna (multi-objective) proposes ssl_lambda, ratio and
+"""The search: Ray Tune schedules trials, Optuna (multi-objective) proposes ssl_lambda, the pruning budget and
 optionally the ssl/prune type and way. The only package that imports ray and optuna; it does so
 lazily, so that ``import sslsearch.search`` stays cheap for the CLI."""
 

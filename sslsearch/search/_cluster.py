@@ -93,10 +93,11 @@ def tune_environment() -> None:
         os.environ.setdefault(k, v)
 
 
-def runtime_env() -> dict[str, Any]:
-    """Ship the sslsearch package (this very code, not a node's copy) to every Ray worker."""
+def runtime_env(user_modules: Sequence[str] = ()) -> dict[str, Any]:
+    """Ship the sslsearch package (this very code, not a node's copy) to every Ray worker, and
+    the user's own modules (``arch`` / ``data.name`` import paths: files or package dirs)."""
     return {
-        "py_modules": [str(Path(sslsearch.__file__).parent)],
+        "py_modules": [str(Path(sslsearch.__file__).parent), *user_modules],
         "excludes": ["__pycache__", "*.pyc"],
     }
 
@@ -175,6 +176,7 @@ def connect(
     dashboard_host: str = "127.0.0.1",
     dashboard_port: int = 8265,
     verbose: bool = False,
+    user_modules: Sequence[str] = (),
 ) -> Cluster:
     """Join ``address`` (``auto`` or ``HOST:PORT``) or start a local instance (loopback only).
 
@@ -193,11 +195,17 @@ def connect(
         started = False
         ctx = None
         log.info("using the Ray instance this process already started (its runtime_env as is)")
+        if user_modules:
+            log.warning(
+                "Ray was started before the search: your modules (%s) reach its workers only "
+                "if its runtime_env ships them (py_modules) or the workers can import them",
+                ", ".join(user_modules),
+            )
     elif address:
         try:
             ctx = ray.init(
                 address=address,
-                runtime_env=runtime_env(),
+                runtime_env=runtime_env(user_modules),
                 logging_level=logging.WARNING,
                 log_to_driver=verbose,
             )
@@ -231,7 +239,7 @@ def connect(
             include_dashboard=dashboard,
             dashboard_host=dashboard_host,
             dashboard_port=_dashboard_port(dashboard_host, dashboard_port) if dashboard else None,
-            runtime_env=runtime_env(),
+            runtime_env=runtime_env(user_modules),
             logging_level=logging.WARNING,
             log_to_driver=verbose,
             _temp_dir=short,

@@ -7,7 +7,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from sslsearch.config import Choices, Range, SearchSpace, TrialConfig, space_from_mapping
+from sslsearch.config import (
+    AMOUNT_KEYS,
+    Choices,
+    Range,
+    SearchSpace,
+    TrialConfig,
+    space_from_mapping,
+)
+from sslsearch.registry import MIN_WIDTH_SHARE
 
 
 def _suggest(trial: Any, name: str, spec: Range | Choices) -> Any:
@@ -22,8 +30,8 @@ def _suggest(trial: Any, name: str, spec: Range | Choices) -> Any:
 class DefineByRun:
     """Optuna define-by-run space: searched values are suggested, fixed ones returned.
 
-    ``blocks`` is only asked for depth_wise trials and ``ratio`` for the others (a depth_wise
-    space without blocks uses its ratio as a share of the residual blocks). A plain class, not
+    ``blocks`` is only asked for depth_wise trials and the budget (or ``ratio``) for the others
+    (a depth_wise space without blocks prunes blocks to its budget, or its ratio of them). A plain class, not
     a closure: Tune pickles the searcher, and with it this object, into every snapshot.
     """
 
@@ -52,11 +60,15 @@ class DefineByRun:
         if prune_type == "depth_wise" and "blocks" in specs:
             value("blocks")
         else:
-            value("ratio")
+            for name in AMOUNT_KEYS:  # one per space (checked when it is loaded)
+                if name in specs:
+                    value(name)
+        value("min_width_share")
         return const
 
 
-SPREAD_PARAMS = ("ratio", "blocks")  # numeric pruning choices an SSL model's points spread over
+# numeric pruning choices an SSL model's points spread over
+SPREAD_PARAMS = (*AMOUNT_KEYS, "blocks")
 
 
 def spread(spec: Range, first: float, i: int, k: int) -> float | int:
@@ -86,7 +98,8 @@ def spread(spec: Range, first: float, i: int, k: int) -> float | int:
 
 
 def spread_params(space: SearchSpace, first: dict[str, Any], i: int, k: int) -> dict[str, Any]:
-    """The spread numeric pruning choices (ratio, blocks) of point ``i`` given point 0's."""
+    """The spread numeric pruning choices (budget, ratio, blocks) of point ``i`` given point
+    0's."""
     specs = space.param_specs()
     return {
         n: spread(spec, first[n], i, k)
@@ -125,6 +138,8 @@ def trial_config(
 ) -> TrialConfig:
     """The TrialConfig of one trial: the space's data, model and recipe plus its parameters."""
     prune_type = params.get("prune_type", "filter_wise")
+    blocks = params.get("blocks") if prune_type == "depth_wise" else None
+    amount = {k: params[k] for k in AMOUNT_KEYS if k in params and blocks is None}
     return TrialConfig(
         arch=space.arch,
         data=space.data,
@@ -133,11 +148,13 @@ def trial_config(
         ssl_lambda=params["ssl_lambda"],
         prune_type=prune_type,
         prune_way=params.get("prune_way", "group_lasso"),
-        ratio=params.get("ratio") if prune_type != "depth_wise" or "blocks" not in params else None,
-        blocks=params.get("blocks") if prune_type == "depth_wise" else None,
+        blocks=blocks,
+        min_width_share=params.get("min_width_share", MIN_WIDTH_SHARE),
         seed=space.seed,
         threads=threads,
+        warm_start=space.weights,
         cache_dir=cache_dir,
+        **amount,
     )
 
 

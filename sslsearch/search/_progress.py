@@ -9,6 +9,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sslsearch.config import AMOUNT_KEYS
 from sslsearch.search._cluster import PendingWatch
 
 log = logging.getLogger("sslsearch.progress")
@@ -29,8 +30,16 @@ def describe_params(cfg: dict[str, Any]) -> str:
         return f"{parts[0]} {len(points)} points"
     if cfg.get("blocks") is not None and int(cfg["blocks"]) >= 0:  # a point's result: -1 = none
         parts.append(f"blocks={cfg['blocks']}")
-    elif cfg.get("ratio") is not None:
-        parts.append(f"ratio={_fmt(cfg.get('ratio'), '.3f')}")
+    else:
+        for k in AMOUNT_KEYS:
+            v = cfg.get(k)
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                parts.append(
+                    f"{k.replace('_budget', '')}<={_fmt(v, '.3f')}"
+                    if k != "ratio"
+                    else f"ratio={_fmt(v, '.3f')}"
+                )
+                break
     for k in ("prune_type", "prune_way"):
         if k in cfg:
             parts.append(str(cfg[k]))
@@ -96,13 +105,18 @@ class ProgressCallback(Callback):
         pid = r.get("point_id") or r.get("trial_id", "?")  # Tune's trial id in trial_id
         head = f"[{self._done}/{self.num_samples}] {pid} {describe_params(r)}"
         if r.get("status") == "ok":
+            floor = [x for x in str(r.get("at_floor") or "").split(",") if x]
             log.info(
-                "%s: top1 %s  FLOPs %sM  size %sMB  actual ratio %s  (%ss)",
+                "%s: top1 %s  FLOPs %sM%s  size %sMB  actual ratio %s%s  (%ss)",
                 head,
                 _fmt(r.get("top1"), ".2f"),
                 _fmt(float(r.get("flops", math.nan)) / 1e6, ".3f"),
+                f" (budget reached: {_fmt(100 * r['budget_achieved'], '.1f')}%)"
+                if isinstance(r.get("budget_achieved"), (int, float))
+                else "",
                 _fmt(r.get("size_mb"), ".3f"),
                 _fmt(r.get("actual_ratio"), ".3f"),
+                f"  {len(floor)} layer(s) at their floor" if floor else "",
                 _fmt(r.get("point_seconds"), ".1f"),
             )
         elif r.get("status") == "stopped":

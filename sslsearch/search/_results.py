@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sslsearch import storage
+from sslsearch.config import AMOUNT_KEYS, PRUNING_KEYS
 from sslsearch.report._arrow import typed_table
 from sslsearch.search._experiment import (
     CONFIRM_DIR,
@@ -50,9 +51,14 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("prune_way", pa.string()),
     ("ratio", pa.float64()),
     ("blocks", pa.int64()),
+    ("flops_budget", pa.float64()),
+    ("params_budget", pa.float64()),
+    ("latency_budget", pa.float64()),
+    ("min_width_share", pa.float64()),
     ("seed", pa.int64()),
     ("epochs", pa.int64()),
     ("finetune_epochs", pa.int64()),
+    ("weights", pa.string()),  # the starting weights SSL training read (null: from scratch)
     ("top1", pa.float64()),
     ("top5", pa.float64()),
     ("test_top1", pa.float64()),
@@ -68,6 +74,9 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("params_before", pa.int64()),
     ("size_mb_before", pa.float64()),
     ("actual_ratio", pa.float64()),
+    ("budget_achieved", pa.float64()),
+    ("budget_note", pa.string()),
+    ("at_floor", pa.string()),
     ("groups_total", pa.int64()),
     ("groups_removed", pa.int64()),
     ("removed_blocks", pa.string()),
@@ -147,7 +156,7 @@ def _point_row(
 ) -> dict[str, Any]:
     """A search point's row: its parameters, then its result over them (when it has one)."""
     row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
-    for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", "ratio", "blocks"):
+    for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", *PRUNING_KEYS):
         row[k] = params.get(k)
     if result is not None:
         for k in SCHEMA.names:
@@ -161,8 +170,9 @@ def _point_row(
     row.update(trial_id=pid, trial_dir=f"{JOBS_DIR}/{job_id}", role="search")
     if row["blocks"] is not None and int(row["blocks"]) < 0:
         row["blocks"] = None
-    if isinstance(row.get("ratio"), float) and row["ratio"] != row["ratio"]:
-        row["ratio"] = None
+    for k in AMOUNT_KEYS:  # NaN in a result: not used by this point
+        if isinstance(row.get(k), float) and row[k] != row[k]:
+            row[k] = None
     return row
 
 

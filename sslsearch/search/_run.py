@@ -18,14 +18,15 @@ from typing import Any
 import yaml
 
 from sslsearch import storage
-from sslsearch.config import SearchSpace, load_space, space_from_mapping, spaces_dir
+from sslsearch.config import PRUNING_KEYS, SearchSpace, load_space, space_from_mapping, spaces_dir
 from sslsearch.errors import UserError
 from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdown, tune_environment
 from sslsearch.search._experiment import JOBS_DIR, POINTS_DIR
 from sslsearch.search._params import points_per_ssl
 from sslsearch.search._results import TRIALS_FILE, UNFINISHED, collect_trials, write_trials
 from sslsearch.search._trainable import make_trainable
-from sslsearch.trial import validate_space
+from sslsearch.search._user import absolute_weights, look_beside, stage_weights, user_modules
+from sslsearch.trial import check_user_parts, validate_space
 
 log = logging.getLogger(__name__)
 SPACE_FILE = "space.yaml"
@@ -96,9 +97,10 @@ def prepare(opts: SearchOptions) -> tuple[SearchSpace, str]:
     if opts.resume:
         return _prepare_resume(opts)
     path = _space_file(opts)
+    look_beside(path)  # the space may name modules beside its file (arch: my_models:cnn)
     space = load_space(path, opts.overrides)
     validate_space(space, path)
-    space = _absolute_data_root(space)
+    space = absolute_weights(_absolute_data_root(space))
     exp_dir = _exp_dir(space)
     base = exp_dir.rstrip("/").rsplit("/", 1)[0]
     try:
@@ -119,6 +121,7 @@ def _prepare_resume(opts: SearchOptions) -> tuple[SearchSpace, str]:
         o for o in opts.overrides if o.split("=", 1)[0] in ("name", "storage_path")
     ]
     others = [o for o in opts.overrides if o not in raw_name_overrides]
+    look_beside(opts.space)
     base = (
         load_space(_space_file(opts), raw_name_overrides)
         if opts.space or DEFAULT_SPACE.is_file()
@@ -320,9 +323,13 @@ def finish(
 
 def run_search(opts: SearchOptions) -> SearchOutcome:
     space, exp_dir = prepare(opts)
+    data = None
     if opts.address is None:
-        _check_local_data(space)
+        data = _check_local_data(space)
         _check_local_gpus(space, opts.num_gpus)
+    if not opts.resume:  # a resume reads the experiment's copy of the weights
+        check_user_parts(space, data)
+    modules = user_modules(space)
     study_url = _study_url(opts, exp_dir, space)
     tune_environment()
     cluster = connect(
@@ -332,6 +339,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         dashboard=opts.dashboard,
         dashboard_port=opts.dashboard_port,
         verbose=opts.verbose,
+        user_modules=modules,
     )
     interrupted = False
     max_running = 0
@@ -378,11 +386,12 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         from sslsearch.search._progress import ProgressCallback
         from sslsearch.search._searcher import PointSearcher
 
-        searcher = PointSearcher(space, exp_dir, study_url)
+        runs = stage_weights(space, exp_dir)  # trials read the experiment's copy
+        searcher = PointSearcher(runs, exp_dir, study_url)
         searcher.open()
         progress = ProgressCallback(space.budget.num_samples, opts.progress_every_s, searcher.done)
-        tuner = _tuner(space, exp_dir, searcher, progress, opts)
-        baseline = _start_baseline(space, exp_dir)
+        tuner = _tuner(runs, exp_dir, searcher, progress, opts)
+        baseline = _start_baseline(runs, exp_dir)
         # Tune's hint after a Ctrl-C ("resume with Tuner.restore") is not how a search resumes,
         # and its result grid looks for per-trial logs a search does not write
         logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
@@ -395,9 +404,9 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             cut = budget_s is not None and time.monotonic() - t_fit >= budget_s
             interrupted = not searcher.ended_by_itself() and not cut
             if not interrupted:
-                _run_references(space, exp_dir)
+                _run_references(runs, exp_dir)
                 _wait_baseline(baseline)
-                _confirm_front(space, exp_dir, opts.confirm_front)
+                _confirm_front(runs, exp_dir, opts.confirm_front)
         except KeyboardInterrupt:
             interrupted = True
         max_running = progress.max_running
@@ -459,7 +468,7 @@ def _run_references(space: SearchSpace, exp_dir: str) -> None:
     from sslsearch.search._results import collect_trials
     from sslsearch.search._trainable import reference_job
 
-    keys = ("ssl_type", "prune_type", "prune_way", "ratio", "blocks", "trial_id")
+    keys = ("ssl_type", "prune_type", "prune_way", *PRUNING_KEYS, "trial_id")
     choices = [
         {k: r[k] for k in keys if r.get(k) is not None}
         for r in collect_trials(exp_dir)
@@ -571,11 +580,11 @@ def _check_local_gpus(space: SearchSpace, num_gpus: int | None) -> None:
         )
 
 
-def _check_local_data(space: SearchSpace) -> None:
+def _check_local_data(space: SearchSpace) -> Any:
     """On one machine the data must be there before anything starts (clusters: per node)."""
     from sslsearch.data import load_datasets
 
-    load_datasets(space.data)
+    return load_datasets(space.data)
 
 
 __all__ = [

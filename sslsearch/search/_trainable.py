@@ -112,11 +112,13 @@ def make_trainable(
 
 def baseline_job(space_dict: dict[str, Any], exp_dir: str, threads: int) -> str:
     """The experiment's dense baseline (a Ray task beside the trials); returns its status."""
-    from sslsearch.trial import run_baseline
+    from sslsearch.trial import measure_weights_baseline, run_baseline
 
     space = space_from_mapping(space_dict)
     params = {"ssl_lambda": 0.0, "ratio": 0.0}
     cfg = trial_config(space, params, threads=threads, cache_dir=None)
+    if space.reference.baseline == "weights":  # the user's model as it is: nothing trained
+        return measure_weights_baseline(cfg, exp_dir).status
     return run_baseline(cfg, exp_dir).status
 
 

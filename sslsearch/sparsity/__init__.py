@@ -14,11 +14,16 @@ from sslsearch.sparsity._criteria import (
     scores_from_moments,
 )
 from sslsearch.sparsity._groups import (
+    COLS,
+    CONV_IN,
+    ROWS,
+    Axis,
     Group,
     GroupSet,
     Slice,
     build_groups,
     default_example,
+    final_layer,
     model_groups,
 )
 from sslsearch.sparsity._penalty import (
@@ -33,10 +38,14 @@ from sslsearch.sparsity._penalty import (
 )
 
 __all__ = [
+    "COLS",
+    "CONV_IN",
     "CRITERIA",
     "NORMALIZERS",
+    "ROWS",
     "SSL_TYPES",
     "SSL_TYPE_GROUPS",
+    "Axis",
     "Criterion",
     "Group",
     "GroupSet",
@@ -46,6 +55,7 @@ __all__ = [
     "criterion_scores",
     "default_example",
     "describe_criteria",
+    "final_layer",
     "group_norms",
     "group_sparsity",
     "list_criteria",

@@ -86,7 +86,7 @@ def criterion_scores(prune_way: str, groups: torch.Tensor) -> torch.Tensor:
     return scores_from_moments(prune_way, moments(groups, 1))
 
 
-NORMALIZERS = ("mean", "element", "none")
+NORMALIZERS = ("mean", "element", "sum", "none")
 
 
 def normalize(
@@ -97,7 +97,9 @@ def normalize(
     ``mean``: divide by the group's mean |score| (Torch-Pruning's ``normalizer="mean"``), so
     every layer's units are measured against their own layer. ``element``: divide by the
     unit's element count to the criterion's ``size_power`` (a sum by the count, an L2 norm by
-    its square root): per-element magnitudes. ``none``: raw scores.
+    its square root): per-element magnitudes. ``sum``: divide by the group's total |score|,
+    so every layer holds the same importance in all, shared among its units (a unit of a wide
+    layer weighs less). ``none``: raw scores.
     """
     if how == "none":
         return scores
@@ -105,4 +107,6 @@ def normalize(
         return scores / counts.clamp_min(1) ** size_power
     if how == "mean":
         return scores / scores.abs().mean().clamp_min(1e-30)
+    if how == "sum":
+        return scores / scores.abs().sum().clamp_min(1e-30)
     raise ValueError(f"unknown normalizer {how!r}; known: {', '.join(NORMALIZERS)}")

@@ -15,6 +15,7 @@ axis once per step, whatever the number of groups that share it (fusing per laye
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,7 @@ from torch import nn
 
 from sslsearch.errors import NotPrunableError
 from sslsearch.models._blocks import residual_blocks, residual_branch_parameters
+from sslsearch.registry import MIN_WIDTH_SHARE, ROUND_TO, min_width
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,12 @@ class Group:
             return self.slices
         roles = PARTS[name]
         return [s for s in self.slices if s.role in roles]
+
+    def min_units(self, share: float = MIN_WIDTH_SHARE, round_to: int = ROUND_TO) -> int:
+        """The fewest units the layer floor keeps (``sslsearch.registry.min_width``, in units of
+        ``tie`` channels): what the pruner and the SSL proximal step never go below."""
+        width = self.units * self.tie
+        return min(self.units, math.ceil(min_width(width, share, round_to) / self.tie))
 
     def has(self, part: str) -> bool:
         """A channel group has a filter part when it has producers, a channel part with readers."""

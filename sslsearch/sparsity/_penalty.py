@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sslsearch.errors import NotPrunableError, UserError
-from sslsearch.registry import LAMBDA_KEYS, MIN_CHANNELS, SSL_TYPE_KEYS
+from sslsearch.registry import LAMBDA_KEYS, SSL_TYPE_KEYS
 from sslsearch.sparsity._groups import Axis, Group, GroupSet, model_groups
 
 SSL_TYPES = tuple(SSL_TYPE_KEYS)
@@ -270,8 +270,8 @@ class SSLPenalty:
         its last visit, so the cost per step stays bounded. Overlapping groups (filter and
         channel parts of one weight) are shrunk by the product of their factors. Shape groups
         (scale-invariant) are shrunk and their layer rescaled to its norm before the step.
-        The ``MIN_CHANNELS`` strongest channels of each channel group are never shrunk, so no
-        layer is emptied (the pruner keeps at least as many).
+        The strongest channels of each channel group up to its floor (``Group.min_units``, the
+        pruner's minimum width) are never shrunk, so no layer is emptied.
         """
         if not self._chunks:
             self._plan()
@@ -299,11 +299,12 @@ class SSLPenalty:
             else:
                 vals.append(lam * n.sum())
             f = (1.0 - thr / n.clamp_min(1e-30)).clamp_min(0.0)
-            if t.key in _CHANNEL_KEYS and g.units > MIN_CHANNELS:
-                # never empty a layer: its MIN_CHANNELS strongest units are not shrunk (without
-                # this guard a lambda a little too large zeroes whole layers and the network
-                # falls to chance, e.g. vgg_small at 0.1, vgg16_bn at 0.5)
-                f[n.topk(MIN_CHANNELS).indices] = 1.0
+            floor = g.min_units() if t.key in _CHANNEL_KEYS else 0
+            if 0 < floor < g.units:
+                # never empty a layer: its strongest units up to the floor are not shrunk
+                # (without this guard a lambda a little too large zeroes whole layers and the
+                # network falls to chance, e.g. vgg_small at 0.1, vgg16_bn at 0.5)
+                f[n.topk(floor).indices] = 1.0
             if t.relative:
                 # A scale-invariant penalty has no radial gradient: keep the layer on its sphere
                 # (in the same pass), or the shrinking layer would raise its own threshold until

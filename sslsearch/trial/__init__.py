@@ -4,7 +4,12 @@ several from one SSL model."""
 
 from __future__ import annotations
 
-from sslsearch.trial._baseline import BASELINE_ID, baseline_config, run_baseline
+from sslsearch.trial._baseline import (
+    BASELINE_ID,
+    baseline_config,
+    measure_weights_baseline,
+    run_baseline,
+)
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._early import dominated_reason
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
@@ -21,7 +26,13 @@ from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_VERSION, Report,
 from sslsearch.trial._ssl import SSLModel, ssl_model_id, train_ssl_model
 from sslsearch.trial._state import HISTORY_FILE, StateStore, read_history
 from sslsearch.trial._train import EvalStats, NonFiniteLoss, evaluate, pick_device
-from sslsearch.trial._validate import check_combination, validate_space, validate_trial
+from sslsearch.trial._validate import (
+    check_combination,
+    check_user_parts,
+    validate_space,
+    validate_trial,
+)
+from sslsearch.trial._weights import load_weights, read_weights, weights_digest
 
 __all__ = [
     "BASELINE_ID",
@@ -40,13 +51,17 @@ __all__ = [
     "TrialResult",
     "baseline_config",
     "check_combination",
+    "check_user_parts",
     "describe",
     "dominated_reason",
     "evaluate",
     "finetune",
+    "load_weights",
+    "measure_weights_baseline",
     "pick_device",
     "point_id",
     "read_history",
+    "read_weights",
     "run_baseline",
     "run_points",
     "run_trial",
@@ -56,5 +71,6 @@ __all__ = [
     "trained_with",
     "validate_space",
     "validate_trial",
+    "weights_digest",
     "write_point",
 ]

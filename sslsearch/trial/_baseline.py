@@ -2,16 +2,23 @@
 
 "Same" means the same data, model, optimiser and schedule for as many epochs as a point gets
 in all (SSL epochs + fine-tuning epochs), without the penalty and without pruning: the fair
-reference for "top-1 93.5 -> 93.2 at 2.1x fewer FLOPs".
+reference for "top-1 93.5 -> 93.2 at 2.1x fewer FLOPs". A search that starts from the user's
+weights can instead take those weights, measured as they are, as its baseline
+(``measure_weights_baseline``): the model the user has is what pruning must compete with.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from dataclasses import replace
+
+import torch
 
 from sslsearch import storage
 from sslsearch.config import TrialConfig
+from sslsearch.metrics import measure_cost
 from sslsearch.trial._pipeline import TrialResult, run_points
 from sslsearch.trial._run import RESULT_FILE, Report
 
@@ -30,6 +37,9 @@ def baseline_config(cfg: TrialConfig) -> TrialConfig:
         prune_way="group_lasso",
         ratio=0.0,
         blocks=None,
+        flops_budget=None,
+        params_budget=None,
+        latency_budget=None,
         cache_dir=None,
         out_dir=None,
     )
@@ -52,3 +62,85 @@ def run_baseline(cfg: TrialConfig, exp_dir: str, report: Report | None = None) -
         storage.write_text_atomic(result_path, json.dumps(final, indent=1))
     final = json.loads(storage.read_bytes(result_path).decode())
     return TrialResult(str(final["status"]), final, final.get("error"))
+
+
+def measure_weights_baseline(
+    cfg: TrialConfig, exp_dir: str, report: Report | None = None
+) -> TrialResult:
+    """The dense baseline as the user's starting weights, measured as they are: no training,
+    no pruning, BatchNorm statistics untouched (``reference.baseline: weights``). Written like
+    ``run_baseline``'s (``<exp_dir>/baseline/result.json`` and ``model.pt``), with 0 epochs;
+    an existing result is returned as it is."""
+    from sslsearch.models import create_model, model_payload
+    from sslsearch.trial._point import describe
+    from sslsearch.trial._run import MODEL_FILE, Run
+    from sslsearch.trial._train import evaluate
+    from sslsearch.trial._weights import load_weights
+
+    result_path = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
+    if storage.exists(result_path):
+        final = json.loads(storage.read_bytes(result_path).decode())
+        return TrialResult(str(final["status"]), final, final.get("error"))
+    weights = cfg.warm_start
+    if not weights:
+        raise ValueError("a weights baseline needs cfg.warm_start")
+    cfg = baseline_config(cfg)
+    cfg = replace(cfg, recipe=replace(cfg.recipe, epochs=0, finetune_epochs=0), ratio=None)
+    started = time.time()
+    run = Run(cfg, report or (lambda m: None), {"role": "baseline"})
+    model = create_model(cfg.arch, run.data.num_classes, run.data.channels)
+    load_weights(model, weights, cfg.arch)
+    model = run.to_device(model).eval()
+    batch = cfg.recipe.eval_batch_size
+    val = evaluate(model, run.data.val, batch_size=batch, device=run.device)
+    test = evaluate(model, run.data.test, batch_size=batch, device=run.device)
+    cost = measure_cost(
+        model,
+        run.input_shape,
+        latency=True,
+        batch_size=cfg.latency_batch_size,
+        device=run.device,
+        repeats=cfg.latency_repeats,
+    )
+    final = {
+        **describe(cfg),
+        "ratio": None,
+        "blocks": None,
+        **cost.to_dict(),
+        "status": "ok",
+        "error": None,
+        "final": True,
+        "role": "baseline",
+        "trial_id": BASELINE_ID,
+        "baseline": "weights",  # measured as given, not trained by the search
+        "ssl_model_id": None,
+        "top1": val.top1,
+        "top5": val.top5,
+        "val_top1": val.top1,
+        "test_top1": test.top1,
+        "test_top5": test.top5,
+        "flops_before": cost.flops,
+        "params_before": cost.params,
+        "size_mb_before": cost.size_mb,
+        "actual_ratio": 0.0,
+        "train_seconds": 0.0,
+        "trial_seconds": time.time() - started,
+        "started_at": started,
+        "finished_at": time.time(),
+        "threads": run.threads,
+        "device": str(run.device),
+        "config": json.dumps(cfg.to_dict(), sort_keys=True),
+    }
+    payload = model_payload(
+        model,
+        arch=cfg.arch,
+        num_classes=run.data.num_classes,
+        in_channels=run.data.channels,
+        input_shape=run.input_shape,
+        meta={"metrics": json.dumps(final)},
+    )
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    storage.write_bytes_atomic(storage.join(exp_dir, BASELINE_ID, MODEL_FILE), buf.getvalue())
+    storage.write_text_atomic(result_path, json.dumps(final, indent=1))
+    return TrialResult("ok", final, None)

@@ -40,7 +40,7 @@ from sslsearch.trial._run import (
 from sslsearch.trial._ssl import SSLModel, load_ssl_model, train_ssl_model
 from sslsearch.trial._state import StateStore
 from sslsearch.trial._train import NonFiniteLoss
-from sslsearch.trial._validate import validate_trial
+from sslsearch.trial._validate import check_trial_start, validate_trial
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ def run_points(
     started = time.perf_counter()
     store = StateStore(state_dir, version=STATE_VERSION) if state_dir else None
     run = Run(points[0], report or _log_report, tags or {}, store)
+    check_trial_start(points[0], run.data)
     run.extra["started_at"] = time.time()
     resume = store.load() if store is not None else None
     if resume is not None:

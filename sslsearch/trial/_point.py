@@ -14,10 +14,10 @@ from typing import Any
 
 from torch import nn
 
-from sslsearch.config import TrialConfig
+from sslsearch.config import BUDGET_KEYS, TrialConfig
 from sslsearch.metrics import measure_cost, size_mb
 from sslsearch.models import model_from_payload
-from sslsearch.pruning import prune
+from sslsearch.pruning import LatencySpec, prune
 from sslsearch.trial._run import Run, StopCheck
 from sslsearch.trial._ssl import SSLModel
 from sslsearch.trial._train import evaluate, make_optimizer, recalibrate_bn, seed_everything
@@ -42,10 +42,17 @@ def describe(cfg: TrialConfig) -> dict[str, Any]:
         "prune_way": cfg.prune_way,
         "ratio": cfg.ratio if cfg.ratio is not None else float("nan"),
         "blocks": cfg.blocks if cfg.blocks is not None else -1,
+        **{k: _nan(cfg.amount().get(k)) for k in BUDGET_KEYS},
+        "min_width_share": cfg.min_width_share,
         "seed": cfg.seed,
         "epochs": cfg.recipe.epochs,
         "finetune_epochs": cfg.recipe.finetune_epochs,
+        "weights": cfg.warm_start,  # what SSL training started from (None: from scratch)
     }
+
+
+def _nan(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def point_seed(seed: int, point: int) -> int:
@@ -57,14 +64,25 @@ def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
     """Prune a copy of the SSL model with ``cfg``'s choice; costs go to ``run.extra``."""
     seed_everything(point_seed(cfg.seed, run.point))
     rec = cfg.recipe
+    amount = cfg.amount()
+    if cfg.prune_type == "depth_wise" and "blocks" in amount:
+        amount = {"blocks": int(amount["blocks"])}  # blocks win over a ratio of them
+    elif cfg.prune_type != "depth_wise":
+        amount.pop("blocks", None)
     pruned = prune(
         copy.deepcopy(ssl.model),
         run.input_shape,
         prune_type=cfg.prune_type,
         prune_way=cfg.prune_way,
-        ratio=cfg.ratio if cfg.prune_type != "depth_wise" or cfg.blocks is None else None,
-        blocks=cfg.blocks if cfg.prune_type == "depth_wise" else None,
+        latency=LatencySpec(
+            batch_size=cfg.latency_batch_size,
+            device=str(run.device),
+            threads=run.threads,
+            repeats=cfg.latency_repeats,
+        ),
+        min_width_share=cfg.min_width_share,
         inplace=True,
+        **amount,  # type: ignore[arg-type]
     )
     model = run.to_device(pruned.model)
     # the dense model's BN running statistics are stale once channels are gone (a pruned VGG
@@ -199,6 +217,9 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
         "flops_before": p.get("flops_before"),
         "params_before": p.get("params_before"),
         "actual_ratio": p.get("actual_ratio"),
+        "budget_achieved": p.get("budget_achieved"),
+        "budget_note": p.get("budget_note"),
+        "at_floor": ",".join(p.get("at_floor", [])),
         "groups_total": p.get("groups_total"),
         "groups_removed": p.get("groups_removed"),
         "removed_blocks": ",".join(p.get("removed_blocks", [])),

@@ -2,7 +2,7 @@
 
 An SSL model is a dense network trained with the SSL penalty. Its id hashes everything that
 determines it (model, data, recipe up to the fine-tuning, ssl type, lambda, seed, precision,
-warm start), so one SSL training serves any number of points: other ratios, block counts and
+the starting weights' content), so one SSL training serves any number of points: other ratios, block counts and
 criteria. With a store (``cfg.cache_dir``, under the experiment in a search) any node can reuse
 it, and a crash after it was stored never trains it again.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +18,12 @@ from torch import nn
 
 from sslsearch.config import TrialConfig
 from sslsearch.metrics import size_mb
-from sslsearch.models import create_model, model_from_payload, safe_torch_load
+from sslsearch.models import create_model, model_from_payload
 from sslsearch.sparsity import SSLPenalty, group_sparsity
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._run import Run
 from sslsearch.trial._train import evaluate, make_optimizer, seed_everything
+from sslsearch.trial._weights import load_weights, weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +51,14 @@ class SSLModel:
 
 
 def ssl_model_id(cfg: TrialConfig, precision: str) -> str:
-    """The id of the SSL model ``cfg`` starts from (``precision``: fp32, bf16 or fp16)."""
-    return cfg.ssl_key({"precision": precision, **_warm_start_identity(cfg.warm_start)})
+    """The id of the SSL model ``cfg`` starts from (``precision``: fp32, bf16 or fp16).
 
-
-def _warm_start_identity(path: str | None) -> dict[str, Any]:
-    if not path:
-        return {}
-    st = os.stat(path)
-    return {"warm_start_size": st.st_size, "warm_start_mtime": int(st.st_mtime)}
-
-
-def _warm_start(cfg: TrialConfig, model: nn.Module) -> None:
-    assert cfg.warm_start is not None
-    payload = safe_torch_load(cfg.warm_start, "warm-start checkpoint")
-    if isinstance(payload, dict) and "state_dict" in payload:
-        if "format" in payload:
-            dense = model_from_payload(payload, cfg.warm_start)
-            payload = dense.state_dict()
-        else:
-            payload = payload["state_dict"]
-    try:
-        model.load_state_dict(payload)
-    except (RuntimeError, TypeError) as e:
-        from sslsearch.errors import ModelFileError
-        from sslsearch.models._io import state_dict_misfit
-
-        why = state_dict_misfit(payload, model) if isinstance(payload, dict) else str(e)
-        raise ModelFileError(
-            f"warm start {cfg.warm_start} does not fit a dense {cfg.arch}: {why}; to train a "
-            f"pruned model further use `sslsearch finetune --model {cfg.warm_start}`"
-        ) from None
+    Starting weights count by their content (sha256), not their path: the experiment's copy of
+    the user's file and the file itself give the same id; changed weights give another."""
+    if not cfg.warm_start:
+        return cfg.ssl_key({"precision": precision})
+    digest = weights_digest(cfg.warm_start)
+    return cfg.with_(warm_start=None).ssl_key({"precision": precision, "weights_sha256": digest})
 
 
 def _finish(run: Run, key: str, model: nn.Module, trained: bool) -> SSLModel:
@@ -123,7 +100,7 @@ def train_ssl_model(run: Run, resume: dict[str, Any] | None = None) -> SSLModel:
 
     model = create_model(cfg.arch, data.num_classes, data.channels)
     if cfg.warm_start:
-        _warm_start(cfg, model)
+        load_weights(model, cfg.warm_start, cfg.arch)
     model = run.to_device(model)
     opt = make_optimizer(model, rec.lr, rec)
     start = 0

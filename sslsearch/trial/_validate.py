@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sslsearch.config import Choices, ConfigError, Range, SearchSpace, TrialConfig
-from sslsearch.data import get_dataset_spec
+from sslsearch.config import AMOUNT_KEYS, Choices, ConfigError, Range, SearchSpace, TrialConfig
+from sslsearch.data import Datasets, get_dataset_spec
 from sslsearch.errors import UserError
-from sslsearch.models import get_model_spec
+from sslsearch.imports import is_import_path
+from sslsearch.models import check_user_model, create_model, get_model_spec
 from sslsearch.pruning import PRUNE_TYPES
 from sslsearch.sparsity import CRITERIA, SSL_TYPES
 
@@ -91,12 +92,71 @@ def _validate_space(space: SearchSpace) -> None:
         check_combination(space.arch, v, "filter_wise", "params.ssl_type")
     for v in prune_types:
         check_combination(space.arch, "filter_wise", v, "params.prune_type")
-    if any(t != "depth_wise" for t in prune_types) and "ratio" not in specs:
-        raise ConfigError("params.ratio", "required for prune types other than depth_wise")
-    if "depth_wise" in prune_types and "blocks" not in specs and "ratio" not in specs:
-        raise ConfigError("params.blocks", "depth_wise needs blocks (a number or a range)")
+    amount = [k for k in AMOUNT_KEYS if k in specs]
+    if any(t != "depth_wise" for t in prune_types) and not amount:
+        raise ConfigError(
+            "params.flops_budget",
+            "say how far to prune: flops_budget, params_budget or latency_budget (a share of "
+            "the dense model's cost to keep), or ratio",
+        )
+    if "depth_wise" in prune_types and "blocks" not in specs and not amount:
+        raise ConfigError("params.blocks", "depth_wise needs blocks or a budget")
     if "ssl_lambda" not in specs:
         raise ConfigError("params.ssl_lambda", "required (a value or a range)")
     if "blocks" in specs and "depth_wise" not in prune_types:
         raise ConfigError("params.blocks", "only used by prune_type depth_wise")
     _check_input_size(space.arch, arch, space.data.name, space.data.image_size or data.native_size)
+
+
+def check_user_parts(space: SearchSpace, data: Datasets | None = None) -> None:
+    """The user's own parts of a space, checked on the driver before anything starts: the
+    factory (``arch: module:function``) builds a model that takes the data's input and gives
+    one logit per class, and the starting ``weights`` load into it.
+
+    ``data``: the loaded datasets (a local search loads them anyway); None on a cluster, where
+    each node reads its own data root: then the dataset's registered class count and size are
+    used, and for a dataset of the user's own (unknown until loaded on a node) only that the
+    weights are a readable weights file.
+    """
+    _check_user_parts(space, data)
+
+
+def _check_user_parts(space: SearchSpace, data: Datasets | None) -> None:
+    user_arch = is_import_path(space.arch)
+    if not user_arch and not space.weights:
+        return
+    if data is not None:
+        shape: tuple[int, int, int] | None = (data.num_classes, data.channels, data.image_size)
+    else:
+        spec = get_dataset_spec(space.data.name)
+        size = space.data.image_size or spec.native_size
+        known = spec.num_classes > 0 and spec.channels > 0 and size is not None
+        shape = (spec.num_classes, spec.channels, int(size or 0)) if known else None
+    if shape is None:
+        if space.weights:
+            from sslsearch.trial._weights import read_weights
+
+            read_weights(space.weights)
+        return
+    num_classes, channels, size = shape
+    if user_arch:
+        specs = space.param_specs()
+        kinds = [*_values(specs.get("prune_type", "filter_wise")), *_values(specs.get("ssl_type"))]
+        check_user_model(space.arch, num_classes, channels, size, "depth_wise" in kinds)
+    if space.weights:
+        from sslsearch.trial._weights import load_weights
+
+        load_weights(create_model(space.arch, num_classes, channels), space.weights, space.arch)
+
+
+def check_trial_start(cfg: TrialConfig, data: Datasets) -> None:
+    """A trial of the user's factory: the forward check of ``check_user_parts``, at the start
+    of the trial (its data is loaded), so a failing factory is one line, not a trace."""
+    if is_import_path(cfg.arch):
+        check_user_model(
+            cfg.arch,
+            data.num_classes,
+            data.channels,
+            data.image_size,
+            "depth_wise" in (cfg.prune_type, cfg.ssl_type),
+        )

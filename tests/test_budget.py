@@ -1,0 +1,231 @@
+"""Budget pruning: a FLOPs, parameter or latency budget is met, as close as the rounding allows,
+with the cost model, the floors and the selection each checked against their definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sslsearch.errors import NotPrunableError, UserError
+from sslsearch.metrics import count_flops, count_params
+from sslsearch.models import create_model
+from sslsearch.pruning import LatencySpec, prune
+from sslsearch.pruning._cost import CostModel
+from sslsearch.pruning._latency import LatencyModel
+from sslsearch.pruning._pruner import _apply_plan, _plan_from_counts, candidate_groups, unit_scores
+from sslsearch.registry import min_width
+from sslsearch.sparsity import SSLPenalty, build_groups
+
+from .conftest import randomize_bn
+from .test_pruning import _check_equivalent
+
+# (arch, classes, input shape) of the models the budget promise is tested on
+SMALL_MODELS = [
+    ("vgg_small", 10, (1, 8, 8)),
+    ("resnet20", 10, (3, 16, 16)),
+]
+BIG_MODELS = [  # 224x224 too in benchmarks/bench_budget_targets.py
+    ("mobilenet_v2", 10, (3, 32, 32)),
+    ("vgg16_bn", 100, (3, 32, 32)),
+    ("regnet_x_400mf", 10, (3, 32, 32)),
+    ("resnet50", 100, (3, 64, 64)),
+]
+
+
+def _short_ssl(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """What a short SSL run leaves: proximal steps of a strong filter penalty on a randomly
+    rescaled model, so that some groups are exactly zero, others small, others untouched."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.mul_(torch.rand(m.num_features, generator=g) * 2)
+    pen = SSLPenalty.build(model, "filter_wise", 0.3, torch.zeros(1, *shape))
+    for _ in range(2 * pen.calls_per_cycle):
+        pen.prox_(1.0)
+    return model
+
+
+def _share(r: object, kind: str) -> float:
+    if kind == "flops":
+        return r.flops_after / r.flops_before  # type: ignore[attr-defined]
+    return r.params_after / r.params_before  # type: ignore[attr-defined]
+
+
+def _check_budgets(model: nn.Module, shape: tuple[int, ...]) -> None:
+    for kind in ("flops", "params"):
+        for budget in (0.75, 0.5, 0.25):
+            r = prune(model, shape, prune_type="filter_wise", **{f"{kind}_budget": budget})
+            got = _share(r, kind)
+            assert got <= budget + 1e-12, (kind, budget, got)
+            assert r.budget_achieved == pytest.approx(got)
+            # within 1% of the target, or the finest step left out costs more than the gap
+            gap = budget - got
+            if gap > 0.01:
+                assert r.budget_step is not None and r.budget_step > gap, (kind, budget, r)
+                assert "finest step left" in r.budget_note
+            else:
+                assert r.budget_note == "within 1% of the target"
+            assert r.actual_ratio == pytest.approx(r.groups_removed / r.groups_total)
+
+
+@pytest.mark.parametrize(("arch", "classes", "shape"), SMALL_MODELS)
+@pytest.mark.parametrize("trained", [False, True], ids=["init", "ssl"])
+def test_budgets_are_met_on_small_models(
+    arch: str, classes: int, shape: tuple[int, ...], trained: bool
+) -> None:
+    model = randomize_bn(create_model(arch, classes, shape[0]))
+    _check_budgets(_short_ssl(model, shape) if trained else model, shape)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "classes", "shape"), BIG_MODELS)
+@pytest.mark.parametrize("trained", [False, True], ids=["init", "ssl"])
+def test_budgets_are_met_on_the_seed_and_zoo_models(
+    arch: str, classes: int, shape: tuple[int, ...], trained: bool
+) -> None:
+    model = randomize_bn(create_model(arch, classes, shape[0]))
+    _check_budgets(_short_ssl(model, shape) if trained else model, shape)
+
+
+@pytest.mark.parametrize("arch", ["vgg_small", "resnet20", "mobilenet_v2"])
+def test_cost_model_equals_the_counters(arch: str) -> None:
+    # For random removals the cost model is the parameter count exactly, and fvcore's FLOPs up
+    # to the ops no parameter carries (adaptive pooling: a few per mille here).
+    shape = (3, 16, 16)
+    model = randomize_bn(create_model(arch, 10, 3))
+    example = torch.zeros(1, *shape)
+    gs, _, _ = build_groups(model, example)
+    groups = candidate_groups(gs.channel, "filter_wise")
+    params = CostModel.build(model, groups, example, "params", count_params(model))
+    flops = CostModel.build(model, groups, example, "flops", count_flops(model, shape))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        removed = np.asarray([int(rng.integers(0, g.units - g.min_units() + 1)) for g in groups])
+        pruned = create_model(arch, 10, 3).eval()
+        pruned.load_state_dict(model.state_dict())
+        scores = [unit_scores(g, "filter_wise", "group_lasso") for g in groups]
+        _apply_plan(pruned, example, _plan_from_counts(groups, scores, removed))
+        assert params.total(removed) == pytest.approx(count_params(pruned), rel=1e-12)
+        assert flops.total(removed) == pytest.approx(count_flops(pruned, shape), rel=5e-3)
+        # the saving of one more chunk of each group, all at once, equals removing it alone
+        k = np.minimum(removed, 1)
+        after = params.after_each(removed - k, k)
+        for gi in np.nonzero(k)[0]:
+            one = removed - k
+            one[gi] += k[gi]
+            assert after[gi] == pytest.approx(params.total(one), rel=1e-12)
+
+
+def test_zeroed_filters_go_first_and_the_function_is_kept() -> None:
+    dense = randomize_bn(create_model("vgg_small", 10))
+    conv, bn = dense.features[3], dense.features[4]  # 32 filters
+    with torch.no_grad():
+        conv.weight[:16].zero_()
+        bn.weight[:16].zero_()
+        bn.bias[:16].zero_()
+    r = prune(dense, (3, 8, 8), prune_type="filter_wise", flops_budget=0.9)
+    assert set(range(16)) <= set(r.removed_channels["features.3"])
+    _check_equivalent(dense, r, (3, 8, 8))
+
+
+def test_every_layer_keeps_its_floor_and_the_floored_ones_are_listed() -> None:
+    model = randomize_bn(create_model("vgg_small", 10, 1))
+    widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    for share in (0.0, 0.1, 0.25):
+        r = prune(
+            model, (1, 8, 8), prune_type="filter_wise", flops_budget=0.12, min_width_share=share
+        )
+        after = {n: m.out_channels for n, m in r.model.named_modules() if isinstance(m, nn.Conv2d)}
+        floored = set()
+        for name, w in widths.items():
+            if after[name] == w:
+                continue
+            floor = min_width(w, share)
+            assert after[name] >= floor and after[name] % 8 == 0, (name, after[name])
+            if after[name] == floor:
+                floored.add(name)
+        assert floored == set(r.at_floor)
+        assert r.min_width_share == share
+    # floors of 40% keep more than 12% of the FLOPs: one clear error, the model untouched
+    with pytest.raises(NotPrunableError, match="below what the layer floors allow"):
+        prune(model, (1, 8, 8), prune_type="filter_wise", flops_budget=0.12, min_width_share=0.4)
+
+
+def test_depth_wise_meets_a_budget_with_whole_blocks() -> None:
+    dense = randomize_bn(create_model("resnet20", 10))
+    shape = (3, 16, 16)
+    r = prune(dense, shape, prune_type="depth_wise", flops_budget=0.8)
+    assert r.flops_after / r.flops_before <= 0.8
+    assert r.removed_blocks and r.groups_removed == len(r.removed_blocks)
+    # nothing more would fit: the cheapest block left costs more than the gap
+    gap = 0.8 - r.flops_after / r.flops_before
+    assert gap <= 0.01 or (r.budget_step is not None and r.budget_step > gap)
+    _check_equivalent(dense, r, shape)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"flops_budget": 0.0}, r"flops_budget must be a share of the dense flops in \(0, 1\]"),
+        ({"params_budget": 1.5}, "params_budget must be"),
+        ({"flops_budget": 0.5, "params_budget": 0.5}, "give one budget"),
+        ({"flops_budget": 0.5, "ratio": 0.3}, "not both"),
+        ({"flops_budget": 0.5, "min_width_share": 1.5}, "min_width_share must be in"),
+    ],
+)
+def test_bad_budgets_are_one_clear_error(kwargs: dict, match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        prune(create_model("vgg_small", 10), (3, 8, 8), prune_type="filter_wise", **kwargs)
+
+
+class _FakeClock:
+    """Latency as a known function of the model: 0.05 ms + 1 ms per million FLOPs, plus a
+    deterministic jitter of a few per cent; what the latency loop must hit within 10%."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+        self.calls = 0
+
+    def ms(self, model: nn.Module) -> float:
+        self.calls += 1
+        jitter = 1.0 + 0.03 * np.sin(self.calls)
+        return (0.05 + count_flops(model, self.shape) / 1e6) * jitter
+
+
+def test_latency_budget_is_met_within_ten_percent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    shape = (1, 8, 8)
+    clock = _FakeClock(shape)
+    monkeypatch.setattr(LatencyModel, "measure", lambda self, m: clock.ms(m))
+    monkeypatch.setattr(LatencyModel, "relative", lambda self, m, ref: clock.ms(m) / clock.ms(ref))
+    monkeypatch.setattr(LatencyModel, "_time", lambda self, m, repeats: clock.ms(m))
+    model = randomize_bn(create_model("vgg_small", 10, 1))
+    dense = clock.ms(model)
+    for budget in (0.75, 0.5):
+        r = prune(
+            model,
+            shape,
+            prune_type="filter_wise",
+            latency_budget=budget,
+            latency=LatencySpec(cache_dir=str(tmp_path)),
+        )
+        assert r.budget_kind == "latency" and r.budget_achieved is not None
+        assert abs(r.budget_achieved - budget) <= 0.1 * budget, r.budget_note
+        assert "within 10%" in r.budget_note
+        assert abs(clock.ms(r.model) / dense - budget) <= 0.1 * budget + 0.05
+
+
+def test_latency_tables_are_cached(tmp_path: object) -> None:
+    spec = LatencySpec(cache_dir=str(tmp_path), table_repeats=2)
+    lat = LatencyModel(spec, (1, 8, 8))
+    conv = nn.Conv2d(16, 32, 3, padding=1)
+    first = lat.table(conv, (16, 8, 8), 8)
+    again = LatencyModel(spec, (1, 8, 8)).table(conv, (16, 8, 8), 8)
+    assert first == again  # read back, not measured again
+    assert first["in"][-1] == 16 and first["out"][-1] == 32
+    ms = np.asarray(first["ms"])
+    assert (np.diff(ms, axis=0) >= 0).all() and (np.diff(ms, axis=1) >= 0).all()
