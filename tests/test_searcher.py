@@ -259,3 +259,55 @@ def test_an_experiment_of_an_older_version_is_refused_on_resume(tmp_path: Path) 
         prepare(SearchOptions(space=str(space), resume=True))
     (exp / "jobs").mkdir()
     assert prepare(SearchOptions(space=str(space), resume=True))[1] == str(exp)
+
+
+# The private parts of Ray and Optuna the search used before issue 21 (and Tune's on-disk
+# layout): none may come back, or a Ray or Optuna release can break resume silently.
+PRIVATE = [
+    r"\._ot_(trials|study)\b",
+    r"(?<!config)\._space\b",
+    r"_suggest_from_define_by_run_func",
+    r"_completed_trials",
+    r"\._counter\b",
+    r"_total_samples",
+    r"\._finished\b",
+    r"_local_tuner",
+    r"\._run_config\b",
+    r"\._storage\b",
+    r"\._trial_id\b",
+    r"checkpoint_%",
+    r"params\.json",
+    r"sslsearch_trial_",
+    r"\bOptunaSearch\b",
+    r"\bSearchGenerator\b",
+]
+
+
+def _docstring_lines(tree: Any) -> set[int]:
+    import ast
+
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                lines.update(range(body[0].lineno, (body[0].end_lineno or body[0].lineno) + 1))
+    return lines
+
+
+def test_the_search_uses_no_private_part_of_ray_or_optuna() -> None:
+    import ast
+    import re
+
+    import sslsearch
+
+    root = Path(sslsearch.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        docs = _docstring_lines(ast.parse(text))  # docstrings may name what was removed
+        for n, line in enumerate(text.splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if n not in docs and any(re.search(p, code) for p in PRIVATE):
+                found.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert found == [], "private Ray / Optuna names or Tune's layout:\n" + "\n".join(found)

@@ -3,8 +3,9 @@
 Every finished point is one Optuna trial, added once, when its result is in the experiment
 directory, with ``study.add_trial``: its searched parameters and their distributions, its
 objective values (COMPLETE) or its reason (PRUNED, FAIL), user attributes ``trial_id`` (its
-point id) and ``job_id``. Results reach the study by this one road, ``StudyBook.sync``: at each point's final report, at each job's end, when a search opens
-(a resume: points that finished after the last driver heard of them) and at its end. A point
+point id) and ``job_id``. Results reach the study by this one road, ``StudyBook.sync``: at
+each point's final report, at each job's end, when a search opens (a resume: points that
+finished after the last driver heard of them) and at its end. A point
 the sampler never proposed (a worker recorded it itself) is added the same way. How a result's
 ``status`` maps to an Optuna state is one table, ``STATES``.
 
