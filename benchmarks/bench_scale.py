@@ -772,13 +772,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"export: {results['export']['wall_s']:.1f}s wall, {results['export']['cpu_s']:.1f} CPU-s"
         )
+        # beside the results JSON (a run with --out elsewhere leaves nothing in results/)
         png = (
-            BENCH_DIR
-            / "results"
-            / ("bench_scale.png" if args.out is None else Path(args.out).stem + ".png")
+            Path(args.out).absolute().with_suffix(".png")
+            if args.out
+            else BENCH_DIR / "results" / "bench_scale.png"
         )
         figure(traces, step, png)
-        results["figure"] = str(png.relative_to(REPO))
+        results["figure"] = str(png.relative_to(REPO) if png.is_relative_to(REPO) else png)
     finally:
         cluster.stop()
         if not args.keep:
