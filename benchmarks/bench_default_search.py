@@ -122,6 +122,7 @@ def analyse(exp: Path) -> dict[str, Any]:
             "largest_log10_flops_gap": max(gaps) if gaps else None,
             "distinct_rows": len({(r["flops"], r["top1"]) for r in pts}),
         }
+    out["dense_flops"] = float(base["flops"]) if base is not None else None
     trials = pq.read_table(exp / "trials.parquet").to_pylist()
     out["points_ok"] = sum(
         1 for t in trials if t.get("role") in (None, "search") and t.get("status") == "ok"
@@ -129,9 +130,29 @@ def analyse(exp: Path) -> dict[str, Any]:
     return out
 
 
+def hv_on_test(points: list[dict[str, Any]], dense_flops: float | None) -> float | None:
+    """Hypervolume (top1 x FLOPs, reference: 0% and the dense FLOPs, both scaled to 1) of the
+    front points the search chose on validation, with their test top-1."""
+    pts = [
+        (float(p["test_top1"]) / 100, float(p["flops"]) / dense_flops)
+        for p in points
+        if dense_flops and p.get("test_top1") is not None and p.get("flops") is not None
+    ]
+    hv, best = 0.0, 0.0
+    for t, f in sorted((q for q in pts if q[1] <= 1.0), key=lambda q: q[1]):  # cheapest first
+        if t > best:  # adds the band between the best top-1 so far and t, from f to the dense
+            hv += (t - best) * (1.0 - f)
+            best = t
+    return hv if pts else None
+
+
 def summarise(runs: list[dict[str, Any]]) -> None:
     rows = []
     for r in runs:
+        a = r["analysis"]
+        dense = a.get("dense_flops")
+        a["hv_ssl_test"] = hv_on_test(a["search"]["points"], dense)
+        a["hv_no_ssl_test"] = hv_on_test(a["reference"]["points"], dense)
         rows.append(
             {
                 "label": r["label"],
@@ -139,6 +160,8 @@ def summarise(runs: list[dict[str, Any]]) -> None:
                 "wall": r["wall_s"],
                 "ssl": r["analysis"]["hv_ssl"],
                 "nossl": r["analysis"]["hv_no_ssl"],
+                "ssl_t": a["hv_ssl_test"],
+                "nossl_t": a["hv_no_ssl_test"],
                 "n": r["analysis"]["search"]["n"],
                 "gap": r["analysis"]["search"]["largest_log10_flops_gap"],
                 "gap0": r["analysis"]["reference"]["largest_log10_flops_gap"],
@@ -152,6 +175,8 @@ def summarise(runs: list[dict[str, Any]]) -> None:
             Col("wall", "wall s", ".0f"),
             Col("ssl", "HV SSL", ".4f"),
             Col("nossl", "HV no-SSL", ".4f"),
+            Col("ssl_t", "HV SSL (test)", ".4f"),
+            Col("nossl_t", "HV no-SSL (test)", ".4f"),
             Col("n", "SSL front points"),
             Col("gap", "largest log10 FLOPs gap (SSL)", ".3f"),
             Col("gap0", "(no-SSL)", ".3f"),
@@ -163,7 +188,9 @@ def summarise(runs: list[dict[str, Any]]) -> None:
         if sel:
             print(
                 f"{label}: median HV SSL {statistics.median(r['ssl'] for r in sel):.4f}, "
-                f"no-SSL {statistics.median(r['nossl'] for r in sel):.4f}, "
+                f"no-SSL {statistics.median(r['nossl'] for r in sel):.4f} (val); test "
+                f"{statistics.median(r['ssl_t'] for r in sel):.4f} / "
+                f"{statistics.median(r['nossl_t'] for r in sel):.4f}, "
                 f"median largest gap {statistics.median(r['gap'] for r in sel):.3f}"
             )
 

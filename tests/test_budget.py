@@ -229,3 +229,32 @@ def test_latency_tables_are_cached(tmp_path: object) -> None:
     assert first["in"][-1] == 16 and first["out"][-1] == 32
     ms = np.asarray(first["ms"])
     assert (np.diff(ms, axis=0) >= 0).all() and (np.diff(ms, axis=1) >= 0).all()
+
+
+def test_latency_budget_is_met_when_the_tables_mislead(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    """Tables that say width costs nothing (as tables timed under load, or a layer whose
+    kernel does not speed up, can): the search on measured latency still meets the budget."""
+    shape = (1, 8, 8)
+    clock = _FakeClock(shape)
+    monkeypatch.setattr(LatencyModel, "measure", lambda self, m: clock.ms(m))
+    monkeypatch.setattr(LatencyModel, "relative", lambda self, m, ref: clock.ms(m) / clock.ms(ref))
+    real_table = LatencyModel.table
+
+    def flat(self: LatencyModel, mod: nn.Module, in_shape: tuple, step: int) -> dict:
+        t = dict(real_table(self, mod, in_shape, step))
+        t["ms"] = [[1.0] * len(t["out"]) for _ in t["in"]]
+        return t
+
+    monkeypatch.setattr(LatencyModel, "table", flat)
+    model = randomize_bn(create_model("vgg_small", 10, 1))
+    r = prune(
+        model,
+        shape,
+        prune_type="filter_wise",
+        latency_budget=0.5,
+        latency=LatencySpec(cache_dir=str(tmp_path), table_repeats=2),
+    )
+    assert r.budget_achieved is not None and abs(r.budget_achieved - 0.5) <= 0.05, r.budget_note
+    assert abs(clock.ms(r.model) / clock.ms(model) - 0.5) <= 0.1

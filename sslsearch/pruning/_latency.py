@@ -35,6 +35,7 @@ from sslsearch.sparsity import COLS, CONV_IN, ROWS, Group
 log = logging.getLogger(__name__)
 
 GRID = 5  # widths per dimension in a layer's table
+TABLE_VERSION = 2  # how a table is made from its timings (part of the cache key)
 
 
 @dataclass(frozen=True)
@@ -136,16 +137,20 @@ class LatencyModel:
                 model.to(param.device)
 
     def relative(self, model: nn.Module, reference: nn.Module, rounds: int = 5) -> float:
-        """``model``'s latency as a share of ``reference``'s, timed side by side: the median
-        over ``rounds`` of (model / reference), each round timing both with a share of the
-        repeats, so that a load that comes and goes touches both alike."""
+        """``model``'s latency as a share of ``reference``'s, timed side by side: ``rounds``
+        rounds, each timing both (in alternating order) with a share of the repeats; the ratio of
+        their fastest round medians. Load on a shared machine only ever adds time, and a load
+        that comes and goes can catch either model's round: the fastest rounds are the ones it
+        touched least (a median of per-round ratios swung by 2x under a busy neighbour)."""
         s = self.spec
         per = max(3, s.repeats // rounds)
-        ratios = []
-        for _ in range(rounds):
-            ref = self._time(reference, per)
-            ratios.append(self._time(model, per) / max(ref, 1e-12))
-        return float(np.median(ratios))
+        mine, ref = [], []
+        for i in range(rounds):
+            pair = (model, reference) if i % 2 else (reference, model)
+            times = [self._time(m, per) for m in pair]
+            mine.append(times[0] if i % 2 else times[1])
+            ref.append(times[1] if i % 2 else times[0])
+        return float(min(mine) / max(min(ref), 1e-12))
 
     def _time(self, model: nn.Module, repeats: int) -> float:
         s = self.spec
@@ -171,6 +176,7 @@ class LatencyModel:
             "torch": torch.__version__,
             "grid": GRID,
             "repeats": s.table_repeats,
+            "table": TABLE_VERSION,
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -223,10 +229,15 @@ class LatencyModel:
                     repeats=s.table_repeats,
                     threads=s.threads,
                 )
-                row.append(lat.median_ms)
+                row.append(lat.p10_ms)
             ms.append(row)
-        # a wider layer is never faster: timing noise must not make a table reward width
-        mono = np.maximum.accumulate(np.maximum.accumulate(np.asarray(ms), axis=0), axis=1)
+        # A narrower layer is never slower. Load on a shared machine only adds time, so each
+        # grid point is its fast end (p10 of the repeats), and a point slower than a wider one
+        # takes the wider one's time: a spike is cut down, never spread to every wider width
+        # (a running maximum from the narrow end flattened whole tables under load).
+        a = np.asarray(ms)
+        mono = np.minimum.accumulate(a[::-1, ::-1], axis=0)
+        mono = np.minimum.accumulate(mono, axis=1)[::-1, ::-1]
         entry = {"in": ins, "out": outs, "ms": mono.tolist(), "depthwise": depthwise}
         cache[key] = entry
         self._save()

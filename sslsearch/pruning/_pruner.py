@@ -59,6 +59,7 @@ DEFAULT_COST_POWER = 0.0
 BUDGET_KINDS = ("flops", "params", "latency")
 BUDGET_TOLERANCE = 0.01  # a budget is met within 1% of the dense cost, or one rounding step
 LATENCY_TOLERANCE = 0.10  # a latency budget: within 10% of the target (measured, noisy)
+_TRIES = 8  # prunes of a fresh copy while the true cost misses the budget
 
 
 @dataclass
@@ -324,12 +325,15 @@ def _prune_channels_to_budget(
     steps = np.asarray([_steps(g, round_to) for g in candidates])
     np_scores = [s.double().cpu().numpy() for s in scores]
     floor_plan = np.asarray([g.units for g in candidates]) - floors
+    floor_ms = 0.0
     if isinstance(cm, TableCostModel):
         at_floors = fresh()
         _apply_plan(at_floors, example, _plan_from_counts(candidates, scores, floor_plan))
-        cm.calibrate(target.dense, floor_plan, target.measure(at_floors))
+        floor_ms = target.measure(at_floors)
+        cm.calibrate(target.dense, floor_plan, floor_ms)
         del at_floors
-    floor_cost = cm.total(floor_plan)
+    # a latency's floor is measured (tables only predict it)
+    floor_cost = floor_ms if isinstance(cm, TableCostModel) else cm.total(floor_plan)
     slack = 1 + target.tolerance if target.kind == "latency" else 1.0
     if floor_cost > target.absolute * slack:
         raise NotPrunableError(
@@ -337,9 +341,14 @@ def _prune_channels_to_budget(
             f"(about {floor_cost / target.dense:.3g} of the dense {target.kind} at "
             f"min_width_share={share:g}); raise the budget or lower min_width_share"
         )
+    if isinstance(cm, TableCostModel):
+        return _prune_to_latency(
+            model, example, candidates, scores, target, cm, floors, steps, cost_power, fresh,
+            groups, floor_plan, floor_ms,
+        )  # fmt: skip
     goal = target.absolute
     best: _Attempt | None = None
-    for attempt in range(6):
+    for attempt in range(_TRIES):
         sel = select_for_budget(np_scores, cm, max(goal, floor_cost), floors, steps, cost_power)
         plan = _plan_from_counts(candidates, scores, sel.removed)
         work = model if attempt == 0 else fresh()
@@ -348,24 +357,89 @@ def _prune_channels_to_budget(
         finest = None
         if sel.finest_step is not None:
             finest = (candidates[sel.finest_step[0]].name, sel.finest_step[1])
-        now = _Attempt(work, plan, removed, true, finest)
-        if target.kind != "latency":
-            if true <= target.absolute:
-                best = now
-                break
-            goal -= (true - target.absolute) + 1e-9 * target.dense
-        else:
-            if best is None or abs(true - target.absolute) < abs(best.cost - target.absolute):
-                best = now
-            if abs(true - target.absolute) <= 0.03 * target.absolute:
-                break
-            goal *= target.absolute / max(true, 1e-12)
+        if true <= target.absolute:
+            best = _Attempt(work, plan, removed, true, finest)
+            break
+        goal -= (true - target.absolute) + 1e-9 * target.dense
         log.info("%s budget: true cost %.4g, target %.4g; retrying", target.kind, true, goal)
     if best is None:
         raise NotPrunableError(
             f"{target.kind}_budget {target.share:g}: the pruned model's {target.kind} "
-            f"({true / target.dense:.3f} of dense) did not meet the budget after 6 tries"
+            f"({true / target.dense:.3f} of dense) did not meet the budget after {_TRIES} tries"
         )
+    return best.model, best.plan, best.removed, best.cost, best.finest
+
+
+def _prune_to_latency(
+    model: nn.Module,
+    example: torch.Tensor,
+    candidates: list[Group],
+    scores: list[torch.Tensor],
+    target: _Target,
+    table: TableCostModel,
+    floors: np.ndarray,
+    steps: np.ndarray,
+    cost_power: float,
+    fresh: Callable[[], nn.Module],
+    groups: Any,
+    floor_plan: np.ndarray,
+    floor_ms: float,
+) -> tuple[nn.Module, dict[str, list[int]], dict[str, list[int]], float, tuple[str, float] | None]:
+    """A latency budget: a few tries on the latency tables, then a safeguarded secant search
+    on the measured latency over the FLOPs kept, which is monotone along the selection's order
+    where the tables are not (per-call overheads, kernels that change with the width, tables
+    timed under load). Every try is a fresh prune timed beside the dense model; the closest try
+    is kept, its note says whether it is within the tolerance."""
+    np_scores = [s.double().cpu().numpy() for s in scores]
+    dense_flops = float(count_flops(model, _shape(example)))
+    flops = CostModel.build(model, candidates, example, "flops", dense_flops)
+    aim = target.absolute
+    # (FLOPs, measured ms) of every model timed so far: the floor model and the dense one
+    seen = [(flops.total(floor_plan), floor_ms), (dense_flops, target.dense)]
+    best: _Attempt | None = None
+    tried: set[float] = set()
+
+    def attempt(cm: CostModel, goal: float) -> bool:
+        """Prune a fresh copy to ``goal`` on ``cm``; True once the target is hit (3%)."""
+        nonlocal best
+        sel = select_for_budget(np_scores, cm, goal, floors, steps, cost_power)
+        f = flops.total(sel.removed)
+        if f in tried:
+            return False
+        tried.add(f)
+        plan = _plan_from_counts(candidates, scores, sel.removed)
+        first = best is None
+        work = model if first else fresh()
+        removed = _apply_plan(work, example, plan, groups if first else None)
+        true = target.measure(work)
+        seen.append((f, true))
+        finest = None
+        if sel.finest_step is not None:
+            finest = (candidates[sel.finest_step[0]].name, sel.finest_step[1])
+        if best is None or abs(true - aim) < abs(best.cost - aim):
+            best = _Attempt(work, plan, removed, true, finest)
+        log.info("latency budget: %.4g ms at %.1f%% of the FLOPs, target %.4g ms", true,
+                 100 * f / dense_flops, aim)  # fmt: skip
+        return abs(true - aim) <= 0.03 * aim
+
+    goal = aim
+    floor_cost = table.total(floor_plan)
+    for _ in range(3):  # the tables' own prediction, corrected by the measured miss
+        if attempt(table, max(goal, floor_cost)):
+            break
+        goal *= aim / max(seen[-1][1], 1e-12)
+    else:
+        for _ in range(_TRIES - 3):
+            pts = sorted(seen)
+            hi = next((i for i, (_, ms) in enumerate(pts) if ms > aim), len(pts) - 1)
+            (f0, m0), (f1, m1) = pts[max(hi - 1, 0)], pts[hi]
+            if f1 - f0 <= 1e-9 * dense_flops:
+                break
+            t = (aim - m0) / (m1 - m0) if m1 > m0 else 0.5
+            g = f0 + min(max(t, 0.1), 0.9) * (f1 - f0)  # never at a known end: progress
+            if attempt(flops, g):
+                break
+    assert best is not None
     return best.model, best.plan, best.removed, best.cost, best.finest
 
 
