@@ -143,6 +143,18 @@ class Sampler:
     name: Literal["auto", "tpe", "nsga2", "gp", "random"] = "auto"
     seed: int = 0
     n_startup_trials: int | None = None  # random trials before the model kicks in
+    # A GP ask fits one Gaussian process per objective, cubic in the finished points: past this
+    # many, GP hands over to TPE (benchmarks/bench_scale.py picked it; the log says when).
+    gp_max_points: int = 100
+    # GP and TPE see every finished point up to this many, then the best fronts plus this many
+    # most recent ones: an ask costs the same at 10,000 points as at 1,000 (bench_scale.py).
+    max_history: int = 1000
+
+    def check(self) -> None:
+        if self.gp_max_points < 1:
+            raise ConfigError("gp_max_points", f"must be >= 1, got {self.gp_max_points}")
+        if self.max_history < 100:
+            raise ConfigError("max_history", f"must be >= 100, got {self.max_history}")
 
 
 @dataclass(frozen=True)

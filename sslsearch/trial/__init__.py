@@ -13,10 +13,18 @@ from sslsearch.trial._baseline import (
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._early import dominated_reason
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
-from sslsearch.trial._pipeline import TrialResult, point_id, run_points, run_trial, stored_point
+from sslsearch.trial._pipeline import (
+    TrialResult,
+    point_id,
+    run_points,
+    run_trial,
+    stored_point,
+    write_point,
+)
 from sslsearch.trial._point import describe
-from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_FILE, Report, StopCheck
+from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_VERSION, Report, StopCheck
 from sslsearch.trial._ssl import SSLModel, ssl_model_id, train_ssl_model
+from sslsearch.trial._state import HISTORY_FILE, StateStore, read_history
 from sslsearch.trial._train import EvalStats, NonFiniteLoss, evaluate, pick_device
 from sslsearch.trial._validate import (
     check_combination,
@@ -28,15 +36,17 @@ from sslsearch.trial._weights import load_weights, read_weights, weights_digest
 
 __all__ = [
     "BASELINE_ID",
+    "HISTORY_FILE",
     "MODEL_FILE",
     "RESULT_FILE",
-    "STATE_FILE",
+    "STATE_VERSION",
     "EvalStats",
     "FinetuneResult",
     "NonFiniteLoss",
     "Report",
     "SSLCache",
     "SSLModel",
+    "StateStore",
     "StopCheck",
     "TrialResult",
     "baseline_config",
@@ -50,6 +60,7 @@ __all__ = [
     "measure_weights_baseline",
     "pick_device",
     "point_id",
+    "read_history",
     "read_weights",
     "run_baseline",
     "run_points",
@@ -61,4 +72,5 @@ __all__ = [
     "validate_space",
     "validate_trial",
     "weights_digest",
+    "write_point",
 ]

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +16,7 @@ from sslsearch.data import Datasets, load_datasets
 from sslsearch.models import model_payload
 from sslsearch.pruning import SparsityMeter
 from sslsearch.sparsity import SSLPenalty
+from sslsearch.trial._state import StateStore
 from sslsearch.trial._train import (
     evaluate,
     lr_at,
@@ -29,10 +27,10 @@ from sslsearch.trial._train import (
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[dict[str, Any], "Path | None"], None]
+# Called with the metrics of every epoch and every finished point.
+Report = Callable[[dict[str, Any]], None]
 # Called after each fine-tuning epoch with the point's metrics so far; a reason stops the point.
 StopCheck = Callable[[dict[str, Any]], "str | None"]
-STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 RESULT_FILE = "result.json"
 STATE_VERSION = 2
@@ -64,10 +62,17 @@ def precision(amp: bool, scaler: Any) -> str:
 class Run:
     """The state of one trial while it runs; the stages call its methods."""
 
-    def __init__(self, cfg: TrialConfig, report: Report, tags: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        report: Report,
+        tags: dict[str, Any],
+        store: StateStore | None = None,
+    ) -> None:
         self.cfg = cfg
         self.report_fn = report
         self.tags = tags
+        self.store = store  # where the states to resume from go (None: nowhere)
         self.history: list[dict[str, Any]] = []
         self.global_epoch = 0
         self.extra: dict[str, Any] = {}
@@ -86,7 +91,6 @@ class Run:
         self.precision = precision(self.amp, self.scaler)
         self.train_seconds = 0.0
         self.train_images = 0
-        self.model_writer: Callable[[Path], None] | None = None
         self.point = 0  # index of the point being worked on
         self.points_done: list[dict[str, Any]] = []  # finals of the finished points
         self.ssl_payload: dict[str, Any] | None = None  # the SSL model, when there is no store
@@ -151,28 +155,14 @@ class Run:
         if self.cuda and resume.get("cuda_rng"):
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
 
-    def emit(
-        self, metrics: dict[str, Any], state: dict[str, Any] | None, final: bool = False
-    ) -> None:
-        """Report ``metrics`` (plus the tags); with ``state``, also a checkpoint directory.
-
-        The trial's last report (``final``) also holds result.json (the metrics as reported)
-        and, when ``self.model_writer`` is set, the pruned model.
-        """
-        metrics = {**self.tags, **metrics}
-        if state is None:
-            self.report_fn(metrics, None)
-            return
-        tmp = Path(tempfile.mkdtemp(prefix="sslsearch-ckpt-"))
-        try:
-            torch.save(state, tmp / STATE_FILE)
-            if final:
-                (tmp / RESULT_FILE).write_text(json.dumps(metrics, indent=1))
-                if self.model_writer is not None:
-                    self.model_writer(tmp / MODEL_FILE)
-            self.report_fn(metrics, tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def emit(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        """Report ``metrics`` (plus the tags); with ``state``, first save it (and the epochs
+        so far) to the store, so that what was reported is what a restart resumes from."""
+        if state is not None and self.store is not None:
+            # a finished trial needs only its last state (no model in it): drop the others
+            self.store.save(state, keep=1 if state["phase"] == "done" else None)
+            self.store.write_history(self.history)
+        self.report_fn({**self.tags, **metrics})
 
     # ---- epochs ------------------------------------------------------------------------------
 
@@ -195,7 +185,7 @@ class Run:
             "lr": lr,
             "final": False,
         }
-        self.history.append(m)
+        self.history.append({**self.tags, **m})  # with the node and process that trained it
         return m
 
     def sparsity(self, model: nn.Module | None) -> dict[str, Any]:
