@@ -7,7 +7,7 @@ way (criterion). Trials with the same lambda share one SSL training through the 
 (``cache_dir``); the table is kept in ``benchmarks/results/bench_search_efficiency_table.json``
 and reused by later runs (``--rebuild-table`` to redo it). The samplers then run against the
 table with Optuna's ask/tell over the same discrete space (ssl_lambda x ratio x prune_way in
-{group_lasso, mean_abs}), built by ``sslsearch.search._searcher.make_sampler``, objectives
+{group_lasso, mean_abs}), built by ``sslsearch.search._sampler.make_sampler``, objectives
 [maximise top1, minimise flops].
 
 Hypervolume as sslsearch.report computes it: top1/100 and flops/flops_before, reference point
@@ -155,7 +155,7 @@ def _run_lambda_group(settings: dict[str, Any], lam: float, cache_dir: str) -> l
                 cache_dir=cache_dir,
             )
             t0 = time.perf_counter()
-            res = run_trial(cfg, report=lambda m, c: None)
+            res = run_trial(cfg, report=lambda m: None)
             wall = time.perf_counter() - t0
             m = res.metrics
             rows.append(
@@ -174,7 +174,8 @@ def _run_lambda_group(settings: dict[str, Any], lam: float, cache_dir: str) -> l
                     "actual_ratio": m.get("actual_ratio"),
                     "ssl_top1": m.get("ssl_top1"),
                     "pruned_top1": m.get("pruned_top1"),
-                    "group_sparsity": m.get("group_sparsity"),
+                    "exact_zero_share": m.get("exact_zero_share"),
+                    "removable_flops_share": m.get("removable_flops_share"),
                     "ssl_cached": m.get("ssl_cached"),
                     "train_seconds": m.get("train_seconds"),
                     "trial_seconds": m.get("trial_seconds"),
@@ -290,7 +291,7 @@ def _run_sampler(
 
     from sslsearch.config import SearchSpace
     from sslsearch.config._space import Budget, Sampler
-    from sslsearch.search._searcher import make_sampler
+    from sslsearch.search._sampler import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace(
@@ -563,7 +564,7 @@ def main(argv: list[str] | None = None) -> None:
             "TABULAR benchmark over a discretised space: each grid point is one real trial run "
             "once; samplers query the table with Optuna ask/tell.",
             "Sampler space: log10(ssl_lambda) and ratio as stepped floats (exactly the grid), "
-            "prune_way categorical; samplers from sslsearch.search._searcher.make_sampler, one "
+            "prune_way categorical; samplers from sslsearch.search._sampler.make_sampler, one "
             "study per budget with num_samples = the budget (its random start-up and NSGA-II "
             "population depend on it).",
             "Failed trials (if any) are told to Optuna as FAIL and add no point.",

@@ -1,82 +1,99 @@
-"""Does every SSL type make its structures prunable? One row per (model, SSL type) on digits.
+"""Does every SSL type make its structures prunable? One row per (model, SSL type) on digits,
+mean and sd over seeds, test split.
 
-For each SSL type: SSL training (the proximal group Lasso the trial uses), then the share of
-near-zero units of the prune type's groups, pruning at exactly that share, and fine-tuning
-without the penalty. The figure that counts is top-1 right after pruning: on digits fine-tuning
-recovers almost anything. Each row has a lambda = 0 reference (plain training, then the same
-pruning at the same share), which shows what SSL adds.
+For each SSL type: SSL training (the trial's loop: proximal group Lasso with the default
+``ssl_weighting``, flushed every epoch), the figures of ``sslsearch.sparsity_report`` (exactly
+zero units; the FLOPs the pruner could remove at no change of the function), pruning with the
+prune type that removes what the SSL type zeroes to ``flops_budget`` 0.5 plus the BatchNorm
+re-estimation the search does, then fine-tuning without the penalty. The figure that counts is
+top-1 right after pruning, next to top-1 after SSL with the same BN re-estimation (what pruning
+alone changed). lambda = 0 (plain training, the same pruning and re-estimation) is each row's
+reference: what SSL adds.
 
-lambda per type: the smallest value of an ascending grid (``--lambdas``) whose SSL model has at
-least ``--target`` near-zero groups (of the SSL type's own groups) and loses at most
-``--max-drop`` points of top-1 right after pruning; if none does, the grid value with the most
-near-zero groups among those within ``--max-drop`` (or, failing that, the last one).
+shape_wise: no prune type removes a shape, so its zeros save no FLOPs (its removable FLOPs are the
+channels it happens to empty); its row keeps the SSL model as it is (the zeroed shapes) and its
+lambda = 0 reference zeroes the same share of the weakest shapes of the plain model.
 
-    python benchmarks/bench_ssl_types.py                    # 2 CPU cores: ~20-40 min
-    python benchmarks/bench_ssl_types.py --archs vgg_small --types filter_wise --epochs 4
+lambda per (model, type): on the first seed, the smallest value of ``--lambdas`` whose SSL model
+has at least half of its FLOPs removable (shape_wise: half of its shapes exactly zero) and loses
+at most ``--max-drop`` points right after pruning; failing that, the largest. Every seed then
+runs at that lambda. Every run is appended to ``--rows`` (JSON lines) at once and a rerun skips
+it: a killed run loses at most the run in progress.
+
+    python benchmarks/bench_ssl_types.py                  # 2 CPU cores: about an hour
+    python benchmarks/bench_ssl_types.py --archs vgg_small --types filter_wise --seeds 1
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
+import os
+import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
-from _common import Col, machine_info, print_header, print_table, set_threads, write_results
+from _common import RESULTS_DIR, Col, machine_info, print_header, print_table, write_results
 from torch import nn
 
 from sslsearch.config import DataConfig, Recipe
 from sslsearch.data import load_datasets
+from sslsearch.errors import NotPrunableError
 from sslsearch.models import create_model
-from sslsearch.pruning import prune
-from sslsearch.sparsity import SSL_TYPES, SSLPenalty, build_groups, group_sparsity
-from sslsearch.trial._train import evaluate, lr_at, make_optimizer, seed_everything, train_one_epoch
+from sslsearch.pruning import DEFAULT_SSL_WEIGHTING, build_penalty, prune, sparsity_report
+from sslsearch.sparsity import SSL_TYPES, model_groups
+from sslsearch.trial._train import (
+    evaluate,
+    lr_at,
+    make_optimizer,
+    recalibrate_bn,
+    seed_everything,
+    train_one_epoch,
+)
 
-# which prune type removes what each SSL type zeroes
+# which prune type removes what each SSL type zeroes (shape_wise: none does)
 PRUNE_OF = {
     "filter_wise": "filter_wise",
     "channel_wise": "channel_wise",
     "filter_and_channel_wise": "filter_and_channel_wise",
-    "shape_wise": "shape_wise",  # no prune type removes shapes: the near-zero ones are zeroed
+    "shape_wise": None,
     "depth_wise": "depth_wise",
     "group_wise": "filter_and_channel_wise",
 }
-PARTS = {
-    "filter_wise": ["filter"],
-    "channel_wise": ["channel"],
-    "filter_and_channel_wise": ["filter", "channel"],
-}
+FLOPS_BUDGET = 0.5
+_PLAIN: dict[tuple[str, int], dict[str, Any]] = {}  # (arch, seed) -> the lambda = 0 weights
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--archs", nargs="+", default=["vgg_small", "resnet20"])
     p.add_argument("--types", nargs="+", default=list(SSL_TYPES), choices=SSL_TYPES)
-    p.add_argument("--lambdas", nargs="+", type=float, default=[0.03, 0.1, 0.3])
+    p.add_argument("--weighting", default=DEFAULT_SSL_WEIGHTING)
+    p.add_argument("--lambdas", nargs="+", type=float, default=[0.03, 0.1, 0.3, 1.0, 3.0])
+    p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--finetune-epochs", type=int, default=4)
-    p.add_argument("--target", type=float, default=0.5, help="near-zero share to reach")
     p.add_argument("--max-drop", type=float, default=1.0, help="top-1 points lost by pruning")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rows", default=str(RESULTS_DIR / "bench_ssl_types.rows.jsonl"))
+    p.add_argument("--summarize", action="store_true", help="only summarise the saved rows")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
 
 def train(
-    model: nn.Module, data: Any, rec: Recipe, epochs: int, lr: float, pen: SSLPenalty | None
+    model: nn.Module, data: Any, rec: Recipe, epochs: int, lr: float, pen: Any, seed: int
 ) -> None:
     opt = make_optimizer(model, lr, rec)
     steps = math.ceil(len(data.train) / rec.batch_size)
+    dev = torch.device("cpu")
     for epoch in range(epochs):
         batches = data.train.batches(
-            rec.batch_size,
-            shuffle=True,
-            augment=True,
-            seed=1000 + epoch,
-            device=torch.device("cpu"),
+            rec.batch_size, shuffle=True, augment=True, seed=seed * 1000 + epoch, device=dev
         )
         train_one_epoch(
             model,
@@ -87,49 +104,21 @@ def train(
             epoch=epoch,
             penalty=pen,
             label_smoothing=0.0,
-            device=torch.device("cpu"),
+            device=dev,
         )
+        if pen is not None:
+            pen.flush_()
 
 
 def top1(model: nn.Module, data: Any) -> float:
-    return evaluate(model, data.val, batch_size=256, device=torch.device("cpu")).top1
+    return evaluate(model, data.test, batch_size=256, device=torch.device("cpu")).top1
 
 
-def near_zero_share(model: nn.Module, prune_type: str, example: torch.Tensor) -> float:
-    """Share of the prune type's units that are near zero (what pruning at that share removes).
-
-    A unit is near zero when its part's norm is at most 1e-3 of the largest in its group
-    (filter_and_channel_wise: either part); depth_wise: share of residual blocks.
-    """
-    if prune_type == "shape_wise":
-        return group_sparsity(model, "shape_wise", example_inputs=example)
-    gs, _, _ = build_groups(model, example)
-    if prune_type == "depth_wise":
-        n = torch.stack([g.moments()[:, 2].sqrt().squeeze(0) for g in gs.block])
-        return float((n <= 1e-3 * n.max()).float().mean())
-    parts = PARTS[prune_type]
-    near = total = 0
-    for g in gs.channel:
-        if not g.prunable or not all(g.has(p) for p in parts):
-            continue
-        dead = torch.zeros(g.units, dtype=torch.bool)
-        for p in parts:
-            n = g.moments(p)[:, 2].sqrt()
-            dead |= n <= 1e-3 * n.max()
-        near += int(dead.sum())
-        total += g.units
-    return near / max(total, 1)
-
-
-def zero_shapes(model: nn.Module, share: float, example: torch.Tensor) -> nn.Module:
-    """Shape "pruning": zero the ``share`` of shape units with the lowest relative norms.
-
-    No prune type removes W[:, c, h, w] physically (it would remove a GEMM column of the
-    im2col'd convolution, as in Wen et al.), so this zeroes them: the accuracy it measures is
-    what removing them would keep.
-    """
+def zero_weakest_shapes(model: nn.Module, share: float, example: torch.Tensor) -> nn.Module:
+    """The lambda = 0 reference of a shape_wise row: zero the ``share`` of shapes with the lowest
+    norms relative to their layer (what a shape pruner would take first)."""
     out = copy.deepcopy(model)
-    gs, _, _ = build_groups(out, example)
+    gs = model_groups(out, example)
     scores = []
     for g in gs.shape:
         n = g.squares().sqrt()
@@ -146,188 +135,282 @@ def zero_shapes(model: nn.Module, share: float, example: torch.Tensor) -> nn.Mod
     return out
 
 
-class _Zeroed:
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.actual_ratio = float("nan")
-        self.flops_after = self.flops_before = 1
-
-
-def prune_at(model: nn.Module, prune_type: str, share: float, example: torch.Tensor, **kw: Any):  # type: ignore[no-untyped-def]
-    if prune_type == "shape_wise":
-        return _Zeroed(zero_shapes(model, share, example))
-    if prune_type == "depth_wise":
-        from sslsearch.models import residual_blocks
-
-        blocks = round(share * len(residual_blocks(model)))
-        blocks = min(blocks, len(residual_blocks(model)) - 1)
-        return prune(model, example, prune_type="depth_wise", blocks=blocks, **kw)
-    return prune(model, example, prune_type=prune_type, ratio=min(share, 0.95), **kw)
-
-
-def finetuned(model: nn.Module, data: Any, rec: Recipe, epochs: int) -> float:
-    m = copy.deepcopy(model)
-    train(m, data, rec, epochs, rec.finetune_lr, None)
-    return top1(m, data)
-
-
-def run_type(
-    arch: str, ssl_type: str, data: Any, rec: Recipe, args: argparse.Namespace, plain: nn.Module
-) -> dict[str, Any]:
-    prune_type = PRUNE_OF[ssl_type]
+def pruned(
+    model: nn.Module, prune_type: str | None, data: Any, rec: Recipe, seed: int, share: float
+) -> tuple[nn.Module, float]:
+    """(pruned + BN re-estimated model, FLOPs kept). shape_wise: the weakest ``share`` zeroed."""
     example = torch.zeros(1, data.channels, data.image_size, data.image_size)
-    tries = []
-    chosen: dict[str, Any] | None = None
-    for lam in args.lambdas:
-        seed_everything(args.seed)
-        model = create_model(arch, data.num_classes, data.channels)
-        t0 = time.perf_counter()
-        pen = SSLPenalty.build(model, ssl_type, lam, example)
-        train(model, data, rec, args.epochs, rec.lr, pen)
-        ssl_top1 = top1(model, data)
-        sparsity = group_sparsity(model, ssl_type, example_inputs=example)
-        share = near_zero_share(model, prune_type, example)
-        res = prune_at(model, prune_type, share, example)
-        pruned_top1 = top1(res.model, data)
-        row = {
-            "lambda": lam,
-            "near_zero": sparsity,
-            "prune_share": share,
-            "actual_ratio": res.actual_ratio,
-            "ssl_top1": ssl_top1,
-            "pruned_top1": pruned_top1,
-            "flops_kept": res.flops_after / max(res.flops_before, 1),
-            "seconds": time.perf_counter() - t0,
-            "_model": res.model,
-        }
-        print(
-            f"  {arch} {ssl_type} lambda {lam:g}: near-zero {100 * sparsity:.1f}%, "
-            f"prune {prune_type} at {100 * share:.1f}%, top-1 {ssl_top1:.2f} -> {pruned_top1:.2f}"
-            f" ({row['seconds']:.0f} s)",
-            flush=True,
+    if prune_type is None:
+        small, kept = zero_weakest_shapes(model, share, example), 1.0
+    else:
+        r = prune(model, example, prune_type=prune_type, flops_budget=FLOPS_BUDGET)
+        small, kept = r.model, r.flops_after / r.flops_before
+    recalibrate_bn(small, _calibration(data, rec, seed))
+    return small, kept
+
+
+def _calibration(data: Any, rec: Recipe, seed: int) -> Any:
+    """The batches BN statistics are re-estimated on (the search's: un-augmented, shuffled)."""
+    return data.train.batches(
+        rec.batch_size, shuffle=True, augment=False, seed=seed, device=torch.device("cpu")
+    )
+
+
+def run_one(
+    arch: str, ssl_type: str, lam: float, seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data = load_datasets(DataConfig(name="digits"))
+    rec = Recipe(epochs=args.epochs, finetune_epochs=args.finetune_epochs)
+    example = torch.zeros(1, data.channels, data.image_size, data.image_size)
+    dev = torch.device("cpu")
+    seed_everything(seed)
+    model = create_model(arch, data.num_classes, data.channels)
+    pen = None
+    if lam > 0:
+        calib = data.train.batches(
+            rec.batch_size, shuffle=True, augment=False, seed=seed, device=dev
         )
-        tries.append(row)
-        ok_drop = ssl_top1 - pruned_top1 <= args.max_drop
-        if sparsity >= args.target and ok_drop:
-            chosen = row
-            break
-    if chosen is None:
-        within = [r for r in tries if r["ssl_top1"] - r["pruned_top1"] <= args.max_drop]
-        chosen = max(within, key=lambda r: r["near_zero"]) if within else tries[-1]
-    chosen["finetuned_top1"] = finetuned(chosen["_model"], data, rec, args.finetune_epochs)
-    # lambda = 0 reference: the same pruning at the same share
-    ref = prune_at(plain, prune_type, chosen["prune_share"], example)
-    ref_pruned = top1(ref.model, data)
-    ref_ft = finetuned(ref.model, data, rec, args.finetune_epochs)
-    out = {k: v for k, v in chosen.items() if not k.startswith("_")}
-    return {
+        pen = build_penalty(
+            model, ssl_type, lam, weighting=args.weighting, example_inputs=example, batches=calib
+        )
+    plain = _PLAIN.get((arch, seed)) if lam == 0 else None
+    if plain is not None:  # lambda = 0 trains the same model for every type
+        model.load_state_dict(plain)
+    else:
+        train(model, data, rec, rec.epochs, rec.lr, pen, seed)
+        if lam == 0:
+            _PLAIN[(arch, seed)] = copy.deepcopy(model.state_dict())
+    rep = sparsity_report(model, ssl_type, example)
+    prune_type = PRUNE_OF[ssl_type]
+    row: dict[str, Any] = {
         "arch": arch,
         "ssl_type": ssl_type,
-        "prune_type": prune_type,
-        **out,
-        "meets_target": out["near_zero"] >= args.target
-        and out["ssl_top1"] - out["pruned_top1"] <= args.max_drop,
-        "ref_top1": top1(plain, data),
-        "ref_pruned_top1": ref_pruned,
-        "ref_finetuned_top1": ref_ft,
-        "tries": [{k: v for k, v in r.items() if not k.startswith("_")} for r in tries],
+        "lambda": lam,
+        "seed": seed,
+        "epochs": rec.epochs,
+        "weighting": args.weighting if lam > 0 else "-",
+        "prune_type": prune_type or "shapes zeroed",
+        "ssl_top1": top1(model, data),
+        "exact_zero_share": rep["exact_zero_share"],
+        "removable_flops_share": rep["removable_flops_share"],
+        "removable_params_share": rep["removable_params_share"],
+        "at_floor": len(rep["at_floor"]),
+        "layers": len(rep["width"]),
+        "_model": model,
     }
+    return {**row, "seconds": time.perf_counter() - t0}
 
 
-def normalizer_rows(
-    arch: str, plain: nn.Module, data: Any, example: torch.Tensor
+def finish(row: dict[str, Any], args: argparse.Namespace, share: float) -> dict[str, Any]:
+    """Prune (at the budget; shape_wise: zero ``share`` of the shapes) and fine-tune."""
+    data = load_datasets(DataConfig(name="digits"))
+    rec = Recipe(epochs=args.epochs, finetune_epochs=args.finetune_epochs)
+    model = row.pop("_model")
+    prune_type = PRUNE_OF[row["ssl_type"]]
+    try:
+        small, kept = pruned(model, prune_type, data, rec, row["seed"], share)
+    except NotPrunableError as e:
+        row.update(pruned_top1=float("nan"), finetuned_top1=float("nan"), error=str(e))
+        return row
+    row["flops_kept"] = kept
+    row["pruned_top1"] = top1(small, data)
+    # the SSL model with the same BN re-estimation: what pruning alone changed
+    same = copy.deepcopy(model)
+    recalibrate_bn(same, _calibration(data, rec, row["seed"]))
+    row["ssl_top1_bn"] = top1(same, data)
+    train(small, data, rec, rec.finetune_epochs, rec.finetune_lr, None, row["seed"] + 500)
+    row["finetuned_top1"] = top1(small, data)
+    row["meets"] = bool(
+        (row["exact_zero_share"] if prune_type is None else row["removable_flops_share"])
+        >= FLOPS_BUDGET
+        and row["ssl_top1_bn"] - row["pruned_top1"] <= args.max_drop
+    )
+    return row
+
+
+# ---- rows ----------------------------------------------------------------------------------
+
+
+def load_rows(path: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    p = Path(path)
+    if p.exists():
+        for line in p.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            out[_key(r["arch"], r["ssl_type"], r["lambda"], r["seed"], r.get("ref_of"))] = r
+    return out
+
+
+def _key(arch: str, t: str, lam: float, seed: int, ref_of: Any = None) -> tuple[Any, ...]:
+    return (arch, t, float(f"{lam:.6g}"), seed, ref_of)
+
+
+def append_row(path: str, row: dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(row) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def ssl_row(arch: str, t: str, lam: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    rows = load_rows(args.rows)
+    k = _key(arch, t, lam, seed)
+    if k in rows:
+        return rows[k]
+    row = run_one(arch, t, lam, seed, args)
+    row = finish(row, args, row["exact_zero_share"])
+    append_row(args.rows, row)
+    print(
+        f"  {arch} {t} lambda {lam:g} seed {seed}: zero {100 * row['exact_zero_share']:.1f}%, "
+        f"removable FLOPs {100 * row['removable_flops_share']:.1f}%, top-1 "
+        f"{row['ssl_top1']:.2f} -> {row.get('pruned_top1', float('nan')):.2f} -> "
+        f"{row.get('finetuned_top1', float('nan')):.2f}, at floor {row['at_floor']}/"
+        f"{row['layers']} ({row['seconds']:.0f} s)",
+        flush=True,
+    )
+    return row
+
+
+def ref_row(arch: str, t: str, seed: int, share: float, args: argparse.Namespace) -> dict[str, Any]:
+    """lambda = 0 (one plain model per seed), pruned like the SSL type's row."""
+    rows = load_rows(args.rows)
+    k = _key(arch, t, 0.0, seed, t)
+    if k in rows:
+        return rows[k]
+    row = run_one(arch, t, 0.0, seed, args)
+    row = finish(row, args, share)
+    row["ref_of"] = t
+    append_row(args.rows, row)
+    return row
+
+
+# ---- summary -------------------------------------------------------------------------------
+
+
+def _ms(xs: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
+    v = [scale * float(x) for x in xs if x is not None and not math.isnan(float(x))]
+    if not v:
+        return "-"
+    sd = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{format(statistics.mean(v), fmt)} +- {format(sd, fmt)}"
+
+
+def summarize(
+    args: argparse.Namespace, chosen: dict[tuple[str, str], float]
 ) -> list[dict[str, Any]]:
-    """How the score normaliser decides what a dense (lambda = 0) model loses at ratio 0.3/0.5."""
-    rows = []
-    for prune_type in ("filter_wise", "channel_wise", "filter_and_channel_wise"):
-        for ratio in (0.5,):
-            row: dict[str, Any] = {"arch": arch, "prune_type": prune_type, "ratio": ratio}
-            for how in ("mean", "element", "none"):
-                r = prune(plain, example, prune_type=prune_type, ratio=ratio, normalizer=how)
-                row[how] = top1(r.model, data)
-                row[f"{how}_min_width"] = min(
-                    m.out_channels for m in r.model.modules() if isinstance(m, nn.Conv2d)
-                )
-            rows.append(row)
-    return rows
+    rows = load_rows(args.rows)
+    table = []
+    for (arch, t), lam in chosen.items():
+        ssl = [rows[k] for k in rows if k[:3] == _key(arch, t, lam, 0)[:3] and k[4] is None]
+        ssl = [r for r in ssl if r["seed"] < args.seeds]
+        refs = [r for r in rows.values() if r.get("ref_of") == t and r["arch"] == arch]
+        refs = [r for r in refs if r["seed"] < args.seeds]
+        if not ssl:
+            continue
+        table.append(
+            {
+                "arch": arch,
+                "ssl_type": t,
+                "lambda": lam,
+                "seeds": len(ssl),
+                "zero": _ms([r["exact_zero_share"] for r in ssl], 100, ".1f"),
+                "removable": _ms([r["removable_flops_share"] for r in ssl], 100, ".1f"),
+                "pruned_as": ssl[0]["prune_type"],
+                "flops_kept": _ms([r.get("flops_kept", float("nan")) for r in ssl], 100, ".1f"),
+                "ssl_top1": _ms([r["ssl_top1"] for r in ssl]),
+                "ssl_top1_bn": _ms([r.get("ssl_top1_bn", float("nan")) for r in ssl]),
+                "pruned_top1": _ms([r.get("pruned_top1", float("nan")) for r in ssl]),
+                "finetuned_top1": _ms([r.get("finetuned_top1", float("nan")) for r in ssl]),
+                "ref_top1": _ms([r["ssl_top1"] for r in refs]),
+                "ref_pruned_top1": _ms([r.get("pruned_top1", float("nan")) for r in refs]),
+                "ref_finetuned_top1": _ms([r.get("finetuned_top1", float("nan")) for r in refs]),
+                "at_floor": f"{statistics.mean(r['at_floor'] for r in ssl):.1f}/{ssl[0]['layers']}",
+                "meets": f"{sum(bool(r.get('meets')) for r in ssl)}/{len(ssl)}",
+            }
+        )
+    print_table(
+        table,
+        [
+            Col("arch", "model"),
+            Col("ssl_type", "ssl type"),
+            Col("lambda", "lambda", "g"),
+            Col("zero", "exactly zero %"),
+            Col("removable", "removable FLOPs %"),
+            Col("pruned_as", "pruned as"),
+            Col("flops_kept", "FLOPs kept %"),
+            Col("ssl_top1", "after SSL"),
+            Col("ssl_top1_bn", "after SSL, BN re-est."),
+            Col("pruned_top1", "right after pruning"),
+            Col("finetuned_top1", "after fine-tune"),
+            Col("ref_pruned_top1", "lambda=0: right after pruning"),
+            Col("ref_finetuned_top1", "lambda=0: after fine-tune"),
+            Col("at_floor", "layers at floor"),
+            Col("meets", ">=50% and <=1 pt"),
+        ],
+        title="SSL types on digits (test top-1 %, mean +- sd over seeds)",
+    )
+    return table
+
+
+def choose(arch: str, t: str, args: argparse.Namespace) -> float:
+    """The smallest grid lambda meeting the target on the first seed (else the largest)."""
+    for lam in args.lambdas:
+        if ssl_row(arch, t, lam, 0, args).get("meets"):
+            return lam
+    return args.lambdas[-1]
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.time()
-    threads = set_threads(args.threads)
+    torch.set_num_threads(args.threads)
     machine = machine_info()
-    rec = Recipe(epochs=args.epochs, finetune_epochs=args.finetune_epochs)
-    data = load_datasets(DataConfig(name="digits"))
     print_header(
-        "SSL types on digits: near-zero groups and top-1 after SSL / pruning / fine-tuning",
+        "SSL types on digits: exact zeros, removable FLOPs, top-1 after SSL / pruning / fine-tune",
         machine,
-        f"threads {threads}, {args.epochs} SSL + {args.finetune_epochs} fine-tune epochs, "
-        f"lambda grid {args.lambdas}",
+        f"threads {args.threads}, {args.epochs} SSL + {args.finetune_epochs} fine-tune epochs, "
+        f"weighting {args.weighting}, lambda grid {args.lambdas}, {args.seeds} seeds",
     )
-    rows: list[dict[str, Any]] = []
-    norm_rows: list[dict[str, Any]] = []
+    chosen: dict[tuple[str, str], float] = {}
+    saved = load_rows(args.rows)
     for arch in args.archs:
-        seed_everything(args.seed)
-        plain = create_model(arch, data.num_classes, data.channels)
-        train(plain, data, rec, args.epochs, rec.lr, None)
-        example = torch.zeros(1, data.channels, data.image_size, data.image_size)
-        norm_rows += normalizer_rows(arch, plain, data, example)
         for t in args.types:
             if t == "depth_wise" and arch.startswith("vgg"):
                 continue
-            rows.append(run_type(arch, t, data, rec, args, plain))
-    print_table(
-        [
-            {
-                **r,
-                "near_zero_pct": 100 * r["near_zero"],
-                "share_pct": 100 * r["prune_share"],
-                "ok": "yes" if r["meets_target"] else "NO",
-            }
-            for r in rows
-        ],
-        [
-            Col("arch", "model"),
-            Col("ssl_type", "ssl type"),
-            Col("lambda", "lambda", "g"),
-            Col("near_zero_pct", "near-zero groups %", ".1f"),
-            Col("prune_type", "pruned as"),
-            Col("share_pct", "pruned share %", ".1f"),
-            Col("ssl_top1", "top-1 after SSL", ".2f"),
-            Col("pruned_top1", "right after pruning", ".2f"),
-            Col("finetuned_top1", "after fine-tune", ".2f"),
-            Col("ref_pruned_top1", "lambda=0: right after pruning", ".2f"),
-            Col("ref_finetuned_top1", "lambda=0: after fine-tune", ".2f"),
-            Col("ok", ">=50% and <=1 pt"),
-        ],
-        title="SSL types (val top-1 %, digits)",
-    )
-    print_table(
-        norm_rows,
-        [
-            Col("arch", "model"),
-            Col("prune_type", "prune type"),
-            Col("ratio", "ratio", ".1f"),
-            Col("mean", "normalizer mean", ".2f"),
-            Col("element", "per element", ".2f"),
-            Col("none", "none", ".2f"),
-            Col("mean_min_width", "min width (mean)"),
-            Col("element_min_width", "min width (element)"),
-            Col("none_min_width", "min width (none)"),
-        ],
-        title="Score normaliser on the dense (lambda = 0) models: top-1 right after pruning",
-    )
+            if args.summarize:  # the saved rows only: what choose() picked, if it got there
+                first = [lam for lam in args.lambdas if _key(arch, t, lam, 0) in saved]
+                met = [lam for lam in first if saved[_key(arch, t, lam, 0)].get("meets")]
+                if met or (first and first[-1] == args.lambdas[-1]):
+                    chosen[(arch, t)] = met[0] if met else first[-1]
+                continue
+            lam = choose(arch, t, args)
+            chosen[(arch, t)] = lam
+            for seed in range(args.seeds):
+                r = ssl_row(arch, t, lam, seed, args)
+                ref_row(arch, t, seed, r["exact_zero_share"], args)
+    table = summarize(args, chosen)
     write_results(
         "bench_ssl_types",
         machine=machine,
-        settings={**vars(args), "threads_used": threads},
-        results={"rows": rows, "normalizers": norm_rows},
+        settings={**vars(args), "flops_budget": FLOPS_BUDGET},
+        results={
+            "table": table,
+            "chosen_lambda": {f"{a} {t}": lam for (a, t), lam in chosen.items()},
+            "runs": list(load_rows(args.rows).values()),
+        },
         started=started,
         notes=[
-            "near_zero: share of the SSL type's units with norm <= 1e-3 x the largest of their "
-            "group; prune_share: the same for the prune type's units, the ratio pruned at.",
-            "lambda: the smallest grid value meeting the target (see the module docstring).",
+            "exact zero: share of the SSL type's units exactly zero; removable FLOPs: share of "
+            "the dense FLOPs the pruner could remove at no change of the function "
+            "(sslsearch.sparsity_report). Pruned to flops_budget 0.5 with BN re-estimation.",
+            "lambda = 0 rows: plain training, the same pruning and BN re-estimation.",
+            "The VM was shared with other engineers' jobs.",
         ],
         out=args.out,
     )

@@ -35,7 +35,8 @@ _EXPORTS = {
     "PruneResult": "sslsearch.pruning",
     "export_onnx": "sslsearch.pruning",
     "prune": "sslsearch.pruning",
-    "group_sparsity": "sslsearch.sparsity",
+    "build_penalty": "sslsearch.pruning",
+    "sparsity_report": "sslsearch.pruning",
     "ssl_penalty": "sslsearch.sparsity",
     "FinetuneResult": "sslsearch.trial",
     "TrialResult": "sslsearch.trial",
@@ -52,12 +53,12 @@ __all__ = [
     "TrialConfig",
     "TrialResult",
     "UserError",
+    "build_penalty",
     "count_flops",
     "count_params",
     "create_model",
     "export_onnx",
     "finetune",
-    "group_sparsity",
     "list_models",
     "load_model",
     "load_space",
@@ -67,6 +68,7 @@ __all__ = [
     "run_trial",
     "save_model",
     "size_mb",
+    "sparsity_report",
     "ssl_penalty",
 ]
 
@@ -75,8 +77,8 @@ if TYPE_CHECKING:
     from sslsearch.errors import UserError
     from sslsearch.metrics import count_flops, count_params, measure_cost, measure_latency, size_mb
     from sslsearch.models import create_model, list_models, load_model, save_model
-    from sslsearch.pruning import PruneResult, export_onnx, prune
-    from sslsearch.sparsity import group_sparsity, ssl_penalty
+    from sslsearch.pruning import PruneResult, build_penalty, export_onnx, prune, sparsity_report
+    from sslsearch.sparsity import ssl_penalty
     from sslsearch.trial import FinetuneResult, TrialResult, finetune, run_trial
 
 

@@ -63,8 +63,9 @@ def unknown_name_message(kind: str, name: object, known: list[str]) -> str:
 # Kept widths are multiples of ROUND_TO channels (what vector units and GPU kernels like).
 ROUND_TO = 8
 # The floor of a layer: the pruner never cuts a layer below it, and the SSL proximal step never
-# empties a layer below it (a layer of zeros kills the network, and no pruning could use what it
-# learnt). A share of each layer's width, so a 512-wide layer keeps more than a 16-wide one.
+# leaves a layer fewer nonzero units (a layer of zeros kills the network, and no pruning could
+# use what it learnt); a layer held there is reported as at its floor. A share of each layer's
+# width, so a 512-wide layer keeps more than a 16-wide one.
 MIN_WIDTH_SHARE = 0.1
 
 
@@ -97,3 +98,17 @@ SSL_TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "group_wise": ("g",),
 }
 LAMBDA_KEYS: tuple[str, ...] = ("n", "c", "s", "d", "g")
+
+
+# How the SSL penalty weighs groups of different size and cost against each other (the
+# ``ssl_weighting``): each group's norm counts ``weight`` times. Defined here, at the bottom
+# layer, so config validation knows the names; ``sslsearch.pruning.build_penalty`` computes them.
+SSL_WEIGHTINGS: dict[str, str] = {
+    "none": "Wen et al.'s plain sum: every group's norm counts once",
+    "size": "sqrt of the group's element count (Yuan and Lin's group Lasso), mean 1 per term",
+    "flops": "the FLOPs removing the group saves (MorphNet's FLOPs regulariser), mean 1 per term",
+    "gradient": "each layer's median norm of the task loss's gradient over its units, measured on "
+    "a few training batches before SSL training: lambda is then a share of that pull",
+}
+# chosen by benchmarks/bench_lambda_transfer.py: the weighting whose lambda transfers
+DEFAULT_SSL_WEIGHTING = "gradient"

@@ -1,15 +1,19 @@
 """Paths that may be local directories or URIs (s3://, gs://, hdfs://...) via pyarrow.fs.
 
-Writes are atomic: to a temporary name next to the target, then renamed (on object stores a
-single PUT is already atomic), so a crash mid-write never leaves a half file under the real name. Local files get the mode a
-plain ``open()`` would give (0666 minus the umask), so teammates on a shared storage path can read
-the results as they read Ray's files beside them.
+Writes are atomic: to a temporary name next to the target (``.<name>.<random>`` +
+``TEMP_SUFFIX``), flushed and fsynced, then renamed, and the directory fsynced (on object stores a
+single PUT is already atomic), so a crash mid-write never leaves a half file under the real
+name. A process killed mid-write leaves its temporary file; ``remove_temp_files`` sweeps them.
+Local files get the mode a plain ``open()`` would give (0666 minus the umask), so teammates on a
+shared storage path can read the results as they read Ray's files beside them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -52,11 +56,15 @@ def read_bytes(path: str) -> bytes:
         return bytes(f.read())
 
 
+TEMP_SUFFIX = ".sslsearch-tmp"  # what every temporary file of an atomic write ends with
+
+
 def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (write, fsync, rename, fsync the dir)."""
     if not is_uri(path):
         target = Path(resolve(path)[1])
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
         try:
             os.fchmod(fd, _umask_mode())  # mkstemp creates 0600
             with os.fdopen(fd, "wb") as f:
@@ -67,14 +75,66 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_dir(target.parent)
         return
     fs, p = resolve(path)
-    parent = p.rsplit("/", 1)[0]
+    parent, name = p.rsplit("/", 1)
     fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, p)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+    try:
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.delete_file(tmp)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temp_files(root: str, older_than_s: float = 0.0) -> list[str]:
+    """Delete the temporary files that killed writers left anywhere under ``root``.
+
+    ``older_than_s``: keep those younger than this (a writer on another node may still be
+    renaming one). Returns the paths removed.
+    """
+    fs, p = resolve(root)
+    if fs.get_file_info(p).type != pafs.FileType.Directory:
+        return []
+    now = time.time()
+    removed = []
+    for info in fs.get_file_info(pafs.FileSelector(p, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(TEMP_SUFFIX):
+            continue
+        mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+        if now - mtime < older_than_s:
+            continue
+        try:
+            fs.delete_file(info.path)
+            removed.append(info.path)
+        except OSError:  # gone already (its writer finished or cleaned up)
+            continue
+    return removed
+
+
+def delete_file(path: str) -> None:
+    """Delete ``path``; a file that is already gone is fine."""
+    fs, p = resolve(path)
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(p)
 
 
 def _umask_mode() -> int:

@@ -65,6 +65,8 @@ def test_bad_space_exits_2_and_starts_nothing(
         (["--sampler", "cmaes"], "sampler.name"),
         (["--space", "{tmp}/missing.yaml"], "search space file not found"),
         (["--set", "params.flops_budget=1.5"], "flops_budget is a share of the dense model's cost"),
+        (["--set", "params.ssl_weighting=flop"], "did you mean 'flops'"),
+        (["--set", "params.ssl_type=shape_wise"], "no prune type removes"),
     ],
 )
 def test_search_input_errors(
@@ -107,6 +109,15 @@ def test_unknown_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
             "depth_wise needs residual blocks",
         ),
         (["trial", "--ratio", "1.0"], "ratio"),
+        (["trial", "--ssl-weighting", "grad"], "unknown ssl weighting 'grad'"),
+        (
+            ["trial", "--ssl-type", "shape_wise"],
+            "shape_wise zeroes filter shapes, which no prune type removes",
+        ),
+        (
+            ["trial", "--ssl-type", "depth_wise", "--arch", "resnet20"],
+            "allow_unmatched_prune",
+        ),
         (["trial", "--dataset", "cifar100", "--data-root", "/nonexistent"], "cifar100 not found"),
         (["profile", "--arch", "nope"], "unknown model"),
         (["evaluate", "--model", "/nonexistent.pt"], "not found"),

@@ -341,7 +341,7 @@ def test_two_local_searches_at_once_both_finish() -> None:
     second = None
     try:
         deadline = time.monotonic() + 300
-        while not list((tmp / "runs" / "first").glob("sslsearch_trial_*")):
+        while not list((tmp / "runs" / "first").glob("jobs/*/job.json")):
             assert first.poll() is None, (tmp / "first.log").read_text()
             assert time.monotonic() < deadline
             time.sleep(0.5)
@@ -401,6 +401,11 @@ def test_a_users_model_data_and_weights_reach_nodes_that_never_saw_them(
         weights=str(project / "dense.pt"),
         data={"name": f"{data}:load", "root": str(data_root)},
         recipe={"epochs": 1, "finetune_epochs": 1, "batch_size": 64},
+        # small_cnn's layer floors leave about 0.23 of its FLOPs: a lower budget is refused
+        params={
+            "ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True},
+            "flops_budget": {"low": 0.3, "high": 0.8},
+        },
         budget={"num_samples": 2, "max_concurrent": 2},
         economy={"points_per_ssl": 1},  # two trials, on whichever of the 1-CPU nodes is free
     )

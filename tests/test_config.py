@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sslsearch.config import ConfigError, Range, SearchSpace, TrialConfig, load_space
+from sslsearch.config import (
+    ConfigError,
+    Range,
+    SearchSpace,
+    TrialConfig,
+    load_space,
+    space_from_mapping,
+)
 from sslsearch.trial import validate_space
 
 from .spaces import TINY, with_changes
@@ -258,6 +265,30 @@ def test_trial_config_round_trip() -> None:
         }
     )
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_ssl_model_is_known_by_its_weighting_and_floor_unless_nothing_acts() -> None:
+    base = TrialConfig(ssl_lambda=0.3)
+    assert base.with_(ssl_weighting="none").ssl_key() != base.ssl_key()
+    assert base.with_(min_width_share=0.2).ssl_key() != base.ssl_key()
+    plain = TrialConfig(ssl_lambda=0.0)  # lambda = 0: one plain model whatever the weighting
+    assert plain.with_(ssl_weighting="none", min_width_share=0.2).ssl_key() == plain.ssl_key()
+    with pytest.raises(ConfigError, match=r"ssl_weighting.*did you mean 'flops'"):
+        TrialConfig(ssl_weighting="flop").check()
+
+
+def test_shape_wise_is_refused_with_any_prune_type_unless_asked() -> None:
+    from sslsearch.trial import validate_trial
+
+    cfg = TrialConfig(ssl_type="shape_wise", prune_type="filter_wise")
+    with pytest.raises(ConfigError, match="no prune type removes"):
+        validate_trial(cfg)
+    validate_trial(cfg.with_(allow_unmatched_prune=True))
+    params = {**TINY["params"], "ssl_type": "shape_wise"}
+    with pytest.raises(ConfigError, match=r"params\.ssl_type"):
+        validate_space(space_from_mapping(with_changes(params=params)))
+    allowed = {**params, "allow_unmatched_prune": True}
+    validate_space(space_from_mapping(with_changes(params=allowed)))
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -169,17 +168,20 @@ def test_a_distilled_point_resumed_mid_finetune_ends_as_an_uninterrupted_one(
 ) -> None:
     cfg = _cfg(recipe={"finetune_epochs": 2, "distill_weight": 0.5}, teacher=str(baseline_file))
     full = run_trial(cfg).metrics
-    saved: list[Path] = []
+    store = str(tmp_path / "store")
 
-    def stop_after_first_finetune_epoch(metrics: dict[str, Any], ckpt: Path | None) -> None:
-        if ckpt is not None:
-            saved.append(Path(shutil.copytree(ckpt, tmp_path / f"c{len(saved)}")))
-        if metrics.get("phase") == "finetune":
+    def stop_after_first_finetune_epoch(metrics: dict[str, Any], *_: Any) -> None:
+        if metrics.get("phase") == "finetune":  # its state is saved before it is reported
             raise KeyboardInterrupt("simulated stop")
 
     with pytest.raises(KeyboardInterrupt):
-        run_trial(cfg, stop_after_first_finetune_epoch)
-    resumed = run_trial(cfg, resume_from=saved[-1]).metrics
+        run_trial(cfg, stop_after_first_finetune_epoch, store)
+    again: list[dict[str, Any]] = []
+    resumed = run_trial(cfg, lambda m, *_: again.append(m), store).metrics
+    # only the fine-tune's second epoch ran again, distilled
+    trained = [m for m in again if not m["final"]]
+    assert [(m["phase"], m["epoch"]) for m in trained] == [("finetune", 2)]
+    assert trained[0]["distill_kl"] > 0
     assert resumed["distilled_from"] == "baseline"
     for k in ("top1", "test_top1", "flops"):
         assert resumed[k] == pytest.approx(full[k]), k

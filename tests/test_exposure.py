@@ -56,7 +56,7 @@ def test_local_search_listens_on_loopback_only_and_never_prints_the_token(tmp_pa
         while proc.poll() is None and time.monotonic() < deadline:
             # every listener of the driver and the Ray instance it started, trials included
             sockets.update(listening(descendants(proc.pid)))
-            trial_seen = trial_seen or any((tmp_path / "default").glob("sslsearch_trial_*/*"))
+            trial_seen = trial_seen or any((tmp_path / "default").glob("jobs/*/state-*.pt"))
             time.sleep(0.3)
     finally:
         if proc.poll() is None:

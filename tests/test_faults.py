@@ -204,16 +204,17 @@ def _search(cluster: Cluster, space: Path, *extra: str) -> subprocess.Popen[str]
 
 
 def _reports(exp: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per trial directory, the results Tune logged (what the driver saw)."""
+    """Per job (``jobs/<id>``, a row's trial_dir), its epochs as its trial wrote them, each
+    with the node and process that trained it."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for d in exp.glob("sslsearch_trial_*"):
+    for d in exp.glob("jobs/*"):
         rows = []
-        f = d / "result.json"
+        f = d / "history.jsonl"
         if f.exists():
             for line in f.read_text().splitlines():
                 with contextlib.suppress(ValueError):
                     rows.append(json.loads(line))
-        out[d.name] = rows
+        out[f"jobs/{d.name}"] = rows
     return out
 
 
@@ -285,10 +286,15 @@ def test_node_loss_retries_trials_from_their_checkpoint(cluster: Cluster, tmp_pa
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     rows = _check_consistent(exp, 3)
-    # the trial that was on the lost node finished elsewhere, resumed from its checkpoint
-    moved = [r for r in rows if (exp / r["trial_dir"] / "error.txt").exists()]
+    # the trial that was on the lost node finished elsewhere, resumed from its last state
+    reports_of = _reports(exp)
+    moved = [
+        r
+        for r in rows
+        if {e.get("node_id") == worker_node for e in reports_of[r["trial_dir"]]} == {True, False}
+    ]
     assert len(moved) == 1, out
-    reports = _reports(exp)[moved[0]["trial_dir"]]
+    reports = reports_of[moved[0]["trial_dir"]]
     on_worker = [
         r["global_epoch"] for r in reports if r.get("node_id") == worker_node and not r.get("final")
     ]
@@ -325,7 +331,7 @@ def test_driver_crash_then_resume_loses_nothing_and_reruns_nothing(
         if not _mtimes(exp, "points/*/result.json"):
             return False
         running = [rows for rows in _reports(exp).values() if rows]
-        # both trials are past SSL training and two checkpoints: the last snapshot knows them
+        # both trials are past SSL training (each has its states in jobs/<id>/)
         return len(running) >= 2 and all(
             max(r.get("global_epoch", 0) for r in rows) >= 5 for rows in running
         )
@@ -378,8 +384,8 @@ def test_driver_killed_after_an_errored_trial_and_right_after_a_trial_starts(
 
     _wait(lambda: bool(first_trial_training()), proc)
     os.kill(first_trial_training()[0], signal.SIGKILL)  # the trial's worker: the trial errors
-    errored = lambda: list(exp.glob("sslsearch_trial_*/error.txt"))  # noqa: E731
-    _wait(lambda: bool(errored()) and len(list(exp.glob("sslsearch_trial_*"))) >= 2, proc)
+    # one trial at a time: the second job is asked only once the first has errored
+    _wait(lambda: len(list(exp.glob("jobs/*/job.json"))) >= 2, proc)
     proc.send_signal(signal.SIGKILL)  # right as the next trial starts
     proc.wait(timeout=30)
     resumed = _search(cluster, space, "--resume")
@@ -391,3 +397,44 @@ def test_driver_killed_after_an_errored_trial_and_right_after_a_trial_starts(
 
     study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp}/optuna.db")
     assert not [t.number for t in study.trials if t.state.name == "RUNNING"]
+
+
+def test_ctrl_c_leaves_no_temporary_file_and_the_same_command_resumes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Ctrl-C mid-search: the search stops, says how to continue, and leaves no temporary
+    file (a writer killed mid-write leaves one: the driver sweeps them) and no placeholder;
+    the unfinished points stay out of the study (nothing FAIL), and the same command with
+    --resume ends with every point once, ok."""
+    if cluster.dead_workers() == cluster.workers:
+        cluster.add_worker()
+    space = write_space(
+        tmp_path,
+        name="ctrlc",
+        recipe={"epochs": 6, "finetune_epochs": 1, "batch_size": 64},
+        budget={"num_samples": 4, "max_concurrent": 2},
+        economy={"points_per_ssl": 2},
+    )
+    exp = tmp_path / "runs" / "ctrlc"
+    proc = _search(cluster, space)
+    _wait(lambda: len(list(exp.glob("jobs/*/state-*.pt"))) >= 2, proc)
+    job = next(exp.glob("jobs/*"))
+    (job / ".state-00000099.pt.x1y2z3.sslsearch-tmp").write_bytes(b"half a state")  # killed
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "continue it with the same command and --resume" in out
+    assert not list(exp.rglob("*.sslsearch-tmp")), list(exp.rglob("*.sslsearch-tmp"))
+    assert not list(exp.rglob("checkpoint_*"))  # Tune keeps no checkpoint of ours
+    import optuna
+
+    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp}/optuna.db")
+    # only finished points are in the study, none FAIL: the unfinished are left to the resume
+    assert len(study.trials) < 4 and {t.state.name for t in study.trials} <= {"COMPLETE"}
+    rows = pq.read_table(exp / "trials.parquet").to_pylist()
+    assert "unfinished" in {r["status"] for r in rows} and len(rows) == 4
+    resumed = _search(cluster, space, "--resume")
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    _check_consistent(exp, 4)
+    assert not list(exp.rglob("*.sslsearch-tmp"))

@@ -38,28 +38,19 @@ IDS = ["t-0", "t-1", "t-2"]
 
 
 def _ssl_epochs_trained(rec: Recorder) -> int:
-    """SSL epochs that were trained (a replayed stored curve comes without a checkpoint)."""
+    """SSL epochs that were trained (a replayed stored curve comes without a state saved)."""
     return sum(1 for m in rec.metrics if m.get("phase") == "ssl" and not m["final"]) - sum(
         1 for m in rec.replayed if m.get("phase") == "ssl"
     )
 
 
-class Rec(Recorder):
-    def __init__(self, root: Path, stop_after: int | None = None) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        super().__init__(root, stop_after)
-        self.replayed: list[dict[str, Any]] = []
-
-    def __call__(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        if checkpoint is None and not metrics.get("final"):
-            self.replayed.append(dict(metrics))
-        super().__call__(metrics, checkpoint)
+Rec = Recorder
 
 
 def test_one_ssl_training_yields_every_point_each_equal_to_its_own_trial(tmp_path: Path) -> None:
     cfgs = _cfgs(tmp_path)
     rec = Rec(tmp_path / "rec")
-    results = run_points(cfgs, rec, point_ids=IDS, points_dir=str(tmp_path / "points"))
+    results = run_points(cfgs, rec, rec.store, point_ids=IDS, points_dir=str(tmp_path / "points"))
     assert [r.status for r in results] == ["ok"] * 3
     assert _ssl_epochs_trained(rec) == 2  # one SSL training for three points
     ids = {r.metrics["ssl_model_id"] for r in results}
@@ -80,22 +71,16 @@ def test_one_ssl_training_yields_every_point_each_equal_to_its_own_trial(tmp_pat
 def test_a_crash_between_points_loses_no_point_and_retrains_no_ssl_model(tmp_path: Path) -> None:
     cfgs = _cfgs(tmp_path)
     full = run_points(_cfgs(tmp_path / "ref"), point_ids=IDS, points_dir=str(tmp_path / "ref_p"))
-    # checkpoints: 2 SSL epochs, 2 fine-tune epochs of point 0, point 0 final -> crash
+    # states: 2 SSL epochs, 2 fine-tune epochs of point 0, point 0 final -> crash
     rec = Rec(tmp_path / "a", stop_after=5)
     with pytest.raises(KeyboardInterrupt):
-        run_points(cfgs, rec, point_ids=IDS, points_dir=str(tmp_path / "points"))
+        run_points(cfgs, rec, rec.store, point_ids=IDS, points_dir=str(tmp_path / "points"))
     assert rec.metrics[-1]["final"] and rec.metrics[-1]["point"] == 0
     done = tmp_path / "points" / "t-0" / "result.json"
     mtime = done.stat().st_mtime_ns
     store = {p: p.stat().st_mtime_ns for p in (tmp_path / "ssl_models").glob("*.pt")}
-    rest = Rec(tmp_path / "b")
-    resumed = run_points(
-        cfgs,
-        rest,
-        resume_from=rec.checkpoints[-1],
-        point_ids=IDS,
-        points_dir=str(tmp_path / "points"),
-    )
+    rest = Rec(tmp_path / "b", resume=rec.checkpoints[-1])
+    resumed = run_points(cfgs, rest, rest.store, point_ids=IDS, points_dir=str(tmp_path / "points"))
     assert not [m for m in rest.metrics if m.get("phase") == "ssl"]  # no SSL epoch at all
     assert [m["point"] for m in rest.metrics if m["final"]] == [1, 2]
     assert [r.status for r in resumed] == ["ok"] * 3
@@ -116,7 +101,9 @@ def test_early_stopping_never_acts_during_ssl_training_and_stops_points(tmp_path
         calls.append((ssl_seen, dict(candidate)))
         return "early stopping: test"
 
-    results = run_points(cfgs, rec, point_ids=IDS, points_dir=str(tmp_path / "p"), stop=stop)
+    results = run_points(
+        cfgs, rec, rec.store, point_ids=IDS, points_dir=str(tmp_path / "p"), stop=stop
+    )
     assert calls and all(seen == 2 for seen, _ in calls)  # only after all SSL epochs
     assert _ssl_epochs_trained(rec) == 2  # SSL training ran to its end
     assert [r.status for r in results] == ["stopped"] * 3
@@ -187,21 +174,23 @@ def test_resume_continues_the_random_stream_that_dropout_draws_from(
     draws.clear()
     rec = Rec(tmp_path / "a", stop_after=stop_after)
     with pytest.raises(KeyboardInterrupt):
-        run_trial(cfg, rec)
+        run_trial(cfg, rec, rec.store)
     draws.clear()
-    run_trial(cfg, Rec(tmp_path / "b"), resume_from=rec.checkpoints[-1])
+    rest = Rec(tmp_path / "b", resume=rec.checkpoints[-1])
+    run_trial(cfg, rest, rest.store)
     assert draws == full[stop_after:]
 
 
 def test_a_point_on_disk_is_kept_when_its_trial_resumes_from_before_it(tmp_path: Path) -> None:
-    """The worker wrote the point, then died before its checkpoint reached the driver."""
+    """The worker wrote the point, then died before its next state was written (the newest
+    whole state is from before the point finished)."""
     cfgs = _cfgs(tmp_path, ratios=(0.3, 0.6))
     rec = Rec(tmp_path / "a")
-    first = run_points(cfgs, rec, point_ids=IDS[:2], points_dir=str(tmp_path / "points"))
+    first = run_points(cfgs, rec, rec.store, point_ids=IDS[:2], points_dir=str(tmp_path / "points"))
     mid_point_0 = rec.checkpoints[2]  # after its first fine-tuning epoch
-    again = Rec(tmp_path / "b")
+    again = Rec(tmp_path / "b", resume=mid_point_0)
     resumed = run_points(
-        cfgs, again, resume_from=mid_point_0, point_ids=IDS[:2], points_dir=str(tmp_path / "points")
+        cfgs, again, again.store, point_ids=IDS[:2], points_dir=str(tmp_path / "points")
     )
     assert not [m for m in again.metrics if not m["final"]]  # nothing trained again
     assert [r.metrics["top1"] for r in resumed] == [r.metrics["top1"] for r in first]

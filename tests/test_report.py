@@ -44,6 +44,14 @@ def test_non_dominated_matches_brute_force(seed: int, k: int) -> None:
     assert set(np.flatnonzero(non_dominated_mask(pts))) == brute_force_front(pts)
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_non_dominated_sweep_of_many_points_matches_brute_force(k: int) -> None:
+    rng = np.random.default_rng(k)
+    pts = rng.integers(0, 40, size=(700, k)).astype(float)  # past PAIRWISE_MAX, with ties
+    pts[:, -1] = 40 - pts[:, 0] + rng.integers(0, 3, size=700)  # a real trade-off
+    assert set(np.flatnonzero(non_dominated_mask(pts))) == brute_force_front(pts)
+
+
 def test_hypervolume_2d_by_hand() -> None:
     pts = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [3.5, 3.5]])
     # staircase under reference (4, 4): 3*1 + 2*1 + 1*1 = 6

@@ -197,3 +197,20 @@ def test_hypervolume_history_grows_to_the_fronts() -> None:
     values = [h for _, h in hist]
     assert len(hist) == 15 and values == sorted(values)
     assert values[-1] == pytest.approx(compute_front(rows, objs, reference=ref).hypervolume)
+
+
+def test_hypervolume_history_is_the_hypervolume_of_every_prefix() -> None:
+    """Its shortcut (a point the front weakly dominates changes nothing) against the
+    definition: the front of each prefix, computed from scratch."""
+    rows = random_rows(60, seed=3)
+    rows += [{**r, "trial_id": r["trial_id"] + "-copy", "finished_at": 1e12} for r in rows[:5]]
+    objs = [("top1", "max"), ("flops", "min"), ("size_mb", "min")]
+    ref = reference_point(rows, objs, None)
+    hist = hypervolume_history(rows, objs, ref)
+    order = [tid for tid, _ in hist]
+    by_id = {r["trial_id"]: r for r in rows}
+    for k in range(1, len(order) + 1):
+        prefix = [by_id[t] for t in order[:k]]
+        assert hist[k - 1][1] == pytest.approx(
+            compute_front(prefix, objs, reference=ref).hypervolume
+        ), k

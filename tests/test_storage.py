@@ -53,3 +53,19 @@ def test_atomic_write_gives_the_mode_a_plain_open_gives(tmp_path: Path, umask: i
         os.umask(old)
     mode = (tmp_path / "atomic.csv").stat().st_mode & 0o777
     assert mode == (tmp_path / "plain.csv").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_temporary_files_of_killed_writers_are_swept(tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    storage.write_text_atomic(str(exp / "jobs" / "a" / "job.json"), "{}")
+    old = exp / "jobs" / "a" / f".state-00000002.pt.abc{storage.TEMP_SUFFIX}"
+    old.write_bytes(b"half")
+    os.utime(old, (1, 1))
+    young = exp / "points" / "p" / f".result.json.def{storage.TEMP_SUFFIX}"
+    young.parent.mkdir(parents=True)
+    young.write_bytes(b"being written")
+    (exp / "keep.tmp").write_text("not ours")
+    assert storage.remove_temp_files(str(exp), older_than_s=60) == [str(old)]
+    assert young.exists() and (exp / "keep.tmp").exists()
+    assert storage.remove_temp_files(str(exp)) == [str(young)]
+    assert (exp / "jobs" / "a" / "job.json").read_text() == "{}"

@@ -12,7 +12,7 @@ import torch
 
 from sslsearch.config import ConfigError, TrialConfig
 from sslsearch.models import load_model
-from sslsearch.trial import MODEL_FILE, RESULT_FILE, run_trial
+from sslsearch.trial import HISTORY_FILE, MODEL_FILE, run_trial
 
 QUICK = {"epochs": 4, "finetune_epochs": 2, "batch_size": 64}
 
@@ -31,34 +31,60 @@ def _cfg(**changes: Any) -> dict[str, Any]:
 
 
 class Recorder:
-    """A report callback that keeps every report and a copy of every checkpoint."""
+    """A report callback that keeps every report and a copy of every state the trial saved.
 
-    def __init__(self, root: Path, stop_after: int | None = None) -> None:
+    Pass ``rec.store`` as the trial's ``state_dir``; ``rec.checkpoints[i]`` is a directory
+    holding the i-th state saved, alone: ``Recorder(root, resume=rec.checkpoints[i])`` starts
+    a store from it (a trial restarted from that state). ``stop_after`` states: the trial is
+    interrupted (KeyboardInterrupt) right after it reported the last of them.
+    """
+
+    def __init__(
+        self, root: Path, stop_after: int | None = None, resume: Path | None = None
+    ) -> None:
         self.root = root
+        self.state_dir = root / "store"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if resume is not None:
+            for f in resume.iterdir():
+                shutil.copy2(f, self.state_dir / f.name)
+        self.store = str(self.state_dir)
         self.metrics: list[dict[str, Any]] = []
         self.checkpoints: list[Path] = []
+        self.replayed: list[dict[str, Any]] = []  # epoch reports without a state saved
         self.stop_after = stop_after
+        self._newest = self._newest_state()
 
-    def __call__(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+    def _newest_state(self) -> Path | None:
+        states = sorted(self.state_dir.glob("state-*.pt"))
+        return states[-1] if states else None
+
+    def __call__(self, metrics: dict[str, Any]) -> None:
         self.metrics.append(dict(metrics))
-        if checkpoint is not None:
+        newest = self._newest_state()
+        if newest is not None and newest != self._newest:
+            self._newest = newest
             dst = self.root / f"ckpt{len(self.checkpoints)}"
-            shutil.copytree(checkpoint, dst)
+            dst.mkdir()
+            shutil.copy2(newest, dst / newest.name)
             self.checkpoints.append(dst)
+        elif not metrics.get("final"):
+            self.replayed.append(dict(metrics))
         if self.stop_after is not None and len(self.checkpoints) >= self.stop_after:
             raise KeyboardInterrupt("simulated stop")
 
 
 def test_reports_every_epoch_and_a_complete_final_row(tmp_path: Path) -> None:
     rec = Recorder(tmp_path)
-    result = run_trial(_cfg(), rec)
+    result = run_trial(_cfg(), rec, rec.store)
     epochs = [m for m in rec.metrics if not m["final"]]
     assert [(m["phase"], m["epoch"]) for m in epochs] == [("ssl", i) for i in range(1, 5)] + [
         ("finetune", i) for i in range(1, 3)
     ]
     assert [m["global_epoch"] for m in epochs] == list(range(1, 7))
     for m in epochs:
-        assert {"loss", "penalty", "val_top1", "val_top5", "group_sparsity"} <= m.keys()
+        assert {"loss", "penalty", "val_top1", "val_top5", "exact_zero_share"} <= m.keys()
+        assert {"removable_flops_share", "removable_params_share", "ssl_at_floor"} <= m.keys()
     final = rec.metrics[-1]
     assert final["final"] and final["status"] == "ok" and final == result.metrics
     for key in (
@@ -75,11 +101,11 @@ def test_reports_every_epoch_and_a_complete_final_row(tmp_path: Path) -> None:
     ):
         assert final[key] is not None, key
     assert final["flops"] < final["flops_before"]
-    # every epoch wrote a checkpoint; the last holds the pruned model and the result
+    # every epoch saved a state, and the end one more; a finished trial keeps only its last
     assert len(rec.checkpoints) == 7
-    last = rec.checkpoints[-1]
-    assert json.loads((last / RESULT_FILE).read_text())["top1"] == final["top1"]
-    assert load_model(last / MODEL_FILE) is not None
+    assert [p.name for p in rec.state_dir.glob("state-*.pt")] == ["state-00000007.pt"]
+    history = [json.loads(ln) for ln in (rec.state_dir / HISTORY_FILE).read_text().splitlines()]
+    assert [h["global_epoch"] for h in history] == list(range(1, 7))  # the report's curves
     assert TrialConfig.from_dict(json.loads(final["config"])).ratio == 0.3
 
 
@@ -94,21 +120,20 @@ def test_digits_small_vgg_reaches_95_percent_at_ratio_0_3() -> None:
 def test_same_seed_same_result() -> None:
     a = run_trial(_cfg()).metrics
     b = run_trial(_cfg()).metrics
-    for k in ("top1", "top5", "flops", "params", "ssl_top1", "group_sparsity"):
+    for k in ("top1", "top5", "flops", "params", "ssl_top1", "exact_zero_share", "narrowest_width"):
         assert a[k] == b[k], k
 
 
 @pytest.mark.parametrize("stop_after", [2, 5])  # during SSL training; during fine-tuning
-def test_resume_from_checkpoint_matches_an_uninterrupted_run(
+def test_resume_from_a_saved_state_matches_an_uninterrupted_run(
     tmp_path: Path, stop_after: int
 ) -> None:
     full = run_trial(_cfg()).metrics
     rec = Recorder(tmp_path, stop_after=stop_after)
     with pytest.raises(KeyboardInterrupt):
-        run_trial(_cfg(), rec)
-    rest = Recorder(tmp_path / "rest")
-    (tmp_path / "rest").mkdir()
-    resumed = run_trial(_cfg(), rest, resume_from=rec.checkpoints[-1]).metrics
+        run_trial(_cfg(), rec, rec.store)
+    rest = Recorder(tmp_path / "rest", resume=rec.checkpoints[-1])
+    resumed = run_trial(_cfg(), rest, rest.store).metrics
     # only the remaining epochs ran
     assert [m["global_epoch"] for m in rest.metrics if not m["final"]] == list(
         range(stop_after + 1, 7)
@@ -117,25 +142,70 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(
         assert resumed[k] == pytest.approx(full[k]), k
 
 
+def test_a_run_resumed_mid_ssl_keeps_the_group_weights_it_measured_at_the_start(
+    tmp_path: Path,
+) -> None:
+    # the gradient weighting is measured on the model SSL training starts from; measured again
+    # on the resumed (half-sparse) model it would give other thresholds and another SSL model
+    cfg = _cfg(ssl_lambda=0.5, ssl_weighting="gradient")
+    full = Recorder(tmp_path / "full")
+    run_trial(cfg, full, full.store)
+    rec = Recorder(tmp_path, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, rec, rec.store)
+    rest = Recorder(tmp_path / "rest", resume=rec.checkpoints[-1])
+    run_trial(cfg, rest, rest.store)
+
+    def last_ssl_epoch(r: Recorder) -> dict[str, Any]:
+        return [m for m in r.metrics if not m["final"] and m["phase"] == "ssl"][-1]
+
+    a, b = last_ssl_epoch(full), last_ssl_epoch(rest)
+    assert a["exact_zero_share"] > 0  # SSL acted: the weights decided what went
+    for k in ("penalty", "loss", "exact_zero_share", "removable_flops_share", "val_top1"):
+        assert b[k] == pytest.approx(a[k], rel=1e-6), k
+
+
 def test_resuming_a_finished_trial_reports_it_again_without_work(tmp_path: Path) -> None:
     rec = Recorder(tmp_path)
-    first = run_trial(_cfg(), rec)
-    again = Recorder(tmp_path / "again")
-    (tmp_path / "again").mkdir()
-    second = run_trial(_cfg(), again, resume_from=rec.checkpoints[-1])
+    first = run_trial(_cfg(), rec, rec.store)
+    again = Recorder(tmp_path / "again", resume=rec.checkpoints[-1])
+    second = run_trial(_cfg(), again, again.store)
     assert [m["final"] for m in again.metrics] == [True]
     assert second.metrics["top1"] == first.metrics["top1"]
-    assert (again.checkpoints[-1] / MODEL_FILE).exists()
 
 
 def test_exploding_loss_fails_the_trial_with_a_reason(tmp_path: Path) -> None:
     rec = Recorder(tmp_path)
-    result = run_trial(_cfg(ssl_lambda=1e36), rec)
+    # (a huge lambda no longer does it: the floor rule holds every layer at its floor)
+    result = run_trial(_cfg(recipe={**QUICK, "lr": 1e20}), rec, rec.store)
     assert result.status == "failed"
     assert result.error is not None and "loss became" in result.error
     final = rec.metrics[-1]
     assert final["final"] and final["status"] == "failed" and "loss became" in final["error"]
-    assert json.loads((rec.checkpoints[-1] / RESULT_FILE).read_text())["status"] == "failed"
+    again = Recorder(tmp_path / "again", resume=rec.checkpoints[-1])  # its last state: done
+    assert run_trial(_cfg(recipe={**QUICK, "lr": 1e20}), again, again.store).status == "failed"
+
+
+def test_layers_held_at_their_floor_are_reported_and_the_figures_are_exact() -> None:
+    one = {**QUICK, "epochs": 1, "finetune_epochs": 0}
+    m = run_trial(_cfg(ssl_lambda=1000.0, recipe=one)).metrics
+    assert m["status"] == "ok"
+    convs = ["features.0", "features.3", "features.7", "features.10", "features.14", "features.17"]
+    assert sorted(m["ssl_at_floor"].split(",")) == sorted(convs)
+    floors = dict(zip(convs, [8, 8, 8, 8, 16, 16]))  # 10% of the width, at least 8, rounded to 8
+    assert json.loads(m["narrowest_width"]) == floors
+    assert m["exact_zero_share"] == pytest.approx(1 - sum(floors.values()) / 448)
+    assert 0.9 < m["removable_flops_share"] < 1 and 0.9 < m["removable_params_share"] < 1
+
+
+def test_shape_wise_runs_when_asked() -> None:
+    one = {**QUICK, "epochs": 1, "finetune_epochs": 0}
+    cfg = _cfg(ssl_type="shape_wise", ssl_lambda=30.0, recipe=one, allow_unmatched_prune=True)
+    m = run_trial(cfg).metrics
+    assert m["status"] == "ok" and m["exact_zero_share"] > 0.5
+    # only the input channels it emptied whole in every reader are removable (a zero shape saves
+    # nothing: tests/test_sparsity_report.py)
+    assert m["removable_flops_share"] < m["exact_zero_share"]
 
 
 def test_cache_hit_skips_ssl_training_and_gives_the_same_model(tmp_path: Path) -> None:
@@ -144,10 +214,11 @@ def test_cache_hit_skips_ssl_training_and_gives_the_same_model(tmp_path: Path) -
     assert first.metrics["ssl_cached"] is False
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
     rec = Recorder(tmp_path)
-    hit = run_trial(_cfg(cache_dir=cache, ratio=0.3, out_dir=str(tmp_path / "hit")), rec)
+    hit = run_trial(_cfg(cache_dir=cache, ratio=0.3, out_dir=str(tmp_path / "hit")), rec, rec.store)
     assert hit.metrics["ssl_cached"] is True
-    # the SSL curve is replayed, but no SSL epoch was trained (no SSL checkpoint written)
+    # the SSL curve is replayed, but no SSL epoch was trained (no SSL state saved)
     assert [m["phase"] for m in rec.metrics if not m["final"]].count("ssl") == 4
+    assert [m["phase"] for m in rec.replayed] == ["ssl"] * 4
     assert len(rec.checkpoints) == 3  # 2 fine-tune epochs + final
     cold = run_trial(_cfg(ratio=0.3, out_dir=str(tmp_path / "cold")))
     assert hit.metrics["ssl_top1"] == cold.metrics["ssl_top1"]

@@ -98,8 +98,20 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ssl-lambda",
         type=_float_or_dict,
-        default=3e-2,
-        help="penalty strength, or per group kind: n=..,c=..,s=..,d=..",
+        default=None,
+        help="penalty strength, or per group kind: n=..,c=..,s=..,d=.. "
+        "(default: the trial default, for the default weighting)",
+    )
+    p.add_argument(
+        "--ssl-weighting",
+        default=None,
+        help="how groups are weighed: gradient (default) | flops | size | none (`sslsearch list`)",
+    )
+    p.add_argument(
+        "--allow-unmatched-prune",
+        action="store_true",
+        help="prune with a prune type whose structures the SSL penalty did not target "
+        "(shape_wise SSL: no prune type removes shapes)",
     )
     p.add_argument("--prune-type", default="filter_wise")
     p.add_argument(
@@ -234,7 +246,9 @@ def trial_config_from_args(a: argparse.Namespace) -> Any:
             },
             "recipe": recipe,
             "ssl_type": ssl_type,
-            "ssl_lambda": a.ssl_lambda,
+            **({"ssl_lambda": a.ssl_lambda} if a.ssl_lambda is not None else {}),
+            **({"ssl_weighting": a.ssl_weighting} if a.ssl_weighting is not None else {}),
+            "allow_unmatched_prune": a.allow_unmatched_prune,
             "prune_type": a.prune_type,
             "prune_way": a.prune_way,
             **pruning_arguments(a),
@@ -604,7 +618,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def add_list(p: argparse.ArgumentParser) -> None:
-    """List models, datasets, ssl types, prune types and prune ways."""
+    """List models, datasets, ssl types and weightings, prune types and prune ways."""
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
@@ -613,12 +627,14 @@ def cmd_list(a: argparse.Namespace) -> int:
     from sslsearch.data import get_dataset_spec, list_datasets
     from sslsearch.models import get_model_spec, list_models
     from sslsearch.pruning import list_prune_types
+    from sslsearch.registry import SSL_WEIGHTINGS
     from sslsearch.sparsity import SSL_TYPE_GROUPS, describe_criteria
 
     d = {
         "models": {n: get_model_spec(n).description for n in list_models()},
         "datasets": {n: get_dataset_spec(n).description for n in list_datasets()},
         "ssl_types": dict(SSL_TYPE_GROUPS),
+        "ssl_weightings": dict(SSL_WEIGHTINGS),
         "prune_types": list_prune_types(),
         # mean and sum are signed: their descriptions say they are not importance measures
         "prune_ways": describe_criteria(),

@@ -12,6 +12,7 @@ from typing import Any
 
 from sslsearch.config._typed import ConfigError
 from sslsearch.imports import is_import_path
+from sslsearch.registry import SSL_WEIGHTINGS
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ def check_names(space: Any) -> None:
         _check("data.name", "dataset", space.data.name, DATASET_NAMES)
     for param, kind, known in (
         ("ssl_type", "ssl type", SSL_TYPE_NAMES),
+        ("ssl_weighting", "ssl weighting", tuple(SSL_WEIGHTINGS)),
         ("prune_type", "prune type", PRUNE_TYPE_NAMES),
         ("prune_way", "prune way", PRUNE_WAY_NAMES),
     ):

@@ -21,6 +21,7 @@ from sslsearch.registry import LAMBDA_KEYS
 PARAM_TYPES: dict[str, type] = {
     "ssl_type": str,
     "ssl_lambda": float,
+    "ssl_weighting": str,
     "prune_type": str,
     "prune_way": str,
     "ratio": float,
@@ -29,6 +30,7 @@ PARAM_TYPES: dict[str, type] = {
     "params_budget": float,
     "latency_budget": float,
     "min_width_share": float,
+    "allow_unmatched_prune": bool,
 }
 
 OBJECTIVE_MODES = {
@@ -141,6 +143,18 @@ class Sampler:
     name: Literal["auto", "tpe", "nsga2", "gp", "random"] = "auto"
     seed: int = 0
     n_startup_trials: int | None = None  # random trials before the model kicks in
+    # A GP ask fits one Gaussian process per objective, cubic in the finished points: past this
+    # many, GP hands over to TPE (benchmarks/bench_scale.py picked it; the log says when).
+    gp_max_points: int = 100
+    # GP and TPE see every finished point up to this many, then the best fronts plus this many
+    # most recent ones: an ask costs the same at 10,000 points as at 1,000 (bench_scale.py).
+    max_history: int = 1000
+
+    def check(self) -> None:
+        if self.gp_max_points < 1:
+            raise ConfigError("gp_max_points", f"must be >= 1, got {self.gp_max_points}")
+        if self.max_history < 100:
+            raise ConfigError("max_history", f"must be >= 100, got {self.max_history}")
 
 
 @dataclass(frozen=True)
@@ -289,7 +303,7 @@ def param_spec(name: str, value: Any) -> Range | Choices | Any:
             _check_value(name, v, f"{key}.{k}")
         return lam
     if isinstance(value, dict):
-        if tp is str:
+        if tp in (str, bool):
             raise ConfigError(key, "a categorical parameter takes a value or {choices: [...]}")
         rng = from_mapping(Range, value, key)
         if tp is int:

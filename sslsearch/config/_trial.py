@@ -8,7 +8,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sslsearch.config._typed import ConfigError, from_mapping, to_mapping
-from sslsearch.registry import LAMBDA_KEYS, MIN_WIDTH_SHARE
+from sslsearch.registry import (
+    DEFAULT_SSL_WEIGHTING,
+    LAMBDA_KEYS,
+    MIN_WIDTH_SHARE,
+    SSL_WEIGHTINGS,
+    unknown_name_message,
+)
 
 # How much a point prunes: a budget (share of the dense model's cost kept) or the reference
 # project's ratio; depth_wise may give ``blocks`` instead. A point's whole pruning choice adds
@@ -100,7 +106,10 @@ class TrialConfig:
     data: DataConfig = field(default_factory=DataConfig)
     recipe: Recipe = field(default_factory=Recipe)
     ssl_type: str = "filter_wise"
-    ssl_lambda: float | dict[str, float] = 0.03
+    # with the default weighting, 0.3 makes ~90% of vgg_small's FLOPs removable on digits
+    ssl_lambda: float | dict[str, float] = 0.3
+    # how groups of different size and cost are weighed (sslsearch.registry.SSL_WEIGHTINGS)
+    ssl_weighting: str = DEFAULT_SSL_WEIGHTING
     prune_type: str = "filter_wise"
     prune_way: str = "group_lasso"
     # how much is pruned: one budget (share of the dense model's FLOPs, parameters or measured
@@ -111,7 +120,12 @@ class TrialConfig:
     latency_budget: float | None = None
     ratio: float | None = None
     blocks: int | None = None  # depth_wise: residual blocks to remove
-    min_width_share: float = MIN_WIDTH_SHARE  # each layer keeps at least this share
+    # each layer keeps at least this share of its width: the pruner never cuts below it, and the
+    # SSL proximal step never leaves fewer nonzero channels (part of the SSL model's identity)
+    min_width_share: float = MIN_WIDTH_SHARE
+    # prune with a prune type whose structures the SSL penalty did not target (shape_wise SSL
+    # with any prune type, depth_wise SSL with a channel one, a channel SSL type with depth_wise)
+    allow_unmatched_prune: bool = False
     seed: int = 0
     # runtime (does not change the numbers): where and how
     device: str = "auto"  # auto: the GPU Ray assigned (or cuda:0), else CPU
@@ -158,6 +172,11 @@ class TrialConfig:
             raise ConfigError(given[1], f"{' and '.join(given)} are alternatives: give one")
         if given == ["blocks"] and self.prune_type != "depth_wise":
             raise ConfigError("ratio", f"{self.prune_type} needs a budget or a ratio, not blocks")
+        if self.ssl_weighting not in SSL_WEIGHTINGS:
+            raise ConfigError(
+                "ssl_weighting",
+                unknown_name_message("ssl weighting", self.ssl_weighting, sorted(SSL_WEIGHTINGS)),
+            )
         if not 0.0 <= self.min_width_share <= 1.0:
             raise ConfigError("min_width_share", f"must be in [0, 1], got {self.min_width_share}")
         lams = self.ssl_lambda.values() if isinstance(self.ssl_lambda, dict) else [self.ssl_lambda]
@@ -194,6 +213,7 @@ class TrialConfig:
     def ssl_key(self, extra: dict[str, Any] | None = None) -> str:
         """Hash of everything that determines the SSL-trained (not yet pruned) model."""
         d = self.data
+        lams = self.ssl_lambda.values() if isinstance(self.ssl_lambda, dict) else [self.ssl_lambda]
         ident = {
             "arch": self.arch,
             "data": {
@@ -208,10 +228,17 @@ class TrialConfig:
             },
             "ssl_type": self.ssl_type,
             "ssl_lambda": self.ssl_lambda,
+            # what the penalty does (at lambda = 0 it does nothing: one plain model for all)
+            **(
+                {"ssl_weighting": self.ssl_weighting, "min_width_share": self.min_width_share}
+                if any(v > 0 for v in lams)
+                else {}
+            ),
             "seed": self.seed,
             "warm_start": self.warm_start,
             "extra": extra or {},
-            "version": 2,  # 2: precision joined the key
+            # 2: precision joined the key; 3: weighting, floor rule and flush of the penalty
+            "version": 3,
         }
         blob = json.dumps(ident, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:20]

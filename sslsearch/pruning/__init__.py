@@ -1,5 +1,6 @@
 """Physical pruning: remove filters, channels or residual blocks and return a smaller model,
-to a budget of FLOPs, parameters or latency, or to the reference project's ratio."""
+to a budget of FLOPs, parameters or latency, or to the reference project's ratio; what an SSL
+model's zeros would save (``sparsity_report``) and the SSL weightings that need the cost model."""
 
 from __future__ import annotations
 
@@ -12,13 +13,28 @@ from sslsearch.pruning._pruner import (
     prune,
     round_keep,
 )
+from sslsearch.pruning._report import SparsityMeter, sparsity_report
+from sslsearch.pruning._weighting import (
+    CALIBRATION_BATCHES,
+    DEFAULT_SSL_WEIGHTING,
+    build_penalty,
+    check_weighting,
+    penalty_weights,
+)
 
 __all__ = [
+    "CALIBRATION_BATCHES",
+    "DEFAULT_SSL_WEIGHTING",
     "PRUNE_TYPES",
     "LatencySpec",
     "PruneResult",
+    "SparsityMeter",
+    "build_penalty",
+    "check_weighting",
     "export_onnx",
     "list_prune_types",
+    "penalty_weights",
     "prune",
     "round_keep",
+    "sparsity_report",
 ]

@@ -167,7 +167,7 @@ def _keep_models(exp_dir: str, fronts: list[Front]) -> dict[str, str | None]:
                     storage.write_bytes_atomic(dst, storage.read_bytes(src))
                 else:
                     os.makedirs(os.path.dirname(dst), exist_ok=True)
-                    tmp = dst + ".tmp"
+                    tmp = dst + storage.TEMP_SUFFIX  # swept if killed here
                     try:
                         os.link(src, tmp)
                     except OSError:

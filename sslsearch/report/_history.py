@@ -1,8 +1,10 @@
 """Per-epoch training curves of a trial, from what the trial already left in the experiment.
 
-Each epoch report of a trial (phase ``ssl`` or ``finetune``: loss, val_top1, group_sparsity,
-lr, ...) is a line of Tune's ``<trial_dir>/result.json``; a row may instead carry the list
-itself as JSON in a ``history`` column. Best effort: a trial without either has no curve.
+Each epoch of a trial (phase ``ssl`` or ``finetune``: loss, val_top1, exact_zero_share, lr,
+...) is a line of ``<trial_dir>/history.jsonl``, which the trial writes itself (``trial_dir``:
+its job's directory, ``jobs/<id>``); experiments made before that have Tune's
+``<trial_dir>/result.json`` lines instead. A row may also carry the list itself as JSON in a
+``history`` column. Best effort: a trial without any of them has no curve.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ HISTORY_KEYS = (
     "train_top1",
     "val_loss",
     "val_top1",
-    "group_sparsity",
+    "exact_zero_share",
+    "removable_flops_share",
     "lr",
 )
 
@@ -49,13 +52,16 @@ def trial_history(exp_dir: str, row: Mapping[str, Any]) -> list[dict[str, Any]]:
     trial_dir = row.get("trial_dir")
     if not trial_dir:
         return []
-    path = storage.join(exp_dir, str(trial_dir), "result.json")
-    try:
-        if not storage.exists(path):
-            return []
-        text = storage.read_bytes(path).decode(errors="replace")
-    except OSError as e:
-        log.warning("cannot read %s: %s", path, e)
+    text = None
+    for name in ("history.jsonl", "result.json"):
+        path = storage.join(exp_dir, str(trial_dir), name)
+        try:
+            if storage.exists(path):
+                text = storage.read_bytes(path).decode(errors="replace")
+                break
+        except OSError as e:
+            log.warning("cannot read %s: %s", path, e)
+    if text is None:
         return []
     items = []
     for line in text.splitlines():

@@ -23,18 +23,39 @@ def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))
 
 
+PAIRWISE_MAX = 512  # up to this many rows every pair is compared at once (n^2 k booleans)
+
+
 def non_dominated_mask(points: np.ndarray) -> np.ndarray:
-    """Boolean mask of the Pareto-optimal rows of (n, k) minimisation ``points``."""
+    """Boolean mask of the Pareto-optimal rows of (n, k) minimisation ``points``.
+
+    Up to ``PAIRWISE_MAX`` rows: every pair at once. More (10,000 points): a sweep in
+    lexicographic order, where a row's dominators come first (a dominator is no worse anywhere
+    and better somewhere, so it sorts first) and a dominated dominator is itself dominated by a
+    kept row, so each row is checked against the rows kept so far: O(n * front) time and
+    memory instead of n^2 k booleans (a gigabyte at 10,000 points and 3 objectives).
+    """
     p = np.asarray(points, dtype=np.float64)
     n = len(p)
-    mask = np.ones(n, dtype=bool)
     if n == 0:
-        return mask
-    # row i is dominated if some j is <= everywhere and < somewhere
-    le = np.all(p[None, :, :] <= p[:, None, :], axis=2)  # [i, j]: p_j <= p_i
-    lt = np.any(p[None, :, :] < p[:, None, :], axis=2)
-    dominated = np.any(le & lt, axis=1)
-    mask &= ~dominated
+        return np.ones(0, dtype=bool)
+    p = p.reshape(n, -1)
+    if n <= PAIRWISE_MAX:
+        # row i is dominated if some j is <= everywhere and < somewhere
+        le = np.all(p[None, :, :] <= p[:, None, :], axis=2)  # [i, j]: p_j <= p_i
+        lt = np.any(p[None, :, :] < p[:, None, :], axis=2)
+        return ~np.any(le & lt, axis=1)
+    mask = np.zeros(n, dtype=bool)
+    kept = np.empty_like(p)
+    m = 0
+    for i in np.lexsort(p.T[::-1]):
+        x = p[i]
+        f = kept[:m]
+        if m and bool(np.any(np.all(f <= x, axis=1) & np.any(f < x, axis=1))):
+            continue
+        mask[i] = True
+        kept[m] = x
+        m += 1
     return mask
 
 

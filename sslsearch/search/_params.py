@@ -15,7 +15,7 @@ from sslsearch.config import (
     TrialConfig,
     space_from_mapping,
 )
-from sslsearch.registry import MIN_WIDTH_SHARE
+from sslsearch.registry import DEFAULT_SSL_WEIGHTING, MIN_WIDTH_SHARE
 
 
 def _suggest(trial: Any, name: str, spec: Range | Choices) -> Any:
@@ -57,6 +57,7 @@ class DefineByRun:
         value("prune_way", "group_lasso")
         value("ssl_type", prune_type)
         value("ssl_lambda")
+        value("ssl_weighting")
         if prune_type == "depth_wise" and "blocks" in specs:
             value("blocks")
         else:
@@ -64,6 +65,7 @@ class DefineByRun:
                 if name in specs:
                     value(name)
         value("min_width_share")
+        value("allow_unmatched_prune")
         return const
 
 
@@ -109,9 +111,9 @@ def spread_params(space: SearchSpace, first: dict[str, Any], i: int, k: int) -> 
 
 
 def ssl_params(space: SearchSpace) -> set[str]:
-    """The parameters every point of one SSL model shares: the SSL settings (the ssl type
-    follows the prune type when the space does not set it)."""
-    names = {"ssl_lambda", "ssl_type"}
+    """The parameters every point of one SSL model shares: the SSL settings, the layer floor its
+    proximal step keeps (the ssl type follows the prune type when the space does not set it)."""
+    names = {"ssl_lambda", "ssl_type", "ssl_weighting", "min_width_share"}
     if "ssl_type" not in space.params:
         names.add("prune_type")
     return names
@@ -146,10 +148,12 @@ def trial_config(
         recipe=space.recipe,
         ssl_type=params.get("ssl_type", prune_type),
         ssl_lambda=params["ssl_lambda"],
+        ssl_weighting=params.get("ssl_weighting", DEFAULT_SSL_WEIGHTING),
         prune_type=prune_type,
         prune_way=params.get("prune_way", "group_lasso"),
         blocks=blocks,
         min_width_share=params.get("min_width_share", MIN_WIDTH_SHARE),
+        allow_unmatched_prune=bool(params.get("allow_unmatched_prune", False)),
         seed=space.seed,
         threads=threads,
         warm_start=space.weights,

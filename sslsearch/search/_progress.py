@@ -48,26 +48,48 @@ def describe_params(cfg: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-class ProgressCallback(Callback):
-    """One line per finished trial; every ``every_s`` seconds a table of the running ones."""
+def _pct(v: Any) -> float:
+    try:
+        return 100.0 * float(v)
+    except (TypeError, ValueError):
+        return math.nan
 
-    def __init__(self, num_samples: int, every_s: float = 15.0) -> None:
+
+def _at_floor(layers: Any) -> str:
+    """', 2 layers at the floor' for the SSL model's layers held at their floor (or '')."""
+    n = len([x for x in str(layers).split(",") if x]) if layers else 0
+    return f", {n} layer{'s' if n != 1 else ''} at the floor" if n else ""
+
+
+class ProgressCallback(Callback):
+    """One line per finished point; every ``every_s`` seconds a table of the running trials.
+
+    ``done``: points finished before this run (a resumed search counts on from there). Its
+    per-step work looks at Tune's list of every trial at most once a second: the driver's cost
+    per point stays flat with thousands of trials.
+    """
+
+    def __init__(self, num_samples: int, every_s: float = 15.0, done: int = 0) -> None:
         self.num_samples = num_samples
         self.every_s = every_s
         self._last_table = 0.0
+        self._last_look = 0.0
         self._latest: dict[str, dict[str, Any]] = {}
-        self._done = 0
+        self._done = done
         self._started = time.monotonic()
         self.max_running = 0  # most trials RUNNING at once (the driver's view)
+        self._running: set[str] = set()
         self.pending = PendingWatch()  # warns when trials wait with none running
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: keep only settings
-        return {"num_samples": self.num_samples, "every_s": self.every_s}
+        return {"num_samples": self.num_samples, "every_s": self.every_s, "done": self._done}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["num_samples"], state["every_s"])  # type: ignore[misc]
+        self.__init__(state["num_samples"], state["every_s"], state.get("done", 0))  # type: ignore[misc]
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._running.add(trial.trial_id)
+        self.max_running = max(self.max_running, len(self._running))
         log.info("start    %s %s", trial.trial_id, describe_params(trial.config))
 
     def on_trial_result(
@@ -78,6 +100,7 @@ class ProgressCallback(Callback):
             self._point_line(result)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._running.discard(trial.trial_id)
         r = self._latest.pop(trial.trial_id, None) or trial.last_result or {}
         if not r.get("final"):
             self._done += 1
@@ -92,11 +115,13 @@ class ProgressCallback(Callback):
 
     def _point_line(self, r: dict[str, Any]) -> None:
         self._done += 1
-        head = f"[{self._done}/{self.num_samples}] {r.get('trial_id', '?')} {describe_params(r)}"
+        pid = r.get("point_id") or r.get("trial_id", "?")  # Tune's trial id in trial_id
+        head = f"[{self._done}/{self.num_samples}] {pid} {describe_params(r)}"
         if r.get("status") == "ok":
             floor = [x for x in str(r.get("at_floor") or "").split(",") if x]
             log.info(
-                "%s: top1 %s  FLOPs %sM%s  size %sMB  actual ratio %s%s  (%ss)",
+                "%s: top1 %s  FLOPs %sM%s  size %sMB  actual ratio %s%s  SSL: zero %s%% "
+                "removable FLOPs %s%%%s  (%ss)",
                 head,
                 _fmt(r.get("top1"), ".2f"),
                 _fmt(float(r.get("flops", math.nan)) / 1e6, ".3f"),
@@ -106,6 +131,9 @@ class ProgressCallback(Callback):
                 _fmt(r.get("size_mb"), ".3f"),
                 _fmt(r.get("actual_ratio"), ".3f"),
                 f"  {len(floor)} layer(s) at their floor" if floor else "",
+                _fmt(_pct(r.get("exact_zero_share")), ".1f"),
+                _fmt(_pct(r.get("removable_flops_share")), ".1f"),
+                _at_floor(r.get("ssl_at_floor")),
                 _fmt(r.get("point_seconds"), ".1f"),
             )
         elif r.get("status") == "stopped":
@@ -114,6 +142,7 @@ class ProgressCallback(Callback):
             log.info("%s: FAILED: %s", head, r.get("error"))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._running.discard(trial.trial_id)
         self._done += 1
         self._latest.pop(trial.trial_id, None)
         log.info(
@@ -126,16 +155,19 @@ class ProgressCallback(Callback):
         )
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        log.info("retry    %s from its last checkpoint (its worker or node failed)", trial.trial_id)
+        self._running.discard(trial.trial_id)
+        log.info("retry    %s from its last state (its worker or node failed)", trial.trial_id)
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        running = [t for t in trials if t.status == "RUNNING"]
-        self.pending.check(trials)
-        self.max_running = max(self.max_running, len(running))
         now = time.monotonic()
+        if now - self._last_look < 1.0:
+            return
+        self._last_look = now
+        self.pending.check(trials, now)
         if now - self._last_table < self.every_s:
             return
         self._last_table = now
+        running = [t for t in trials if t.status == "RUNNING"]
         if not running:
             return
         lines = [f"{'trial':10s} {'params':44s} {'phase':8s} {'epoch':>7s} {'val top1':>8s}"]

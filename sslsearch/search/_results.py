@@ -1,36 +1,43 @@
-"""trials.parquet: one row per point, built from what each trial itself wrote.
+"""trials.parquet: one row per point, built from the experiment directory alone.
 
-A Tune trial is one SSL model and its points (``params.json``'s ``points``). A finished point's
-metrics come from ``points/<id>/result.json``, written by the worker as the point finished, not
-from the driver's experiment snapshot or the Optuna DB, which can be stale after a driver crash.
-Points without a result are listed with the reason: the error Tune recorded (``error.txt``) or
-that they never finished. Early-stopped points are ``stopped``, with their exact costs.
+Every point asked is in its job (``jobs/<id>/job.json``, with its parameters); a finished
+point's metrics come from ``points/<id>/result.json``, written by the worker as the point
+finished (or, for a job whose Tune trial failed for good, an ``error`` result written by the
+driver at the search's end). A point without a result is ``unfinished``, with its job's error
+when its last run raised. Points with a result but in no job (a worker recorded them itself)
+are rows too. Nothing is read from Ray Tune's files or the Optuna study.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import re
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sslsearch import storage
 from sslsearch.config import AMOUNT_KEYS, PRUNING_KEYS
 from sslsearch.report._arrow import typed_table
-from sslsearch.search._trainable import CONFIRM_DIR, POINTS_DIR, REFERENCE_DIR
-from sslsearch.trial import BASELINE_ID, MODEL_FILE, RESULT_FILE, point_id
+from sslsearch.search._experiment import (
+    CONFIRM_DIR,
+    JOBS_DIR,
+    POINTS_DIR,
+    REFERENCE_DIR,
+    job_dir,
+    read_error,
+    read_jobs,
+)
+from sslsearch.trial import BASELINE_ID, MODEL_FILE, RESULT_FILE, read_history
 
 TRIALS_FILE = "trials.parquet"
-_TRIAL_DIR = re.compile(r"^sslsearch_trial_(?P<id>[0-9a-f]+)_")
+UNFINISHED = "unfinished"  # the status of a point without a final result
 
 COLUMNS: list[tuple[str, pa.DataType]] = [
     ("trial_id", pa.string()),
     ("trial_dir", pa.string()),
-    ("status", pa.string()),  # ok | failed | error | stopped
+    ("status", pa.string()),  # ok | failed | stopped (early) | error | unfinished
     ("error", pa.string()),
     ("ssl_model_id", pa.string()),  # the SSL model the point was pruned from (null: baseline)
     ("role", pa.string()),  # search | reference (lambda = 0) | baseline (dense, unpruned)
@@ -40,6 +47,7 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("image_size", pa.int64()),
     ("ssl_type", pa.string()),
     ("ssl_lambda", pa.float64()),
+    ("ssl_weighting", pa.string()),
     ("prune_type", pa.string()),
     ("prune_way", pa.string()),
     ("ratio", pa.float64()),
@@ -78,7 +86,14 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("removed_blocks", pa.string()),
     ("ssl_top1", pa.float64()),
     ("pruned_top1", pa.float64()),
-    ("group_sparsity", pa.float64()),
+    # the SSL model's sparsity (sslsearch.sparsity_report): exact zeros, what the pruner could
+    # remove at no change of the function, layers the proximal step held at their floor
+    # (comma-separated), each layer's narrowest width (JSON)
+    ("exact_zero_share", pa.float64()),
+    ("removable_flops_share", pa.float64()),
+    ("removable_params_share", pa.float64()),
+    ("ssl_at_floor", pa.string()),
+    ("narrowest_width", pa.string()),
     ("ssl_cached", pa.bool_()),
     ("train_seconds", pa.float64()),
     ("trial_seconds", pa.float64()),
@@ -97,47 +112,6 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
 SCHEMA = pa.schema(COLUMNS)
 
 
-def _read_json(fs: pafs.FileSystem, path: str) -> Any:
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read().decode())
-
-
-def _last_line(fs: pafs.FileSystem, path: str) -> str | None:
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        text = f.read().decode(errors="replace")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # the exception line is the last non-empty line of the last traceback
-    return lines[-1][:500] if lines else "error"
-
-
-def _progress(
-    fs: pafs.FileSystem, trial_path: str
-) -> tuple[dict[str, Any], int | None, str | None]:
-    """Params, last epoch and Tune trial id from Tune's per-trial logs (best effort)."""
-    params: dict[str, Any] = {}
-    p = f"{trial_path}/params.json"
-    if fs.get_file_info(p).type == pafs.FileType.File:
-        try:
-            params = dict(_read_json(fs, p))
-        except (ValueError, TypeError):
-            params = {}
-    last, trial_id = None, None
-    r = f"{trial_path}/result.json"
-    if fs.get_file_info(r).type == pafs.FileType.File:
-        with fs.open_input_stream(r) as f:
-            for line in f.read().decode(errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and "global_epoch" in row:
-                    last = int(row["global_epoch"])
-                    trial_id = row.get("tune_trial_id", trial_id)
-    return params, last, trial_id
-
-
 def _results_under(exp_dir: str, dirname: str) -> dict[str, dict[str, Any]]:
     """``<dirname>/<id>/result.json`` of every id that has a readable one, by id."""
     out: dict[str, dict[str, Any]] = {}
@@ -153,60 +127,30 @@ def _results_under(exp_dir: str, dirname: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def collect_trials(
-    exp_dir: str, known: dict[str, dict[str, Any]] | None = None
-) -> list[dict[str, Any]]:
-    """One dict per point of every trial directory, keyed by the SCHEMA's columns.
-
-    ``known``: point id -> parameters from the Optuna study, for a trial directory Tune left
-    without its params.json (a driver killed as the trial started): its rows get them.
-    """
-    fs, root = storage.resolve(exp_dir)
+def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
+    """One dict per point of the experiment, keyed by the SCHEMA's columns: the search's
+    points in the order they were asked, then the points beside it and the baseline."""
     results = _results_under(exp_dir, POINTS_DIR)
     rows = []
-    for name in storage.listdir(exp_dir):
-        m = _TRIAL_DIR.match(name)
-        if not m:
-            continue
-        trial_path = f"{root}/{name}"
-        params, last, logged_id = _progress(fs, trial_path)
-        tune_id = logged_id or m.group("id")
-        points = params.get("points") or [params]
-        if not params and known:
-            found: list[dict[str, Any]] = []
-            while point_id(tune_id, len(found)) in known:
-                found.append(known[point_id(tune_id, len(found))])
-            points = found or points
-        err = _last_line(fs, f"{trial_path}/error.txt")
-        for i, p in enumerate(points):
-            row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
-            row["trial_id"] = point_id(tune_id, i)
-            row["trial_dir"] = name
-            row["role"] = "search"
-            for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", *PRUNING_KEYS):
-                row[k] = p.get(k)
-            result = results.get(row["trial_id"])
-            if result is not None:
-                for k in SCHEMA.names:
-                    if k in result:
-                        row[k] = result[k]
-                row["trial_id"] = point_id(tune_id, i)
-                row["status"] = result.get("status", "ok")
-                row["last_epoch"] = result.get("global_epoch", last)
-                model = f"{POINTS_DIR}/{row['trial_id']}/{MODEL_FILE}"
-                if storage.exists(storage.join(exp_dir, model)):
-                    row["model_path"] = model
-            else:
-                row["status"] = "error" if err else "stopped"
-                row["error"] = err or "stopped before its final result (interrupted)"
-                row["last_epoch"] = last
-            if row["blocks"] is not None and int(row["blocks"]) < 0:
-                row["blocks"] = None
-            for k in AMOUNT_KEYS:  # NaN in a result: not used by this point
-                if isinstance(row.get(k), float) and row[k] != row[k]:
-                    row[k] = None
+    for job in read_jobs(exp_dir):
+        unfinished: tuple[str, int | None] | None = None  # its job's error and last epoch
+        for p in job.points:
+            pid = str(p["trial_id"])
+            result = results.pop(pid, None)
+            row = _point_row(exp_dir, job.id, pid, p["params"], result)
+            if result is None:
+                if unfinished is None:
+                    epochs = [h.get("global_epoch") for h in read_history(job_dir(exp_dir, job.id))]
+                    unfinished = (
+                        read_error(exp_dir, job.id) or "never finished (interrupted)",
+                        max((int(g) for g in epochs if g is not None), default=None),
+                    )
+                row["status"] = UNFINISHED
+                row["error"], row["last_epoch"] = unfinished
             rows.append(row)
-    rows.sort(key=lambda r: (r["trial_dir"], r["trial_id"]))
+    for pid, result in sorted(results.items()):  # recorded by a worker, not asked
+        job_id = str(result.get("job_id") or pid.rsplit("-", 1)[0])
+        rows.append(_point_row(exp_dir, job_id, pid, {}, result))
     rows += _side_rows(exp_dir, REFERENCE_DIR, "reference")
     rows += _side_rows(exp_dir, CONFIRM_DIR, None)  # role (search | reference) in the result
     baseline = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
@@ -216,6 +160,31 @@ def collect_trials(
         row["ssl_model_id"] = None
         rows.append(row)
     return rows
+
+
+def _point_row(
+    exp_dir: str, job_id: str, pid: str, params: dict[str, Any], result: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A search point's row: its parameters, then its result over them (when it has one)."""
+    row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
+    for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", *PRUNING_KEYS):
+        row[k] = params.get(k)
+    if result is not None:
+        for k in SCHEMA.names:
+            if k in result:
+                row[k] = result[k]
+        row["status"] = result.get("status", "ok")
+        row["last_epoch"] = result.get("global_epoch")
+        model = f"{POINTS_DIR}/{pid}/{MODEL_FILE}"
+        if row["status"] == "ok" and storage.exists(storage.join(exp_dir, model)):
+            row["model_path"] = model
+    row.update(trial_id=pid, trial_dir=f"{JOBS_DIR}/{job_id}", role="search")
+    if row["blocks"] is not None and int(row["blocks"]) < 0:
+        row["blocks"] = None
+    for k in AMOUNT_KEYS:  # NaN in a result: not used by this point
+        if isinstance(row.get(k), float) and row[k] != row[k]:
+            row[k] = None
+    return row
 
 
 def _result_row(
@@ -247,13 +216,9 @@ def trials_table(rows: list[dict[str, Any]], metadata: dict[str, str] | None = N
     return typed_table(rows, COLUMNS, metadata)
 
 
-def write_trials(
-    exp_dir: str,
-    metadata: dict[str, str] | None = None,
-    known: dict[str, dict[str, Any]] | None = None,
-) -> tuple[str, pa.Table]:
+def write_trials(exp_dir: str, metadata: dict[str, str] | None = None) -> tuple[str, pa.Table]:
     """Collect and write ``trials.parquet`` atomically; returns its path and the table."""
-    table = trials_table(collect_trials(exp_dir, known), metadata)
+    table = trials_table(collect_trials(exp_dir), metadata)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     path = storage.join(exp_dir, TRIALS_FILE)

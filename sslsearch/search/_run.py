@@ -1,4 +1,9 @@
-"""Run (or resume) a search: validate -> experiment dir -> Ray -> Tuner.fit -> results -> export."""
+"""Run (or resume) a search: validate -> experiment dir -> Ray -> Tuner.fit -> results -> export.
+
+Every run, the first and each ``--resume``, is a fresh Ray Tune run over the same experiment
+directory: the searcher reads the directory (``PointSearcher.open``) and hands out the jobs
+with unfinished points first. Tune's own files live in ``<experiment>/tune/`` and are never
+read back."""
 
 from __future__ import annotations
 
@@ -16,14 +21,10 @@ from sslsearch import storage
 from sslsearch.config import PRUNING_KEYS, SearchSpace, load_space, space_from_mapping, spaces_dir
 from sslsearch.errors import UserError
 from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdown, tune_environment
-from sslsearch.search._params import define_by_run, points_per_ssl
-from sslsearch.search._results import TRIALS_FILE, collect_trials, write_trials
-from sslsearch.search._trainable import (
-    POINTS_DIR,
-    fill_missing_checkpoints,
-    make_trainable,
-    remove_placeholders,
-)
+from sslsearch.search._experiment import JOBS_DIR, POINTS_DIR
+from sslsearch.search._params import points_per_ssl
+from sslsearch.search._results import TRIALS_FILE, UNFINISHED, collect_trials, write_trials
+from sslsearch.search._trainable import make_trainable
 from sslsearch.search._user import absolute_weights, look_beside, stage_weights, user_modules
 from sslsearch.trial import check_user_parts, validate_space
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 SPACE_FILE = "space.yaml"
 STUDY_FILE = "optuna.db"
 STUDY_URL_FILE = "study_url"  # the Optuna storage URL, kept with the experiment for --resume
+TUNE_DIR = "tune"  # Ray Tune's own files (its snapshots, trial directories): never read back
 DEFAULT_SPACE = spaces_dir() / "default.yaml"  # shipped as package data (sslsearch.config)
 
 
@@ -51,6 +53,10 @@ class SearchOptions:
     progress_every_s: float = 15.0
     reuse_actors: bool = True  # one worker process per concurrent slot, not per trial
     confirm_front: int = 0  # re-run each Pareto point with this many more training seeds
+    # The trial each job runs: sslsearch.trial.run_points (None), or a test double with its
+    # signature for measuring the search itself (benchmarks/bench_scale.py). Shipped to the
+    # workers with the trainable, so it must pickle (cloudpickle) to code they can run.
+    runner: Any = None
 
 
 @dataclass
@@ -123,10 +129,18 @@ def _prepare_resume(opts: SearchOptions) -> tuple[SearchSpace, str]:
     )
     exp_dir = _exp_dir(base)
     saved = storage.join(exp_dir, SPACE_FILE)
-    if not storage.exists(saved) or not storage.exists(storage.join(exp_dir, "tuner.pkl")):
+    if not storage.exists(saved) or not storage.exists(storage.join(exp_dir, STUDY_URL_FILE)):
         raise UserError(
             f"nothing to resume: no experiment '{base.name}' at {exp_dir} "
             f"(give the same --name and --storage-path as the first run)"
+        )
+    if not storage.exists(storage.join(exp_dir, JOBS_DIR)) and any(
+        storage.exists(storage.join(exp_dir, f)) for f in (POINTS_DIR, TRIALS_FILE)
+    ):
+        raise UserError(
+            f"experiment '{base.name}' at {exp_dir} was made by an older sslsearch (it has no "
+            f"{JOBS_DIR}/ directory) and cannot be resumed by this one; its results stay as they "
+            "are (`sslsearch export` still reads them): start a new search with --name NEW"
         )
     raw = yaml.safe_load(storage.read_bytes(saved).decode())
     space = space_from_mapping(raw, saved)
@@ -231,52 +245,38 @@ def _study_url(opts: SearchOptions, exp_dir: str, space: SearchSpace) -> str:
     return f"sqlite:///{storage.join(exp_dir, STUDY_FILE)}"
 
 
-def _tuner(space: SearchSpace, exp_dir: str, study_url: str, opts: SearchOptions) -> Any:
+def _tuner(
+    space: SearchSpace, exp_dir: str, searcher: Any, progress: Any, opts: SearchOptions
+) -> Any:
+    """A fresh Tune run over the experiment (the first run and every resume alike)."""
     from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
 
     trainable = tune.with_resources(
-        make_trainable(space.to_dict(), exp_dir, max(1, int(space.resources.cpus))),
+        make_trainable(
+            space.to_dict(), exp_dir, max(1, int(space.resources.cpus)), runner=opts.runner
+        ),
         {"cpu": space.resources.cpus, "gpu": space.resources.gpu},
     )
-    if opts.resume:
-        from sslsearch.search._searcher import errored_closed
-
-        # errored trials of an interrupted run are re-run; those a finished run closed as FAIL
-        # in the study stay as they are (a FAIL cannot become COMPLETE)
-        return tune.Tuner.restore(
-            exp_dir,
-            trainable,
-            resume_unfinished=True,
-            resume_errored=not errored_closed(study_url, space.name),
-        )
-    from sslsearch.search._progress import ProgressCallback
-    from sslsearch.search._searcher import BudgetedSearch, make_searcher
-
-    points_dir = storage.join(exp_dir, POINTS_DIR)
-    searcher = make_searcher(space, study_url, space.name, define_by_run(space), points_dir)
-    base, name = exp_dir.rstrip("/").rsplit("/", 1)
     return tune.Tuner(
         trainable,
         # No metric/mode here: in TuneConfig they would turn the multi-objective searcher into a
-        # single-objective study. The searcher owns the objectives.
+        # single-objective one. The searcher owns the objectives and says when it is finished
+        # (Searcher.FINISHED), so Tune's own sample count is unbounded.
         tune_config=tune.TuneConfig(
-            # a resume can raise the budget: it reads space.yaml again (BudgetedSearch)
-            search_alg=BudgetedSearch(
-                searcher, space.budget.max_concurrent, storage.join(exp_dir, SPACE_FILE)
-            ),
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.budget.max_concurrent),
             # Early stopping acts on points inside a trial (trial/_early.py), never through a
             # Tune scheduler: that would stop a whole SSL model and every point after it.
-            num_samples=ssl_trainings(space),
-            max_concurrent_trials=None,  # BudgetedSearch limits it
+            num_samples=-1,
             reuse_actors=opts.reuse_actors,
             time_budget_s=space.budget.time_budget_s,
         ),
         run_config=tune.RunConfig(
-            name=name,
-            storage_path=base,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            name=TUNE_DIR,
+            storage_path=exp_dir,
+            # a job keeps its own states (jobs/<id>/): Tune keeps no checkpoint of it
             failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
-            callbacks=[ProgressCallback(space.budget.num_samples, opts.progress_every_s)],
+            callbacks=[progress],
             verbose=0,
         ),
     )
@@ -303,45 +303,16 @@ def _metadata(space: SearchSpace, study_url: str) -> dict[str, str]:
 
 
 def finish(
-    exp_dir: str, space: SearchSpace, study_url: str, closing: bool = True
+    exp_dir: str, space: SearchSpace, study_url: str
 ) -> tuple[str, dict[str, int], dict[str, Any] | None]:
-    """Write trials.parquet, reconcile the Optuna study with it, export the Pareto outputs.
-
-    ``closing``: the search ended by itself (not interrupted): errored trials are final.
-    """
+    """Write trials.parquet from the experiment directory and export the Pareto outputs."""
     from sslsearch.report import NoResultsError, export_experiment
-    from sslsearch.search._searcher import (
-        close_errored,
-        fail_orphans,
-        point_params,
-        reconcile_study,
-    )
 
-    constants = {k: v for k, v in space.params.items() if not isinstance(v, dict)}
-    known = {pid: {**constants, **p} for pid, p in point_params(study_url, space.name).items()}
-    path, table = write_trials(exp_dir, _metadata(space, study_url), known)
-    rows = [r for r in table.to_pylist() if is_search_point(r)]
+    path, table = write_trials(exp_dir, _metadata(space, study_url))
     counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    finals = {r["trial_id"]: {**r, "final": _ended(r)} for r in rows}
-    metrics = [o.metric for o in space.objectives]
-    fixed = reconcile_study(study_url, space.name, finals, metrics)
-    errors = {r["trial_id"]: str(r["error"] or "error") for r in rows if r["status"] == "error"}
-    if closing:
-        unfinished = {
-            r["trial_id"]: str(r["error"] or "stopped before its final result")
-            for r in rows
-            # Tune ran every trial it knows to its end: an unfinished point was lost with a
-            # killed driver, and no resume will run it (one cut by the time budget might be)
-            if r["status"] == "stopped" and not _ended(r) and space.budget.time_budget_s is None
-        }
-        fixed += close_errored(study_url, space.name, errors, unfinished)
-    orphans = fail_orphans(study_url, space.name, set(finals))
-    if fixed or orphans:
-        log.info(
-            "Optuna study reconciled with trials.parquet: %d recorded, %d lost", fixed, orphans
-        )
+    for r in table.to_pylist():
+        if is_search_point(r):
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
     try:
         pareto = export_experiment(exp_dir)
     except NoResultsError as e:
@@ -372,6 +343,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     )
     interrupted = False
     max_running = 0
+    searcher: Any = None
     try:
         log.info(
             "Ray: %s, %d node(s), %g CPUs, %g GPUs",
@@ -404,38 +376,55 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             storage.makedirs(exp_dir)
             storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
             storage.write_text_atomic(storage.join(exp_dir, STUDY_URL_FILE), study_url + "\n")
-        elif _budget_raised(exp_dir, space):  # the restored search reads it (BudgetedSearch)
-            storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
-        # a driver killed between Tune's snapshots can leave one naming a deleted checkpoint
-        placeholders = fill_missing_checkpoints(exp_dir) if opts.resume else []
-        if placeholders:
-            log.info(
-                "resume: %d empty placeholders for deleted checkpoints (Tune's last snapshot "
-                "may name one); each trial resumes from its newest checkpoint on disk",
-                len(placeholders),
-            )
+        else:
+            if _budget_raised(exp_dir, space):
+                storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
+            # temporary files of writers a killed run left (a minute old: none still renaming)
+            left = storage.remove_temp_files(exp_dir, older_than_s=60)
+            if left:
+                log.info("resume: removed %d temporary file(s) a killed run left", len(left))
+        from sslsearch.search._progress import ProgressCallback
+        from sslsearch.search._searcher import PointSearcher
+
         runs = stage_weights(space, exp_dir)  # trials read the experiment's copy
-        tuner = _tuner(runs, exp_dir, study_url, opts)
+        searcher = PointSearcher(runs, exp_dir, study_url)
+        searcher.open()
+        progress = ProgressCallback(space.budget.num_samples, opts.progress_every_s, searcher.done)
+        tuner = _tuner(runs, exp_dir, searcher, progress, opts)
         baseline = _start_baseline(runs, exp_dir)
+        # Tune's hint after a Ctrl-C ("resume with Tuner.restore") is not how a search resumes,
+        # and its result grid looks for per-trial logs a search does not write
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         try:
             baseline = _baseline_before_points(runs, exp_dir, baseline)
+            t_fit = time.monotonic()
             tuner.fit()
-            remove_placeholders(exp_dir, placeholders)
-            _run_references(runs, exp_dir)
-            _wait_baseline(baseline)
-            _confirm_front(runs, exp_dir, opts.confirm_front)
+            # Tune returns normally after a Ctrl-C too: ended by itself, or cut by the time budget
+            budget_s = space.budget.time_budget_s
+            cut = budget_s is not None and time.monotonic() - t_fit >= budget_s
+            interrupted = not searcher.ended_by_itself() and not cut
+            if not interrupted:
+                _run_references(runs, exp_dir)
+                _wait_baseline(baseline)
+                _confirm_front(runs, exp_dir, opts.confirm_front)
         except KeyboardInterrupt:
             interrupted = True
-        progress = _progress_callback(tuner)
-        max_running = progress.max_running if progress is not None else 0
-        log.info("search finished in %.1fs", time.monotonic() - t0)
+        max_running = progress.max_running
+        log.info(
+            "search finished in %.1fs (driver CPU: %.1fs asking points, %.1fs recording them)",
+            time.monotonic() - t0,
+            searcher.ask_seconds,
+            searcher.sync_seconds,
+        )
     finally:
         shutdown(cluster)
-    path, counts, pareto = finish(exp_dir, space, study_url, closing=not interrupted)
+    storage.remove_temp_files(exp_dir)  # every writer is gone: whatever is left is debris
+    if searcher is not None and not interrupted:
+        searcher.close()  # jobs that failed for good: their points become errors
+    path, counts, pareto = finish(exp_dir, space, study_url)
     rows = [r for r in pq_rows(path) if is_search_point(r)]
-    unfinished = space.budget.num_samples - sum(
-        1 for r in rows if _ended(r) or r["status"] == "error"
-    )
+    unfinished = space.budget.num_samples - sum(1 for r in rows if r["status"] != UNFINISHED)
     interrupted = interrupted or (unfinished > 0 and space.budget.time_budget_s is None)
     return SearchOutcome(exp_dir, path, counts, pareto, interrupted, cluster, max_running)
 
@@ -444,13 +433,6 @@ def is_search_point(row: dict[str, Any]) -> bool:
     """A point the sampler proposed (one Optuna trial): not the baseline, a lambda = 0
     reference or a re-evaluation of a Pareto point with another seed."""
     return row["role"] == "search" and not row.get("confirm_of")
-
-
-def _ended(row: dict[str, Any]) -> bool:
-    """A point that has its final result: ok, failed, or stopped by early stopping."""
-    if row["status"] in ("ok", "failed"):
-        return True
-    return row["status"] == "stopped" and str(row.get("error") or "").startswith("early stopping")
 
 
 def pq_rows(path: str) -> list[dict[str, Any]]:
@@ -570,8 +552,9 @@ def _confirm_front(space: SearchSpace, exp_dir: str, seeds: int) -> None:
         return
     import ray
 
+    from sslsearch.search._experiment import CONFIRM_DIR
     from sslsearch.search._results import collect_trials
-    from sslsearch.search._trainable import CONFIRM_DIR, confirm_id, confirm_job
+    from sslsearch.search._trainable import confirm_id, confirm_job
     from sslsearch.trial import RESULT_FILE
 
     def done(job: dict[str, Any]) -> bool:
@@ -609,16 +592,6 @@ def _wait_baseline(ref: Any) -> str | None:
         error = str(e).strip().splitlines()[-1][:300]
         log.warning("the dense baseline failed: %s", error)
         return error
-    return None
-
-
-def _progress_callback(tuner: Any) -> Any:
-    from sslsearch.search._progress import ProgressCallback
-
-    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
-    for cb in getattr(run_config, "callbacks", None) or []:
-        if isinstance(cb, ProgressCallback):
-            return cb
     return None
 
 

@@ -1,412 +1,240 @@
-"""OptunaSearch that asks several points per SSL model and records each point as COMPLETE only
-with its true final values.
+"""The search's Ray Tune ``Searcher``: jobs of several points, each point its own Optuna trial.
 
-A Tune trial trains one SSL model and then several points from it. Its first point is asked
-through OptunaSearch as usual; the others are asked right after with the SSL settings
-(lambda, ssl type) fixed through ``study.enqueue_trial``, so the sampler chooses their pruning
-(ratio, blocks, criterion, prune type) knowing the points before. Each point is its own Optuna
-trial, told when the trial reports that point's final result.
+A job is one Tune trial's work: one SSL model and the points pruned from it. For a new job the
+sampler (``SamplerView``) proposes the first point (lambda, the ssl type, a pruning choice);
+the other points keep its SSL settings and take the spread values of ``_params.spread``, the
+sampler choosing whatever else is searched (criterion, prune type). The job is written to
+``jobs/<id>/job.json`` before Tune sees it. When ``budget.num_samples`` points are asked the
+searcher answers ``Searcher.FINISHED``.
 
-Ray's OptunaSearch tells Optuna a trial's *last reported* values when the trial ends. With
-per-epoch reports, a trial stopped early (ASHA), interrupted or failed would then enter the
-study, and its Pareto front, with half-trained numbers. Here a trial is COMPLETE only when its
-last result is the final one (``final: True, status: "ok"``); early-stopped trials are PRUNED
-and failed ones FAIL, with the reason kept as a user attribute. Each Optuna trial also records
-its Tune trial id, so that a resumed search can reconcile the study with the results on disk.
+Each finished point becomes one trial of the experiment's Optuna study, only through
+``StudyBook.sync`` (at each point's final report, at each job's end, when the searcher opens
+and when it closes), which reads its result from the experiment directory. A resumed search
+is a fresh Tune run: ``open`` brings the study in line with the directory, and the jobs with
+unfinished points are handed out again first, each resuming from its own state
+(``jobs/<id>/``); nothing is read from Tune's files or saved in its snapshots.
+
+Public APIs of Ray and Optuna only: Ray's ``Searcher`` (with ``FINISHED``),
+``ConcurrencyLimiter``, ``Tuner``, ``tune.report`` and ``tune.get_context``; Optuna's
+``create_study``, ``ask``, ``tell``, ``enqueue_trial``, ``add_trial`` and ``create_trial``.
+Nothing reads Ray Tune's files (its snapshots, its trial directories) or the private state of
+Ray's OptunaSearch, SearchGenerator or Tuner, or of Optuna's storage (the OptunaSearch subclass
+this replaced did all of these).
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import time
 from typing import Any
 
-import optuna
-from optuna.trial import TrialState
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
-from sslsearch.config import Choices, SearchSpace, space_from_mapping
-from sslsearch.search._params import points_per_ssl, spread_params, ssl_params
+from sslsearch.config import SearchSpace, space_from_mapping
+from sslsearch.search._experiment import (
+    Job,
+    point_id,
+    point_names,
+    read_error,
+    read_jobs,
+    write_job,
+    write_point_result,
+)
+from sslsearch.search._params import define_by_run, points_per_ssl, spread_params, ssl_params
+from sslsearch.search._sampler import Record, SamplerView
+from sslsearch.search._study import StudyBook
+from sslsearch.search._trainable import POINT_KEY
 
 log = logging.getLogger(__name__)
-TUNE_ID_ATTR = "tune_trial_id"  # the Ray Tune trial a point belongs to
-POINT_ID_ATTR = "trial_id"  # the point's id: trials.parquet's trial_id
+
+LOST = "its Tune trial failed for good (the worker or its node died, or it raised: Ray's logs)"
 
 
-def point_id(trial_id: str, point: int) -> str:
-    from sslsearch.trial import point_id as _pid
+class PointSearcher(Searcher):
+    """Asks jobs of ``economy.points_per_ssl`` points until ``budget.num_samples`` points.
 
-    return _pid(trial_id, point)
+    Args:
+        space: the experiment's search space.
+        exp_dir: the experiment directory (local or a URI).
+        study_url: the Optuna storage URL; the study is named after the space.
 
+    Example:
+        >>> searcher = PointSearcher(space, "runs/default", "sqlite:///runs/default/optuna.db")
+        >>> searcher.open()  # the study in line with the directory; unfinished jobs queued
+        >>> tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, 2), num_samples=-1)
+    """
 
-def stored_point(points_dir: str | None, pid: str) -> dict[str, Any] | None:
-    from sslsearch.trial import stored_point as _stored
+    def __init__(self, space: SearchSpace, exp_dir: str, study_url: str) -> None:
+        super().__init__(metric=None, mode=None)  # the searcher owns the objectives
+        self.space_dict = space.to_dict()
+        self.exp_dir = exp_dir
+        self.study_url = study_url
+        self._setup()
 
-    return _stored(points_dir, pid)
+    def _setup(self) -> None:
+        self.space = space_from_mapping(self.space_dict)
+        self.define_by_run = define_by_run(self.space)
+        self.per_job = points_per_ssl(self.space)
+        self.budget = self.space.budget.num_samples
+        self.book: StudyBook | None = None
+        self.view: SamplerView | None = None
+        self.jobs: dict[str, Job] = {}  # job id -> job, every job of the experiment
+        self.queue: list[Job] = []  # jobs with unfinished points, handed out first
+        self.running: dict[str, Job] = {}  # Tune trial id -> the job it runs
+        self.asked = 0  # points of the experiment (the directory's count)
+        self.done = 0  # points with a final result
+        self.finished_asking = False
+        self.sync_seconds = 0.0  # CPU in StudyBook.sync (driver cost, for the log)
+        self.ask_seconds = 0.0  # CPU asking new points (the sampler's view, job.json)
 
+    # Tune pickles its search algorithm (into tuner.pkl) but a resumed search never reads it:
+    # keep only the settings, never the open study.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"space_dict": self.space_dict, "exp_dir": self.exp_dir, "study_url": self.study_url}
 
-class ParetoOptunaSearch(OptunaSearch):
-    def __init__(
-        self,
-        *args: Any,
-        points_per_ssl: int = 1,
-        num_points: int = 0,
-        points_dir: str | None = None,
-        **kw: Any,
-    ):
-        super().__init__(*args, **kw)
-        self.points_per_ssl = points_per_ssl
-        self.points_dir = points_dir  # where finished points are written: the disk's word
-        self.num_points = num_points  # budget.num_samples: points in all (0: unbounded)
-        self.points_asked = 0
-        self.point_numbers: dict[str, list[int]] = {}  # Tune trial -> Optuna trial numbers
-        self.point_params: dict[str, list[dict[str, Any]]] = {}
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._setup()
+
+    # ---- the experiment directory -> the study ----------------------------------------------
+
+    def open(self) -> None:
+        """Open the study and bring it in line with the experiment directory (points that
+        finished after the last driver heard of them are added), load the sampler's view and
+        queue the jobs with unfinished points. Once per search, before Tune runs."""
+        if self.book is not None:
+            return
+        t0 = time.monotonic()
+        book = StudyBook(self.study_url, self.space.name, self.space, self.exp_dir)
+        self.jobs = {j.id: j for j in read_jobs(self.exp_dir)}
+        pids = []
+        for job in self.jobs.values():
+            for p in job.points:
+                book.expect(str(p["trial_id"]), job.id, p["params"])
+                pids.append(str(p["trial_id"]))
+        extra = sorted(set(point_names(self.exp_dir)) - set(pids))  # recorded by a worker
+        counts = book.sync(pids + extra)
+        self.asked = len(pids)
+        self.done = len(counts.done)
+        self.queue = [
+            j for j in self.jobs.values() if any(p not in counts.done for p in j.point_ids())
+        ]
+        view = SamplerView(self.space, self.define_by_run)
+        records = book.complete_records()
+        view.load([Record(i + 1, p, d, v) for i, (p, d, v) in enumerate(records)])
+        book.view = view
+        self.book, self.view = book, view
+        if self.jobs:
+            log.info(
+                "experiment directory: %d points asked, %d finished (%d added to the study "
+                "now), %d job(s) to finish first; %.1fs",
+                self.asked,
+                self.done,
+                counts.added,
+                len(self.queue),
+                time.monotonic() - t0,
+            )
+        log.info("%s", view.describe())
+
+    # ---- Tune's Searcher interface ------------------------------------------------------------
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        fresh = trial_id not in self._ot_trials
-        params = super().suggest(trial_id)
-        if params is None or not isinstance(params, dict):
-            return params
-        ot_trial = self._ot_trials[trial_id]
-        if fresh or trial_id not in self.point_numbers:
-            ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
-            ot_trial.set_user_attr(POINT_ID_ATTR, point_id(trial_id, 0))
-            points = [dict(params)]
-            numbers = [ot_trial.number]
-            left = self.num_points - self.points_asked if self.num_points else 1 << 30
-            k = max(1, min(self.points_per_ssl, left))
-            space = space_from_mapping(self._space.space_dict)  # type: ignore[union-attr]
-            shared = ssl_params(space)
-            fixed = {n: v for n, v in ot_trial.params.items() if n in shared}
-            study: Any = self._ot_study
-            for i in range(1, k):
-                along = spread_params(space, ot_trial.params, i, k)
-                study.enqueue_trial({**fixed, **along}, skip_if_exists=False)
-                t = study.ask()
-                t.set_user_attr(TUNE_ID_ATTR, trial_id)
-                t.set_user_attr(POINT_ID_ATTR, point_id(trial_id, i))
-                points.append(self._suggest_from_define_by_run_func(self._space, t))  # type: ignore[arg-type]
-                numbers.append(t.number)
-            self.points_asked += k
-            self.point_numbers[trial_id] = numbers
-            self.point_params[trial_id] = points
-        return {**params, "points": self.point_params.get(trial_id, [dict(params)])}
+        self.open()
+        if self.queue:
+            job = self.queue.pop(0)
+            log.info("job %s resumes (Tune trial %s)", job.id, trial_id)
+        else:
+            left = self.budget - self.asked
+            if left <= 0:
+                self.finished_asking = True
+                return Searcher.FINISHED  # type: ignore[return-value]  # Ray's own annotation
+                # (Optional[Dict]) leaves out the FINISHED its docstring documents
+            job = self._ask(trial_id, min(self.per_job, left))
+            self.asked += len(job.points)
+        self.running[trial_id] = job
+        return job.config()
+
+    def _ask(self, job_id: str, k: int) -> Job:
+        """A new job of ``k`` points, proposed by the sampler and written to the directory."""
+        assert self.book is not None and self.view is not None
+        t0 = time.process_time()
+        first, params = self.view.propose(point_id(job_id, 0), {})
+        points: list[dict[str, Any]] = [{"trial_id": point_id(job_id, 0), "params": params}]
+        shared = {n: v for n, v in first.items() if n in ssl_params(self.space)}
+        for i in range(1, k):
+            fixed = {**shared, **spread_params(self.space, first, i, k)}
+            _, params = self.view.propose(point_id(job_id, i), fixed)
+            points.append({"trial_id": point_id(job_id, i), "params": params})
+        for p in points:
+            self.book.expect(str(p["trial_id"]), job_id, p["params"])
+        job = Job(job_id, points)
+        write_job(self.exp_dir, job)  # before Tune knows the trial: the directory has it first
+        self.jobs[job_id] = job
+        self.ask_seconds += time.process_time() - t0
+        return job
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if result.get("final") and "point" in result:
-            self._tell_point(trial_id, int(result["point"]), result, False)
-
-    def _tell_point(
-        self, trial_id: str, point: int, result: dict[str, Any] | None, error: bool
-    ) -> None:
-        numbers = self.point_numbers.get(trial_id)
-        if numbers is None or point >= len(numbers):
-            return
-        state, values, reason = classify(result, error, self.metric)
-        tell(self._ot_study, numbers[point], state, values, reason)
+        if result.get("final") and result.get(POINT_KEY):
+            self._sync([str(result[POINT_KEY])])
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        if trial_id in self._completed_trials:
-            return
-        if result and result.get("final") and "point" in result and not error:
-            self._tell_point(trial_id, int(result["point"]), result, False)
-        numbers = self.point_numbers.get(trial_id, [])
-        if error:
-            # Not FAIL yet: a resume re-runs errored trials (Tuner.restore(resume_errored=True))
-            # and a FAIL could never become COMPLETE. The points stay RUNNING, marked; the
-            # search's end (close_errored) fails those still unfinished.
-            for number in numbers:
-                mark_errored(self._ot_study, number)
-        else:
-            for i in range(len(numbers)):
-                # points told on their result are finished already (tell skips them); a point
-                # whose result this driver never heard (it finished just before a driver
-                # crash, and the resumed trial started after it) is told from the disk
-                stored = stored_point(getattr(self, "points_dir", None), point_id(trial_id, i))
-                self._tell_point(trial_id, i, stored, False)
-        self._completed_trials.add(trial_id)
+        job = self.running.pop(trial_id, None)
+        if job is not None:
+            self._sync(job.point_ids())
 
+    def _sync(self, pids: list[str]) -> None:
+        assert self.book is not None
+        before = len(self.book.finished)
+        counts = self.book.sync(pids)
+        self.done += len(self.book.finished) - before
+        self.sync_seconds += counts.seconds
 
-class BudgetedSearch(SearchGenerator):
-    """Tune's SearchGenerator whose budget a resume can raise (``--resume --num-samples N``).
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing: the experiment directory and the study are the searcher's state."""
 
-    Tune restores a search's trial count from its own saved state, so a larger
-    ``budget.num_samples`` in the experiment's space.yaml would be ignored; this generator reads
-    the budget from ``budget_file`` whenever its state is restored and raises the searcher's
-    points to it, and Tune's trial count (SSL models) to what those points need. It never
-    lowers them.
-    """
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: ``open`` reads the experiment directory."""
 
-    def __init__(self, searcher: ParetoOptunaSearch, max_concurrent: int, budget_file: str):
-        super().__init__(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent))
-        self.budget_file = budget_file
+    # ---- the end of a search ----------------------------------------------------------------
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)
-        points = read_budget(self.budget_file)
-        base: Any = self.searcher
-        while hasattr(base, "searcher"):
-            base = base.searcher
-        if points is None or not isinstance(base, ParetoOptunaSearch):
-            return
-        if points <= base.num_points or base.num_points == 0:
-            return
-        log.info("budget raised: %d points (was %d)", points, base.num_points)
-        base.num_points = points
-        # Tune trials still to create: each asks up to points_per_ssl of the points left
-        left = points - base.points_asked
-        trials = self._counter + -(-left // base.points_per_ssl)
-        if trials > self.total_samples:
-            self._total_samples = trials  # SearchGenerator's own count, saved in its state
-            self._finished = False
+    def ended_by_itself(self) -> bool:
+        """Whether the search asked all its points and Tune ended every job it handed out
+        (not interrupted, not cut by the time budget)."""
+        return self.finished_asking and not self.running and not self.queue
 
-
-def read_budget(space_file: str) -> int | None:
-    """``budget.num_samples`` of the space file kept with an experiment; None if unreadable."""
-    import yaml
-
-    from sslsearch import storage
-    from sslsearch.config import space_from_mapping
-
-    try:
-        space = space_from_mapping(yaml.safe_load(storage.read_bytes(space_file).decode()))
-    except Exception as e:  # moved or unreadable: keep the saved budget
-        log.warning("could not read the budget from %s: %s", space_file, e)
-        return None
-    return space.budget.num_samples
-
-
-def set_user_attr(study: Any, trial: Any, key: str, value: Any) -> None:
-    """Set a user attribute on ``trial``, a FrozenTrial of ``study`` not yet finished.
-
-    The one place that reaches into Optuna's private API (``study._storage``,
-    ``trial._trial_id``): Optuna sets user attributes only through the live ``Trial`` object
-    of the process that asked it, and the trials marked here were asked earlier, or by a
-    driver that has since died. ``tests/test_searcher.py`` checks it on the installed Optuna.
-    """
-    study._storage.set_trial_user_attr(trial._trial_id, key, value)
-
-
-ERRORED_ATTR = "errored"  # set on the points of a Tune trial that raised (still RUNNING)
-
-
-def mark_errored(study: Any, number: int) -> None:
-    trial = study.trials[number] if number < len(study.trials) else None
-    if trial is not None and not trial.state.is_finished():
-        set_user_attr(study, trial, ERRORED_ATTR, True)
-
-
-def close_errored(
-    storage_url: str,
-    study_name: str,
-    errors: dict[str, str],
-    unfinished: dict[str, str] | None = None,
-) -> int:
-    """At the end of a search (not an interrupted one), the points of errored trials that are
-    still RUNNING become FAIL with their error (``errors``: point id -> error); a later
-    resume then leaves errored trials as they are (``errored_closed``). Points that never
-    reached their final result (``unfinished``: e.g. the time budget ran out, or Tune lost
-    the trial with a killed driver) become PRUNED: none stays RUNNING."""
-    study = _load_study(storage_url, study_name)
-    if study is None:
-        return 0
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get(POINT_ID_ATTR)
-        if pid in errors:
-            set_user_attr(study, t, ERRORED_ATTR, True)
-            close_trial(study, t, TrialState.FAIL, reason=errors[pid])
-            n += 1
-        elif unfinished and pid in unfinished:
-            close_trial(study, t, TrialState.PRUNED, reason=unfinished[pid])
-            n += 1
-    return n
-
-
-def point_params(storage_url: str, study_name: str) -> dict[str, dict[str, Any]]:
-    """Point id -> the parameters the study asked for it (every trial, any state)."""
-    study = _load_study(storage_url, study_name)
-    if study is None:
-        return {}
-    return {
-        str(t.user_attrs[POINT_ID_ATTR]): dict(t.params)
-        for t in study.get_trials(deepcopy=False)
-        if POINT_ID_ATTR in t.user_attrs
-    }
-
-
-def errored_closed(storage_url: str, study_name: str) -> bool:
-    """Whether an earlier run of the experiment closed errored trials as FAIL (then a resume
-    must not re-run them: a FAIL cannot become COMPLETE)."""
-    study = _load_study(storage_url, study_name)
-    if study is None:
-        return False
-    return any(
-        t.user_attrs.get(ERRORED_ATTR)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    )
-
-
-def close_trial(
-    study: Any,
-    trial: Any,
-    state: TrialState,
-    values: list[float] | None = None,
-    reason: str | None = None,
-) -> None:
-    """Finish ``trial`` (a FrozenTrial of ``study``, RUNNING) as ``state``, with its reason."""
-    if reason:
-        set_user_attr(study, trial, "reason", reason[:500])
-    study.tell(trial.number, values, state=state, skip_if_finished=True)
-
-
-def tell(
-    study: Any,
-    number: int,
-    state: TrialState,
-    values: list[float] | None,
-    reason: str | None,
-) -> None:
-    """Tell the study once; never leave an orphan RUNNING trial behind."""
-    try:
-        trial = study.trials[number] if number < len(study.trials) else None
-        if trial is None or trial.state.is_finished():
-            return
-        close_trial(study, trial, state, values, reason)
-    except Exception as e:
-        log.warning("could not record trial %s as %s (%s); marking it FAIL", number, state, e)
-        study.tell(number, None, state=TrialState.FAIL, skip_if_finished=True)
-
-
-def classify(
-    result: dict[str, Any] | None, error: bool, metrics: str | list[str]
-) -> tuple[TrialState, list[float] | None, str | None]:
-    """Optuna state, objective values and reason for a trial that ended with ``result``."""
-    names = metrics if isinstance(metrics, list) else [metrics]
-    if error:
-        return TrialState.FAIL, None, "the trial raised an error (see error.txt in its directory)"
-    if not result or not result.get("final"):
-        return TrialState.PRUNED, None, "stopped before its final result"
-    if result.get("status") == "stopped":
-        return TrialState.PRUNED, None, str(result.get("error") or "early stopping")
-    if result.get("status") != "ok":
-        return TrialState.FAIL, None, str(result.get("error") or "failed")
-    values = [result.get(m) for m in names]
-    if any(v is None or not math.isfinite(float(v)) for v in values):
-        return TrialState.FAIL, None, f"non-finite objective values {values}"
-    return TrialState.COMPLETE, [float(v) for v in values], None  # type: ignore[arg-type]
-
-
-def is_conditional(space: SearchSpace) -> bool:
-    """Whether the space asks for different parameters per trial (GP would sample randomly)."""
-    specs = space.param_specs()
-    pt = specs.get("prune_type")
-    if not isinstance(pt, Choices) or "blocks" not in specs:
-        return False
-    return "depth_wise" in pt.choices and any(c != "depth_wise" for c in pt.choices)
-
-
-def sampler_name(space: SearchSpace) -> str:
-    """The sampler ``auto`` stands for: GP (best in bench_search_efficiency.py), but TPE on a
-    conditional space, where Optuna's GP falls back to random sampling."""
-    name = space.sampler.name
-    if name == "auto":
-        return "tpe" if is_conditional(space) else "gp"
-    if name == "gp" and is_conditional(space):
-        log.warning("sampler gp on a conditional space: Optuna's GP samples it at random")
-    return name
-
-
-def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    s = space.sampler
-    n = space.budget.num_samples
-    startup = s.n_startup_trials if s.n_startup_trials is not None else max(2, min(10, n // 3))
-    k = points_per_ssl(space)
-    if s.n_startup_trials is None and k > 1:
-        # the first two trials' points are asked before any finishes: random anyway
-        startup = min(startup, 2 * k)
-    name = sampler_name(space)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=max(4, min(50, n // 3)))
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=startup)
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup, multivariate=True)
-
-
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage (SQLite by default) that optuna-dashboard and optuna.load_study can open."""
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    return optuna.storages.RDBStorage(url, **kwargs)
-
-
-def make_searcher(
-    space: SearchSpace,
-    storage_url: str,
-    study_name: str,
-    define_by_run: Any,
-    points_dir: str | None = None,
-) -> ParetoOptunaSearch:
-    import warnings
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return ParetoOptunaSearch(
-            points_per_ssl=points_per_ssl(space),
-            num_points=space.budget.num_samples,
-            points_dir=points_dir,
-            space=define_by_run,
-            metric=[o.metric for o in space.objectives],
-            mode=[o.direction for o in space.objectives],
-            sampler=make_sampler(space),
-            study_name=study_name,
-            storage=make_storage(storage_url),
-        )
-
-
-def _load_study(storage_url: str, study_name: str) -> optuna.Study | None:
-    try:
-        return optuna.load_study(study_name=study_name, storage=make_storage(storage_url))
-    except KeyError:  # no such study (the search never got to create it)
-        return None
-
-
-def reconcile_study(
-    storage_url: str, study_name: str, finals: dict[str, dict[str, Any]], metrics: list[str]
-) -> int:
-    """After a crash, RUNNING Optuna trials whose Tune trial finished on disk get their true
-    final values (or FAIL). Returns how many trials were fixed."""
-    study = _load_study(storage_url, study_name)
-    if study is None:
-        return 0
-    fixed = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get(POINT_ID_ATTR)
-        if pid is None or pid not in finals:
-            continue
-        state, values, reason = classify(finals[pid], False, metrics)
-        if state == TrialState.PRUNED:
-            continue  # still unfinished on disk: Tune may resume it
-        close_trial(study, t, state, values, reason)
-        fixed += 1
-    return fixed
-
-
-def fail_orphans(storage_url: str, study_name: str, known: set[str]) -> int:
-    """RUNNING trials the finished search no longer knows of (lost with a crashed driver)."""
-    study = _load_study(storage_url, study_name)
-    if study is None:
-        return 0
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get(POINT_ID_ATTR) not in known:
-            close_trial(study, t, TrialState.FAIL, reason="lost with the driver")
-            n += 1
-    return n
+    def close(self) -> int:
+        """At the end of a search that ended by itself: every point still without a result
+        belongs to a job whose Tune trial failed for good (no retries left). Each gets an
+        ``error`` result in the directory, with its job's error, and the study is brought in
+        line (FAIL); a later resume leaves them so. Returns how many."""
+        if self.book is None or not self.ended_by_itself():
+            return 0
+        closed = []
+        for job in self.jobs.values():
+            todo = [
+                (i, p) for i, p in enumerate(job.points) if p["trial_id"] not in self.book.finished
+            ]
+            if not todo:
+                continue
+            reason = read_error(self.exp_dir, job.id) or LOST
+            for i, p in todo:
+                pid = str(p["trial_id"])
+                if self.book.sync([pid]).done:  # finished after all (its report came late)
+                    continue
+                result = {
+                    **p["params"],
+                    "trial_id": pid,
+                    "job_id": job.id,
+                    "point": i,
+                    "final": True,
+                    "status": "error",
+                    "error": reason,
+                }
+                write_point_result(self.exp_dir, pid, result)
+                closed.append(pid)
+        self._sync(closed)
+        if closed:
+            log.info("%d point(s) of failed trials recorded as errors", len(closed))
+        return len(closed)

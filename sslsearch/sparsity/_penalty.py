@@ -11,19 +11,25 @@ Behind a BatchNorm a conv's weights are scale-invariant: shrinking a whole layer
 but a penalty on its weights. So every channel-group penalty includes the coupled BatchNorm's
 scale/shift (which fix the channel's output and are not rescaled with the conv), and shape
 groups, which have no such anchor, are measured relative to their layer (scale-invariant).
+
+Each group's norm counts ``weight`` times (``ssl_weighting``, computed by
+``sslsearch.pruning.build_penalty``: with all weights 1 this is Wen et al.'s plain sum). The
+proximal step keeps every layer at or above its floor by a stated rule (``SSLPenalty.prox_``) and
+``flush_()`` ends an epoch with every group's owed step applied, so zeros are exact when the
+pruner and the sparsity figures look.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from sslsearch.errors import NotPrunableError, UserError
-from sslsearch.registry import LAMBDA_KEYS, SSL_TYPE_KEYS
+from sslsearch.registry import LAMBDA_KEYS, MIN_WIDTH_SHARE, ROUND_TO, SSL_TYPE_KEYS, min_width
 from sslsearch.sparsity._groups import Axis, Group, GroupSet, model_groups
 
 SSL_TYPES = tuple(SSL_TYPE_KEYS)
@@ -79,11 +85,17 @@ def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
 
 @dataclass(eq=False)
 class Term:
-    """One lambda key's groups, with the part of each group it sums over."""
+    """One lambda key's groups, with the part of each group it sums over and each group's weight
+    (``ssl_weighting``: the group's norm counts ``weight`` times; 1 is Wen et al.'s plain sum)."""
 
     key: str
     part: str
     groups: list[Group]
+    weights: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            self.weights = [1.0] * len(self.groups)
 
     @property
     def relative(self) -> bool:
@@ -102,11 +114,14 @@ class Term:
         return out
 
 
-_CHANNEL_KEYS = ("n", "c", "g")  # lambda keys whose units are a layer's channels
-
-
 def _rms(norms: torch.Tensor) -> torch.Tensor:
     return (norms.square().mean()).sqrt().clamp_min(1e-30)
+
+
+# One group with every active term that sums over it (two for filter_and_channel_wise), each with
+# the group's weight: the proximal step treats a group's terms together, so that the floor holds
+# for the channels both terms leave alive.
+_Item = tuple[Group, list[tuple[Term, float]]]
 
 
 @dataclass(eq=False)
@@ -115,7 +130,11 @@ class SSLPenalty:
 
     Three equal ways to apply it: ``penalty()`` (a differentiable value for the loss),
     ``add_grad_()`` (its gradient written into ``.grad``) and ``prox_(lr)`` (the proximal step
-    after ``optimizer.step()``: exact zeros, no autograd; what the trial's training loop uses).
+    after ``optimizer.step()``: exact zeros, no autograd; what the trial's training loop uses,
+    with ``flush_()`` at the end of each epoch).
+
+    Each group's term is ``lambda * weight * ||w_g||``; the weights are the ``ssl_weighting``
+    (``sslsearch.pruning.build_penalty`` computes them; built here they are all 1: Wen et al.).
 
     Example:
         >>> pen = SSLPenalty.build(model, "filter_wise", 0.03)
@@ -127,7 +146,9 @@ class SSLPenalty:
     groups: GroupSet
     terms: list[Term]
     elements_per_step: int = 4_000_000
-    _chunks: list[list[tuple[Term, Group]]] = field(default_factory=list, repr=False)
+    min_width_share: float = MIN_WIDTH_SHARE
+    weighting: str = "none"
+    _chunks: list[list[_Item]] = field(default_factory=list, repr=False)
     _lr_due: list[float] = field(default_factory=list, repr=False)
     _last: list[float] = field(default_factory=list, repr=False)
     _calls: int = 0
@@ -140,6 +161,7 @@ class SSLPenalty:
         lam: float | Mapping[str, float],
         example_inputs: torch.Tensor | None = None,
         elements_per_step: int = 4_000_000,
+        min_width_share: float = MIN_WIDTH_SHARE,
     ) -> SSLPenalty:
         """Bind ``ssl_type``'s groups of ``model`` (built once, from its dependency graph).
 
@@ -150,8 +172,11 @@ class SSLPenalty:
             example_inputs: a batch to trace the model with (default: the smallest that runs).
             elements_per_step: ``prox_`` visits about this many parameters per call, so that a
                 big model's groups are visited in turn (each with the learning rates it missed).
+            min_width_share: the layer floor (``sslsearch.registry.min_width``, the pruner's):
+                the proximal step never leaves a layer fewer nonzero units than that.
         """
         lams = parse_lambda(ssl_type, lam)
+        min_width(ROUND_TO + 1, min_width_share)  # validates the share
         if ssl_type == "depth_wise" and not any(True for _ in _blocks(model)):
             raise NotPrunableError(
                 f"depth_wise needs residual blocks; {type(model).__name__} has none"
@@ -162,7 +187,25 @@ class SSLPenalty:
             source, part = TERMS[key]
             groups = [g for g in getattr(gs, source) if g.has(part)]
             terms.append(Term(key, part, groups))
-        return cls(ssl_type, lams, gs, terms, elements_per_step)
+        return cls(ssl_type, lams, gs, terms, elements_per_step, float(min_width_share))
+
+    # ---- weights --------------------------------------------------------------------------
+
+    def set_weights(self, weighting: str, weights: Mapping[str, Sequence[float]]) -> None:
+        """Each term's per-group weights (by lambda key, in the order of ``term.groups``)."""
+        for t in self.terms:
+            w = [float(x) for x in weights[t.key]]
+            if len(w) != len(t.groups):
+                raise ValueError(f"lambda {t.key}: {len(w)} weights for {len(t.groups)} groups")
+            if any(not (x >= 0.0 and math.isfinite(x)) for x in w):
+                raise ValueError(f"lambda {t.key}: weights must be finite and >= 0")
+            t.weights = w
+        self.weighting = weighting
+        self._chunks = []  # re-planned with the new weights
+
+    def weights(self) -> dict[str, list[float]]:
+        """Each term's per-group weights, by lambda key (what ``set_weights`` takes back)."""
+        return {t.key: list(t.weights) for t in self.terms}
 
     # ---- values -------------------------------------------------------------------------
 
@@ -185,10 +228,10 @@ class SSLPenalty:
         total: torch.Tensor | None = None
         for t in self._active():
             sq = {id(a): a.squares() for a in self._axes([t])}
-            for g in t.groups:
+            for g, w in zip(t.groups, t.weights):
                 n = _safe_norm(t.values(sq, g))
-                v = n.sum() / _rms(n) if t.relative else n.sum()
-                total = self.lam[t.key] * v if total is None else total + self.lam[t.key] * v
+                v = self.lam[t.key] * w * (n.sum() / _rms(n) if t.relative else n.sum())
+                total = v if total is None else total + v
         if total is None:
             return torch.zeros((), device=self._device())
         return total
@@ -207,8 +250,8 @@ class SSLPenalty:
         scale = {id(a): torch.zeros_like(sq[id(a)]) for a in axes}
         total = torch.zeros((), dtype=torch.float64, device=self._device())
         for t in active:
-            lam = self.lam[t.key]
-            for g in t.groups:
+            for g, w in zip(t.groups, t.weights):
+                lam = self.lam[t.key] * w
                 n = t.values(sq, g).clamp_min(0).sqrt()
                 inv = torch.where(n > 0, 1.0 / n.clamp_min(1e-30), torch.zeros_like(n))
                 if t.relative:
@@ -233,16 +276,28 @@ class SSLPenalty:
 
     # ---- proximal step --------------------------------------------------------------------
 
+    def _items(self) -> list[_Item]:
+        """Every group with its active terms (one group may carry a filter and a channel term)."""
+        by_group: dict[int, _Item] = {}
+        for t in self._active():
+            for g, w in zip(t.groups, t.weights):
+                by_group.setdefault(id(g), (g, []))[1].append((t, w))
+        return list(by_group.values())
+
     def _plan(self) -> None:
         """Split the active groups into chunks of about ``elements_per_step`` parameters."""
-        items = [(t, g) for t in self._active() for g in t.groups]
+        items = self._items()
         sizes = [
-            sum(s.axis.param.numel() * len(s.pos) // max(s.axis.length, 1) for s in g.part(t.part))
-            for t, g in items
+            sum(
+                s.axis.param.numel() * len(s.pos) // max(s.axis.length, 1)
+                for t, _ in tws
+                for s in g.part(t.part)
+            )
+            for g, tws in items
         ]
         total = sum(sizes)
         k = max(1, min(len(items), math.ceil(total / max(self.elements_per_step, 1))))
-        chunks: list[list[tuple[Term, Group]]] = [[] for _ in range(k)]
+        chunks: list[list[_Item]] = [[] for _ in range(k)]
         load = [0] * k
         for i in sorted(range(len(items)), key=lambda i: -sizes[i]):
             j = min(range(k), key=load.__getitem__)
@@ -263,15 +318,20 @@ class SSLPenalty:
     def prox_(self, lr: float) -> torch.Tensor:
         """The group-Lasso proximal step for learning rate ``lr``; returns the penalty value.
 
-        Each unit ``w`` becomes ``w * max(0, 1 - lr * lam / ||w||)``: the exact minimiser of
-        ``lam * ||w|| + ||w - w0||^2 / (2 lr)``, so a group that the task loss does not hold up
-        becomes exactly zero. Call it after ``optimizer.step()``. On big models each call visits
-        one chunk of the groups (``elements_per_step``) with the sum of the learning rates since
-        its last visit, so the cost per step stays bounded. Overlapping groups (filter and
-        channel parts of one weight) are shrunk by the product of their factors. Shape groups
+        Each unit ``w`` becomes ``w * max(0, 1 - lr * lam * weight / ||w||)``: the exact
+        minimiser of ``lam * weight * ||w|| + ||w - w0||^2 / (2 lr)``, so a group that the task
+        loss does not hold up becomes exactly zero. Call it after ``optimizer.step()``. On big
+        models each call visits one chunk of the groups (``elements_per_step``) with the sum of
+        the learning rates since its last visit, so the cost per step stays bounded;
+        ``flush_()`` gives every chunk what it is owed. Overlapping groups (filter and channel
+        parts of one weight) are shrunk by the product of their factors. Shape groups
         (scale-invariant) are shrunk and their layer rescaled to its norm before the step.
-        The strongest channels of each channel group up to its floor (``Group.min_units``, the
-        pruner's minimum width) are never shrunk, so no layer is emptied.
+
+        The floor rule: a layer (channel or shape group) never keeps fewer nonzero units than
+        its floor (``Group.min_units(min_width_share)``, the pruner's). When a step would leave
+        fewer, the layer's thresholds are scaled down for that step just enough that its
+        ``floor`` strongest units survive (each still shrunk by the scaled threshold); a layer
+        held there is at its floor, which ``sslsearch.sparsity_report`` lists (``at_floor``).
         """
         if not self._chunks:
             self._plan()
@@ -282,46 +342,88 @@ class SSLPenalty:
         i = self._calls % len(self._chunks)
         self._calls += 1
         step, self._lr_due[i] = self._lr_due[i], 0.0
-        items = self._chunks[i]
-        axes = self._axes_of(items)
+        self._last[i] = self._step(self._chunks[i], step)
+        return torch.tensor(sum(self._last))
+
+    @torch.no_grad()
+    def flush_(self) -> torch.Tensor:
+        """Give every chunk the steps it is owed, then start the next cycle at the first chunk.
+
+        After it, every group below its threshold is exactly zero (what the pruner and the
+        sparsity figures see); the trial calls it at the end of every SSL epoch, so an epoch's
+        model (and a checkpoint) never depends on where the chunk cycle stood.
+        """
+        if not self._chunks:
+            self._plan()
+        for i, due in enumerate(self._lr_due):
+            if due > 0:
+                self._last[i] = self._step(self._chunks[i], due)
+                self._lr_due[i] = 0.0
+        self._calls = 0
+        return torch.tensor(sum(self._last))
+
+    def _step(self, items: list[_Item], step: float) -> float:
+        axes = self._axes_of([(t, g) for g, tws in items for t, _ in tws])
         sq = {id(a): a.fast_squares() for a in axes}
         factor = {id(a): torch.ones_like(sq[id(a)]) for a in axes}
-        value = 0.0
         vals = []
-        for t, g in items:
-            lam = self.lam[t.key]
-            n = t.values(sq, g).clamp_min(0).sqrt()
-            thr: float | torch.Tensor = step * lam
-            if t.relative:
-                r = _rms(n)
-                vals.append(lam * n.sum() / r)
-                thr = thr / r
-            else:
-                vals.append(lam * n.sum())
-            f = (1.0 - thr / n.clamp_min(1e-30)).clamp_min(0.0)
-            floor = g.min_units() if t.key in _CHANNEL_KEYS else 0
-            if 0 < floor < g.units:
-                # never empty a layer: its strongest units up to the floor are not shrunk
-                # (without this guard a lambda a little too large zeroes whole layers and the
-                # network falls to chance, e.g. vgg_small at 0.1, vgg16_bn at 0.5)
-                f[n.topk(floor).indices] = 1.0
-            if t.relative:
-                # A scale-invariant penalty has no radial gradient: keep the layer on its sphere
-                # (in the same pass), or the shrinking layer would raise its own threshold until
-                # it collapses.
-                kept = (f * n).square().sum().sqrt()
-                if float(kept) > 0:
-                    f = f * (n.square().sum().sqrt() / kept)
-            for s in g.part(t.part):
-                fa = factor[id(s.axis)]
-                pos = s.pos.to(fa.device)
-                fa[pos] = fa[pos] * f[s.unit.to(fa.device)]
+        for g, tws in items:
+            norms, thrs = [], []
+            for t, w in tws:
+                lam = self.lam[t.key] * w
+                n = t.values(sq, g).clamp_min(0).sqrt()
+                thr = torch.as_tensor(step * lam, dtype=n.dtype, device=n.device)
+                if t.relative:
+                    r = _rms(n)
+                    vals.append(lam * n.sum() / r)
+                    thr = thr / r
+                else:
+                    vals.append(lam * n.sum())
+                norms.append(n)
+                thrs.append(thr)
+            scale = self._floor_scale(g, norms, thrs)
+            for (t, _), n, thr in zip(tws, norms, thrs):
+                f = (1.0 - scale * thr / n.clamp_min(1e-30)).clamp_min(0.0)
+                if t.relative:
+                    # A scale-invariant penalty has no radial gradient: keep the layer on its
+                    # sphere (in the same pass), or the shrinking layer would raise its own
+                    # threshold until it collapses.
+                    kept = (f * n).square().sum().sqrt()
+                    if float(kept) > 0:
+                        f = f * (n.square().sum().sqrt() / kept)
+                for s in g.part(t.part):
+                    fa = factor[id(s.axis)]
+                    pos = s.pos.to(fa.device)
+                    fa[pos] = fa[pos] * f[s.unit.to(fa.device)]
         for a in axes:
             a.param.mul_(a.shaped(factor[id(a)].to(a.param.dtype)))
-        if vals:
-            value = float(torch.stack([v.float() for v in vals]).sum())
-        self._last[i] = value
-        return torch.tensor(sum(self._last))
+        return float(torch.stack([v.float() for v in vals]).sum()) if vals else 0.0
+
+    def _floor_scale(
+        self, g: Group, norms: list[torch.Tensor], thrs: list[torch.Tensor]
+    ) -> torch.Tensor | float:
+        """1, or the factor the group's thresholds are scaled by so its floor survives.
+
+        A unit survives every term while its margin ``min_t ||w_t|| / thr_t`` exceeds 1; when
+        fewer than ``floor`` units do, the thresholds are scaled to the (floor + 1)-th largest
+        margin: the ``floor`` strongest units survive, the next one and the rest become zero. A
+        layer no wider than its floor (``round_to`` channels or fewer: the pruner keeps it
+        whole) is held as a whole: when a step would zero one of its units, it is not shrunk.
+        """
+        if g.kind == "block":
+            return 1.0
+        floor = g.min_units(self.min_width_share)
+        if floor <= 0:
+            return 1.0
+        margin: torch.Tensor | None = None
+        for n, thr in zip(norms, thrs):
+            m = torch.where(thr > 0, n / thr.clamp_min(1e-30), torch.full_like(n, math.inf))
+            margin = m if margin is None else torch.minimum(margin, m)
+        assert margin is not None
+        if int((margin > 1.0).sum()) >= floor:
+            return 1.0
+        padded = torch.cat([margin, margin.new_zeros(1)])  # no (floor + 1)-th unit: scale 0
+        return padded.topk(floor + 1).values[-1].clamp(max=1.0)
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -381,21 +483,3 @@ def group_norms(model: nn.Module, ssl_type: str) -> torch.Tensor:
     """Every unit's norm under ``ssl_type``, concatenated over groups."""
     parts = unit_norms(model, ssl_type)
     return torch.cat(parts) if parts else torch.zeros(0)
-
-
-def group_sparsity(
-    model: nn.Module,
-    ssl_type: str,
-    rel_tol: float = 1e-3,
-    example_inputs: torch.Tensor | None = None,
-) -> float:
-    """Share of units whose norm is below ``rel_tol`` times the largest norm of their group."""
-    parts = unit_norms(model, ssl_type, example_inputs)
-    near = total = 0
-    for n in parts:
-        if n.numel() == 0:
-            continue
-        top = float(n.max())
-        total += n.numel()
-        near += int((n <= rel_tol * top).sum()) if top > 0 else n.numel()
-    return near / total if total else 0.0

@@ -14,10 +14,18 @@ from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._distill import Distiller, distill_kl, read_teacher
 from sslsearch.trial._early import dominated_reason
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
-from sslsearch.trial._pipeline import TrialResult, point_id, run_points, run_trial, stored_point
+from sslsearch.trial._pipeline import (
+    TrialResult,
+    point_id,
+    run_points,
+    run_trial,
+    stored_point,
+    write_point,
+)
 from sslsearch.trial._point import describe
-from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_FILE, Report, StopCheck
+from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_VERSION, Report, StopCheck
 from sslsearch.trial._ssl import SSLModel, ssl_model_id, train_ssl_model
+from sslsearch.trial._state import HISTORY_FILE, StateStore, read_history
 from sslsearch.trial._train import EvalStats, NonFiniteLoss, evaluate, pick_device
 from sslsearch.trial._validate import (
     check_combination,
@@ -29,9 +37,10 @@ from sslsearch.trial._weights import load_weights, read_weights, weights_digest
 
 __all__ = [
     "BASELINE_ID",
+    "HISTORY_FILE",
     "MODEL_FILE",
     "RESULT_FILE",
-    "STATE_FILE",
+    "STATE_VERSION",
     "Distiller",
     "EvalStats",
     "FinetuneResult",
@@ -39,6 +48,7 @@ __all__ = [
     "Report",
     "SSLCache",
     "SSLModel",
+    "StateStore",
     "StopCheck",
     "TrialResult",
     "baseline_config",
@@ -53,6 +63,7 @@ __all__ = [
     "measure_weights_baseline",
     "pick_device",
     "point_id",
+    "read_history",
     "read_teacher",
     "read_weights",
     "run_baseline",
@@ -65,4 +76,5 @@ __all__ = [
     "validate_space",
     "validate_trial",
     "weights_digest",
+    "write_point",
 ]

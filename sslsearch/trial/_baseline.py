@@ -91,7 +91,7 @@ def measure_weights_baseline(
     cfg = baseline_config(cfg)
     cfg = replace(cfg, recipe=replace(cfg.recipe, epochs=0, finetune_epochs=0), ratio=None)
     started = time.time()
-    run = Run(cfg, report or (lambda m, c: None), {"role": "baseline"})
+    run = Run(cfg, report or (lambda m: None), {"role": "baseline"})
     model = create_model(cfg.arch, run.data.num_classes, run.data.channels)
     load_weights(model, weights, cfg.arch)
     model = run.to_device(model).eval()

@@ -1,11 +1,11 @@
 """A trial: one SSL model (stage 1) and the points pruned and fine-tuned from it (stage 2).
 
-``run_points`` never imports ray. It reports through a callback ``report(metrics, checkpoint)``
-where ``checkpoint`` is a directory holding everything needed to resume (``state.pt``) and, at
-the end, the last point's pruned model (``model.pt``) and final metrics (``result.json``). Each
-finished point's final metrics are also reported (``final: True`` with its ``point`` index) and,
-with ``points_dir``, written there at once (``<points_dir>/<point id>/result.json`` and
-``model.pt``): a crash loses at most the point in progress. The search package adapts the
+``run_points`` never imports ray. It reports every epoch and every finished point through a
+callback ``report(metrics)`` (a point's final metrics have ``final: True`` and its ``point``
+index). What it needs to resume it writes itself, whole, to ``state_dir`` (``StateStore``:
+after every epoch and point), and each finished point goes to ``points_dir`` at once
+(``<points_dir>/<point id>/result.json`` and ``model.pt``): a crash loses at most the epoch in
+progress, and a restart with the same ``state_dir`` continues. The search package adapts the
 callback to ``ray.tune.report``; alone, reports go to the log. ``run_trial`` is one point.
 """
 
@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from torch import nn
 
 from sslsearch import storage
 from sslsearch.config import TrialConfig
-from sslsearch.models import model_payload, safe_torch_load, save_model
+from sslsearch.models import model_payload, save_model
 from sslsearch.storage import write_text_atomic
 from sslsearch.trial._point import (
     base_final,
@@ -39,7 +37,6 @@ from sslsearch.trial._point import (
 from sslsearch.trial._run import (
     MODEL_FILE,
     RESULT_FILE,
-    STATE_FILE,
     STATE_VERSION,
     PointStopped,
     Report,
@@ -47,6 +44,7 @@ from sslsearch.trial._run import (
     StopCheck,
 )
 from sslsearch.trial._ssl import SSLModel, load_ssl_model, train_ssl_model
+from sslsearch.trial._state import StateStore
 from sslsearch.trial._train import NonFiniteLoss
 from sslsearch.trial._validate import check_trial_start, validate_trial
 
@@ -62,11 +60,18 @@ class TrialResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _log_report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
+def _log_report(metrics: dict[str, Any]) -> None:
     """Progress of a trial run alone: one line per epoch."""
     if metrics.get("final"):
         return
     ssl = metrics["phase"] == "ssl"
+    figures = (
+        f"  exactly zero {100 * metrics['exact_zero_share']:.1f}%, removable FLOPs "
+        f"{100 * metrics['removable_flops_share']:.1f}%"
+        + (f", {metrics['ssl_at_floor']} layer(s) at the floor" if metrics["ssl_at_floor"] else "")
+        if ssl
+        else ""
+    )
     log.info(
         "%-8s epoch %d/%d: loss %.4f%s  val top1 %.2f top5 %.2f%s",
         metrics["phase"],
@@ -76,7 +81,7 @@ def _log_report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
         f" + penalty {metrics['penalty']:.4g}" if ssl else "",
         metrics["val_top1"],
         metrics["val_top5"],
-        f"  near-zero groups {100 * metrics['group_sparsity']:.1f}%" if ssl else "",
+        figures,
     )
 
 
@@ -101,18 +106,28 @@ def stored_point(points_dir: str | None, pid: str | None) -> dict[str, Any] | No
     if not points_dir or not pid:
         return None
     path = _point_files(points_dir, pid)[0]
-    if not storage.exists(path):
-        return None
     try:
         return dict(json.loads(storage.read_bytes(path).decode()))
-    except ValueError:
+    except (OSError, ValueError):  # not there (FileNotFoundError is an OSError) or not whole
         return None
+
+
+def write_point(
+    points_dir: str, pid: str, final: dict[str, Any], model_payload: Any | None = None
+) -> None:
+    """Persist a finished point: its model first, then its result (what makes it finished)."""
+    result_path, model_path = _point_files(points_dir, pid)
+    if model_payload is not None:
+        buf = io.BytesIO()
+        torch.save(model_payload, buf)
+        storage.write_bytes_atomic(model_path, buf.getvalue())
+    storage.write_text_atomic(result_path, json.dumps(final, indent=1))
 
 
 def run_points(
     cfgs: Sequence[TrialConfig | dict[str, Any]],
     report: Report | None = None,
-    resume_from: str | os.PathLike[str] | None = None,
+    state_dir: str | None = None,
     tags: dict[str, Any] | None = None,
     point_ids: Sequence[str] | None = None,
     points_dir: str | None = None,
@@ -123,8 +138,10 @@ def run_points(
     Args:
         cfgs: one TrialConfig per point; they must share everything that determines the SSL
             model (``TrialConfig.ssl_key``) and differ only in the pruning choice.
-        report: ``report(metrics, checkpoint_dir)`` after every epoch and every point.
-        resume_from: a checkpoint directory written by an earlier run of the same points.
+        report: ``report(metrics)`` after every epoch and every point.
+        state_dir: where the states to resume from are kept (a directory or an object-store
+            URI; ``StateStore``). A state there, written by an earlier run of the same points,
+            is resumed from; None: nothing is kept (a crash starts over).
         tags: added to every report and result (e.g. the search's trial id).
         point_ids: one id per point, added to its final metrics as ``trial_id``.
         points_dir: where each finished point's result.json and model.pt are written at once
@@ -147,20 +164,19 @@ def run_points(
     _same_ssl(points)
     ids = list(point_ids) if point_ids is not None else [None] * len(points)
     started = time.perf_counter()
-    run = Run(points[0], report or _log_report, tags or {})
+    store = StateStore(state_dir, version=STATE_VERSION) if state_dir else None
+    run = Run(points[0], report or _log_report, tags or {}, store)
     check_trial_start(points[0], run.data)
     read_teachers(run, points)
     run.extra["started_at"] = time.time()
-    resume: dict[str, Any] | None = None
-    if resume_from is not None:
-        resume = safe_torch_load(Path(resume_from) / STATE_FILE, "trial checkpoint")
-        if not isinstance(resume, dict) or resume.get("version") != STATE_VERSION:
-            from sslsearch.errors import ModelFileError
-
-            raise ModelFileError(f"{resume_from} is not a sslsearch trial checkpoint")
+    resume = store.load() if store is not None else None
+    if resume is not None:
+        log.info(
+            "resuming from %s (%s phase, point %s)", state_dir, resume["phase"], resume.get("point")
+        )
         run.restore(resume)
         if resume["phase"] == "done":
-            return _rereport(run, resume, Path(resume_from))
+            return _rereport(run)
 
     started_at = float(run.extra.get("started_at", time.time()))
     ssl: SSLModel | None = None
@@ -245,12 +261,8 @@ def _point_done(
     if pid is not None:
         final["trial_id"] = pid
     if write and points_dir and pid is not None:
-        result_path, model_path = _point_files(points_dir, pid)
-        if model is not None:
-            buf = io.BytesIO()
-            torch.save(_model_payload(run, cfg, model, final), buf)
-            storage.write_bytes_atomic(model_path, buf.getvalue())
-        storage.write_text_atomic(result_path, json.dumps(final, indent=1))
+        payload = _model_payload(run, cfg, model, final) if model is not None else None
+        write_point(points_dir, pid, final, payload)
     if cfg.out_dir and model is not None and write:
         out = Path(cfg.out_dir)
         save_model(
@@ -266,15 +278,8 @@ def _point_done(
         final["model_path"] = str(out / MODEL_FILE)
     run.points_done.append(final)
     run.point = i + 1
-    last = run.point == len(points)
-    if last:
-        if model is not None:
-
-            def write_model(path: Path) -> None:
-                torch.save(_model_payload(run, cfg, model, final), path)
-
-            run.model_writer = write_model
-        run.emit(final, run.state("done", 0, None, None), final=True)
+    if run.point == len(points):
+        run.emit(final, run.state("done", 0, None, None))
     else:
         run.extra = {"started_at": run.extra.get("started_at")}
         run.emit(final, run.state("prune", 0, None, None))
@@ -298,33 +303,23 @@ def _results(run: Run) -> list[TrialResult]:
     ]
 
 
-def _rereport(run: Run, resume: dict[str, Any], ckpt: Path) -> list[TrialResult]:
-    """A finished trial resumed: report every point's final again (no training)."""
+def _rereport(run: Run) -> list[TrialResult]:
+    """A finished trial restarted: report every point's final again (no training)."""
     log.info("trial already finished; re-reporting its results")
-    finals = run.points_done
-    for f in finals[:-1]:
+    for f in run.points_done:
         run.emit(f, None)
-    saved_model = ckpt / MODEL_FILE
-    if saved_model.exists():
-
-        def copy_model(dst: Path) -> None:
-            shutil.copyfile(saved_model, dst)
-
-        run.model_writer = copy_model
-    last = json.loads((ckpt / RESULT_FILE).read_text())
-    run.emit(last, resume, final=True)
     return _results(run)
 
 
 def run_trial(
     cfg: TrialConfig | dict[str, Any],
     report: Report | None = None,
-    resume_from: str | os.PathLike[str] | None = None,
+    state_dir: str | None = None,
     tags: dict[str, Any] | None = None,
 ) -> TrialResult:
     """Run one point end to end: SSL training (or the stored SSL model), prune, fine-tune,
-    measure; resume from a checkpoint directory written by an earlier run.
+    measure; with ``state_dir``, keep its states there and resume from the newest whole one.
 
     ``tags`` (e.g. the search's trial id) are added to every report and to the final result.
     """
-    return run_points([cfg], report, resume_from, tags)[0]
+    return run_points([cfg], report, state_dir, tags)[0]

@@ -40,6 +40,7 @@ def describe(cfg: TrialConfig) -> dict[str, Any]:
         "image_size": cfg.data.image_size,
         "ssl_type": cfg.ssl_type,
         "ssl_lambda": _scalar_lambda(cfg),
+        "ssl_weighting": cfg.ssl_weighting,
         "prune_type": cfg.prune_type,
         "prune_way": cfg.prune_way,
         "ratio": cfg.ratio if cfg.ratio is not None else float("nan"),
@@ -244,6 +245,20 @@ def measure_point(run: Run, cfg: TrialConfig, ssl: SSLModel, model: nn.Module) -
     }
 
 
+def ssl_figures(ssl: SSLModel | None) -> dict[str, Any]:
+    """The SSL model's sparsity figures as result columns (flat: lists and maps as text)."""
+    sp = ssl.sparsity if ssl is not None else {}
+    floor = sp.get("at_floor")
+    widths = sp.get("narrowest_width")
+    return {
+        "exact_zero_share": sp.get("exact_zero_share"),
+        "removable_flops_share": sp.get("removable_flops_share"),
+        "removable_params_share": sp.get("removable_params_share"),
+        "ssl_at_floor": ",".join(floor) if floor is not None else None,
+        "narrowest_width": json.dumps(widths) if widths is not None else None,
+    }
+
+
 def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, Any]:
     """The columns a point's final result has whatever its status."""
     p = run.extra.get("prune") or {}
@@ -255,7 +270,7 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
         "point": run.point,
         "ssl_model_id": ssl.id if ssl is not None else None,
         "ssl_top1": ssl.ssl_top1 if ssl is not None else None,
-        "group_sparsity": ssl.group_sparsity if ssl is not None else None,
+        **ssl_figures(ssl),
         "size_mb_before": ssl.size_mb if ssl is not None else None,
         "ssl_cached": (not ssl.trained) if ssl is not None else False,
         "pruned_top1": run.extra.get("pruned_top1"),

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,8 +14,10 @@ from torch import nn
 from sslsearch.config import TrialConfig
 from sslsearch.data import Datasets, load_datasets
 from sslsearch.models import model_payload
-from sslsearch.sparsity import SSLPenalty, group_sparsity
+from sslsearch.pruning import SparsityMeter
+from sslsearch.sparsity import SSLPenalty
 from sslsearch.trial._distill import Distiller, Teacher
+from sslsearch.trial._state import StateStore
 from sslsearch.trial._train import (
     evaluate,
     lr_at,
@@ -29,13 +28,20 @@ from sslsearch.trial._train import (
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[dict[str, Any], "Path | None"], None]
+# Called with the metrics of every epoch and every finished point.
+Report = Callable[[dict[str, Any]], None]
 # Called after each fine-tuning epoch with the point's metrics so far; a reason stops the point.
 StopCheck = Callable[[dict[str, Any]], "str | None"]
-STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 RESULT_FILE = "result.json"
 STATE_VERSION = 2
+# each SSL epoch's sparsity figures (sslsearch.sparsity_report; ssl_at_floor: layers at it)
+EPOCH_FIGURES = (
+    "exact_zero_share",
+    "removable_flops_share",
+    "removable_params_share",
+    "ssl_at_floor",
+)
 
 
 class PointStopped(Exception):
@@ -57,10 +63,17 @@ def precision(amp: bool, scaler: Any) -> str:
 class Run:
     """The state of one trial while it runs; the stages call its methods."""
 
-    def __init__(self, cfg: TrialConfig, report: Report, tags: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        report: Report,
+        tags: dict[str, Any],
+        store: StateStore | None = None,
+    ) -> None:
         self.cfg = cfg
         self.report_fn = report
         self.tags = tags
+        self.store = store  # where the states to resume from go (None: nowhere)
         self.history: list[dict[str, Any]] = []
         self.global_epoch = 0
         self.extra: dict[str, Any] = {}
@@ -79,11 +92,13 @@ class Run:
         self.precision = precision(self.amp, self.scaler)
         self.train_seconds = 0.0
         self.train_images = 0
-        self.model_writer: Callable[[Path], None] | None = None
         self.point = 0  # index of the point being worked on
         self.points_done: list[dict[str, Any]] = []  # finals of the finished points
         self.ssl_payload: dict[str, Any] | None = None  # the SSL model, when there is no store
         self.ssl_meta: dict[str, Any] = {}
+        # the SSL penalty's group weights (ssl_weighting), kept so a resumed run uses the same
+        self.ssl_weights: dict[str, list[float]] | None = None
+        self.meter: SparsityMeter | None = None  # the SSL model's sparsity figures
         self.teachers: dict[str, Teacher] = {}  # teacher files read for the points, by path
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -116,6 +131,7 @@ class Run:
             "points_done": json.dumps(self.points_done),
             "ssl_model": self.ssl_payload if phase != "ssl" else None,
             "ssl_meta": json.dumps(self.ssl_meta),
+            "ssl_weights": json.dumps(self.ssl_weights),
             "train_seconds": self.train_seconds,
             "train_images": self.train_images,
         }
@@ -131,6 +147,7 @@ class Run:
         self.points_done = json.loads(resume.get("points_done", "[]"))
         self.ssl_payload = resume.get("ssl_model")
         self.ssl_meta = json.loads(resume.get("ssl_meta", "{}"))
+        self.ssl_weights = json.loads(resume.get("ssl_weights", "null"))
 
     def restore_rng(self, resume: dict[str, Any]) -> None:
         """The random stream as it was at the checkpoint. Called right before training goes on
@@ -140,28 +157,14 @@ class Run:
         if self.cuda and resume.get("cuda_rng"):
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
 
-    def emit(
-        self, metrics: dict[str, Any], state: dict[str, Any] | None, final: bool = False
-    ) -> None:
-        """Report ``metrics`` (plus the tags); with ``state``, also a checkpoint directory.
-
-        The trial's last report (``final``) also holds result.json (the metrics as reported)
-        and, when ``self.model_writer`` is set, the pruned model.
-        """
-        metrics = {**self.tags, **metrics}
-        if state is None:
-            self.report_fn(metrics, None)
-            return
-        tmp = Path(tempfile.mkdtemp(prefix="sslsearch-ckpt-"))
-        try:
-            torch.save(state, tmp / STATE_FILE)
-            if final:
-                (tmp / RESULT_FILE).write_text(json.dumps(metrics, indent=1))
-                if self.model_writer is not None:
-                    self.model_writer(tmp / MODEL_FILE)
-            self.report_fn(metrics, tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def emit(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        """Report ``metrics`` (plus the tags); with ``state``, first save it (and the epochs
+        so far) to the store, so that what was reported is what a restart resumes from."""
+        if state is not None and self.store is not None:
+            # a finished trial needs only its last state (no model in it): drop the others
+            self.store.save(state, keep=1 if state["phase"] == "done" else None)
+            self.store.write_history(self.history)
+        self.report_fn({**self.tags, **metrics})
 
     # ---- epochs ------------------------------------------------------------------------------
 
@@ -181,14 +184,23 @@ class Run:
             "val_loss": ev.loss,
             "val_top1": ev.top1,
             "val_top5": ev.top5,
-            "group_sparsity": group_sparsity(model, self.cfg.ssl_type)
-            if phase == "ssl"
-            else float("nan"),
+            **self.sparsity(model if phase == "ssl" else None),
             "lr": lr,
             "final": False,
         }
-        self.history.append(m)
+        self.history.append({**self.tags, **m})  # with the node and process that trained it
         return m
+
+    def sparsity(self, model: nn.Module | None) -> dict[str, Any]:
+        """The SSL model's sparsity figures for an epoch report (NaN outside SSL training)."""
+        if model is None:
+            return {k: float("nan") for k in EPOCH_FIGURES}
+        if self.meter is None or self.meter.model is not model:
+            self.meter = SparsityMeter(
+                model, self.cfg.ssl_type, self.input_shape, self.cfg.min_width_share
+            )
+        rep = self.meter()
+        return {**{k: rep[k] for k in EPOCH_FIGURES[:-1]}, "ssl_at_floor": len(rep["at_floor"])}
 
     def train_phase(
         self,
@@ -237,6 +249,11 @@ class Run:
                 scaler=self.scaler,
                 distill=distill,
             )
+            if has_penalty:
+                assert penalty is not None
+                # every chunk gets the steps it is owed: the epoch's model (what is reported,
+                # checkpointed and, after the last, pruned) has its exact zeros
+                penalty.flush_()
             self.train_seconds += stats.seconds
             self.train_images += stats.images
             ev = evaluate(

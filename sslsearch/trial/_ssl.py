@@ -14,18 +14,32 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from sslsearch.config import TrialConfig
 from sslsearch.metrics import size_mb
 from sslsearch.models import create_model, model_from_payload
-from sslsearch.sparsity import SSLPenalty, group_sparsity
+from sslsearch.pruning import build_penalty
+from sslsearch.sparsity import SSLPenalty
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._run import Run
 from sslsearch.trial._train import evaluate, make_optimizer, seed_everything
 from sslsearch.trial._weights import load_weights, weights_digest
 
 log = logging.getLogger(__name__)
+
+
+# An SSL model's sparsity figures that every point's result carries (``sparsity_report``):
+# exact zeros, what the pruner could remove at no change of the function, the layers at their
+# floor and each layer's narrowest width.
+SPARSITY_FIGURES = (
+    "exact_zero_share",
+    "removable_flops_share",
+    "removable_params_share",
+    "at_floor",
+    "narrowest_width",
+)
 
 
 @dataclass
@@ -35,18 +49,18 @@ class SSLModel:
     id: str
     model: nn.Module
     ssl_top1: float
-    group_sparsity: float
     size_mb: float
     trained: bool  # False: loaded from the store
+    sparsity: dict[str, Any] = field(default_factory=dict)  # SPARSITY_FIGURES
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def meta(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "ssl_top1": self.ssl_top1,
-            "group_sparsity": self.group_sparsity,
             "size_mb": self.size_mb,
             "trained": self.trained,
+            "sparsity": self.sparsity,
         }
 
 
@@ -64,17 +78,67 @@ def ssl_model_id(cfg: TrialConfig, precision: str) -> str:
 def _finish(run: Run, key: str, model: nn.Module, trained: bool) -> SSLModel:
     cfg = run.cfg
     ev = evaluate(model, run.data.val, batch_size=cfg.recipe.eval_batch_size, device=run.device)
+    run.sparsity(model)  # binds the meter to this model
+    assert run.meter is not None
+    rep = run.meter()
     ssl = SSLModel(
         id=key,
         model=model,
         ssl_top1=ev.top1,
-        group_sparsity=group_sparsity(model, cfg.ssl_type),
         size_mb=size_mb(model),
         trained=trained,
+        sparsity={k: rep[k] for k in SPARSITY_FIGURES},
         history=[h for h in run.history if h["phase"] == "ssl"],
     )
+    if rep["at_floor"]:
+        log.info(
+            "SSL model %s: %d layer(s) held at their floor (min_width_share %g): %s",
+            key,
+            len(rep["at_floor"]),
+            cfg.min_width_share,
+            ", ".join(rep["at_floor"]),
+        )
     run.ssl_meta = ssl.meta()
     return ssl
+
+
+def _penalty(run: Run, model: nn.Module) -> SSLPenalty:
+    """The trial's penalty; its group weights are measured once (``ssl_weighting``) and kept in
+    the checkpoints, so a resumed run goes on with the same ones."""
+    cfg = run.cfg
+    example = torch.zeros((1, *run.input_shape), device=run.device)
+    lams = cfg.ssl_lambda.values() if isinstance(cfg.ssl_lambda, dict) else [cfg.ssl_lambda]
+    if not any(v > 0 for v in lams):  # plain training: nothing to weigh
+        return SSLPenalty.build(model, cfg.ssl_type, cfg.ssl_lambda, example)
+    if run.ssl_weights is not None:
+        pen = SSLPenalty.build(
+            model, cfg.ssl_type, cfg.ssl_lambda, example, min_width_share=cfg.min_width_share
+        )
+        pen.set_weights(cfg.ssl_weighting, run.ssl_weights)
+        return pen
+    batches = run.data.train.batches(
+        cfg.recipe.batch_size,
+        shuffle=True,
+        augment=False,
+        seed=calibration_seed(cfg.seed),
+        device=run.device,
+    )
+    pen = build_penalty(
+        model,
+        cfg.ssl_type,
+        cfg.ssl_lambda,
+        weighting=cfg.ssl_weighting,
+        example_inputs=example,
+        batches=batches,
+        min_width_share=cfg.min_width_share,
+    )
+    run.ssl_weights = pen.weights()
+    return pen
+
+
+def calibration_seed(seed: int) -> int:
+    """The seed of the batches the gradient weighting is measured on."""
+    return (seed * 1_000_003 + 900_001) % (2**63 - 1)
 
 
 def train_ssl_model(run: Run, resume: dict[str, Any] | None = None) -> SSLModel:
@@ -109,7 +173,7 @@ def train_ssl_model(run: Run, resume: dict[str, Any] | None = None) -> SSLModel:
         if resume["optimizer"] is not None:
             opt.load_state_dict(resume["optimizer"])
         start = int(resume["epoch"])
-    penalty = SSLPenalty.build(model, cfg.ssl_type, cfg.ssl_lambda)
+    penalty = _penalty(run, model)
     if resume is not None:
         run.restore_rng(resume)
     run.train_phase("ssl", model, opt, start, rec.epochs, rec.lr, penalty)
@@ -147,11 +211,11 @@ def load_ssl_model(run: Run) -> SSLModel:
         id=key,
         model=run.to_device(model),
         ssl_top1=float(meta.get("ssl_top1", float("nan"))),
-        group_sparsity=float(meta.get("group_sparsity", float("nan"))),
         size_mb=float(meta.get("size_mb", float("nan"))),
         trained=bool(meta.get("trained", False)),
+        sparsity=dict(meta.get("sparsity") or {}),
     )
 
 
 def _str(d: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in d.items()}
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in d.items()}

@@ -40,6 +40,43 @@ def check_combination(arch: str, ssl_type: str, prune_type: str, key: str = "") 
             )
 
 
+# What each SSL type's penalty drives to zero, and what each prune type removes.
+TARGETS = {
+    "filter_wise": "channels",
+    "channel_wise": "channels",
+    "filter_and_channel_wise": "channels",
+    "group_wise": "channels",
+    "depth_wise": "residual blocks",
+    "shape_wise": "filter shapes",
+}
+REMOVES = {
+    "filter_wise": "channels",
+    "channel_wise": "channels",
+    "filter_and_channel_wise": "channels",
+    "depth_wise": "residual blocks",
+}
+
+
+def check_matched(ssl_type: str, prune_type: str, allowed: bool, key: str = "") -> None:
+    """Refuse to prune an SSL model with a prune type whose structures its penalty did not
+    target (unless ``allow_unmatched_prune``): its zeros would save nothing."""
+    target, removes = TARGETS.get(ssl_type), REMOVES.get(prune_type)
+    if allowed or target is None or removes is None or target == removes:
+        return
+    if ssl_type == "shape_wise":
+        why = (
+            "ssl_type shape_wise zeroes filter shapes, which no prune type removes: its zeros "
+            f"save no FLOPs, and prune_type {prune_type} removes {removes} its penalty never "
+            "targeted"
+        )
+    else:
+        why = (
+            f"ssl_type {ssl_type} drives {target} to zero but prune_type {prune_type} removes "
+            f"{removes}: use the matching prune type"
+        )
+    raise ConfigError(key or "ssl_type", f"{why}; or set allow_unmatched_prune: true")
+
+
 def validate_trial(cfg: TrialConfig) -> None:
     """Raise ConfigError (a UserError) naming the key of the first wrong name in ``cfg``."""
     spec = _check("arch", get_model_spec, cfg.arch)
@@ -48,6 +85,7 @@ def validate_trial(cfg: TrialConfig) -> None:
     _check("prune_type", PRUNE_TYPES.get, cfg.prune_type)
     _check("prune_way", CRITERIA.get, cfg.prune_way)
     check_combination(cfg.arch, cfg.ssl_type, cfg.prune_type)
+    check_matched(cfg.ssl_type, cfg.prune_type, cfg.allow_unmatched_prune)
     _check_input_size(cfg.arch, spec, cfg.data.name, cfg.data.image_size or data.native_size)
 
 
@@ -92,6 +130,10 @@ def _validate_space(space: SearchSpace) -> None:
         check_combination(space.arch, v, "filter_wise", "params.ssl_type")
     for v in prune_types:
         check_combination(space.arch, "filter_wise", v, "params.prune_type")
+    allowed = bool(specs.get("allow_unmatched_prune", False))
+    for ssl in ssl_types:  # without an ssl_type the penalty follows the prune type
+        for v in prune_types:
+            check_matched(ssl, v, allowed, "params.ssl_type")
     amount = [k for k in AMOUNT_KEYS if k in specs]
     if any(t != "depth_wise" for t in prune_types) and not amount:
         raise ConfigError(

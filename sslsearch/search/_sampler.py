@@ -1,0 +1,253 @@
+"""Which Optuna sampler proposes the points, and what it sees (its cost per ask is bounded).
+
+The experiment's study records every point; the sampler proposes on a *view* of it: an
+in-memory Optuna study of its own (``SamplerView``, public ask/tell/add_trial only). While the
+experiment has fewer than ``sampler.max_history`` finished points the view holds all of them,
+so the sampler sees what it would see on the study itself. Past that, the view keeps the
+points of the best non-dominated fronts (at least ``ELITE`` points) plus the ``max_history``
+most recent ones, and is rebuilt when it has grown by half of that. TPE's "good" set (at most
+25 points for several objectives) lies in those fronts, and TPE weighs the most recent points
+highest: it proposes nearly what it would on the whole study, at a cost per ask that stops
+growing (``benchmarks/bench_scale.py``, 2-core VM: a TPE ask at 10,000 points costs 377 CPU-ms
+on the whole study, 20.5 through the view; 25 at 1,000 either way). A GP ask fits a Gaussian
+process per objective, superlinear in the points (2.9 CPU-s at 100 points, 6.6 at 400): past
+``sampler.gp_max_points`` finished points GP hands over to TPE, and says so in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
+
+from sslsearch.config import Choices, SearchSpace
+from sslsearch.search._params import points_per_ssl
+
+log = logging.getLogger(__name__)
+
+ELITE = 50  # points of the best fronts every view keeps (2x TPE's largest "good" set)
+ELITE_MAX = 4 * ELITE  # a front larger than this is cut to its most recent points
+
+
+def is_conditional(space: SearchSpace) -> bool:
+    """Whether the space asks for different parameters per trial (GP would sample randomly)."""
+    specs = space.param_specs()
+    pt = specs.get("prune_type")
+    if not isinstance(pt, Choices) or "blocks" not in specs:
+        return False
+    return "depth_wise" in pt.choices and any(c != "depth_wise" for c in pt.choices)
+
+
+def sampler_name(space: SearchSpace) -> str:
+    """The sampler ``auto`` stands for: GP (best in bench_search_efficiency.py), but TPE on a
+    conditional space, where Optuna's GP falls back to random sampling."""
+    name = space.sampler.name
+    if name == "auto":
+        return "tpe" if is_conditional(space) else "gp"
+    if name == "gp" and is_conditional(space):
+        log.warning("sampler gp on a conditional space: Optuna's GP samples it at random")
+    return name
+
+
+def startup_trials(space: SearchSpace) -> int:
+    s = space.sampler
+    n = space.budget.num_samples
+    startup = s.n_startup_trials if s.n_startup_trials is not None else max(2, min(10, n // 3))
+    k = points_per_ssl(space)
+    if s.n_startup_trials is None and k > 1:
+        # the first two trials' points are asked before any finishes: random anyway
+        startup = min(startup, 2 * k)
+    return startup
+
+
+def make_sampler(space: SearchSpace, name: str | None = None, seed: int | None = None) -> Any:
+    """The Optuna sampler ``name`` (default: the space's) with the space's settings."""
+    s = space.sampler
+    name = name or sampler_name(space)
+    seed = s.seed if seed is None else seed
+    n = space.budget.num_samples
+    startup = startup_trials(space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, n // 3)))
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
+
+
+@dataclass
+class Record:
+    """A finished point as the sampler sees it."""
+
+    seq: int  # order of arrival
+    params: dict[str, Any]
+    distributions: dict[str, BaseDistribution]
+    values: list[float]
+
+
+def first_fronts(losses: np.ndarray, need: int) -> list[int]:
+    """Indices of the first non-dominated fronts of ``losses`` (rows, every column minimised)
+    until they hold at least ``need`` points (whole fronts, in front order)."""
+    idx = np.arange(len(losses))
+    chosen: list[int] = []
+    while idx.size and len(chosen) < need:
+        sub = losses[idx]
+        le = (sub[:, None, :] <= sub[None, :, :]).all(-1)
+        lt = (sub[:, None, :] < sub[None, :, :]).any(-1)
+        dominated = (le & lt).any(0)  # column j: some row dominates it
+        chosen += idx[~dominated].tolist()
+        idx = idx[dominated]
+    return chosen
+
+
+class SamplerView:
+    """The study the sampler proposes on: bounded, and GP handing over to TPE at scale.
+
+    ``propose`` asks it for a point's parameters (some fixed); ``record`` gives it the point's
+    outcome. ``define_by_run`` is the space's suggest function (``_params.DefineByRun``).
+
+    Example:
+        >>> view = SamplerView(space, define_by_run(space))
+        >>> searched, params = view.propose("job-0", {})  # the sampler's choice
+        >>> view.record("job-0", params, dists, TrialState.COMPLETE, [97.9, 1.2e6, 0.3])
+    """
+
+    def __init__(self, space: SearchSpace, define_by_run: Callable[[Any], dict[str, Any]]) -> None:
+        self.space = space
+        self.define_by_run = define_by_run
+        self.signs = np.array([-1.0 if o.direction == "max" else 1.0 for o in space.objectives])
+        self.kind = sampler_name(space)
+        bounded = self.kind in ("gp", "tpe")  # NSGA-II keeps generations on its own trials
+        self.max_history = space.sampler.max_history if bounded else None
+        self.gp_max = space.sampler.gp_max_points if self.kind == "gp" else None
+        self.model = "gp" if self.kind == "gp" else self.kind  # what proposes now
+        self.finished = 0  # COMPLETE points recorded in all
+        self.elite: list[Record] = []
+        self.recent: list[Record] = []  # COMPLETE points since the view was last cut, in order
+        self.rebuilds = 0
+        self._asked: dict[str, int] = {}  # point id -> its trial in this view, while it runs
+        self.study = self._new_study([])
+
+    def describe(self) -> str:
+        parts = [f"sampler {self.kind}"]
+        if self.gp_max is not None:
+            parts.append(f"GP until {self.gp_max} finished points, then TPE")
+        if self.max_history is not None:
+            parts.append(
+                f"it sees every point up to {self.max_history}, then the best fronts "
+                f"(>= {ELITE} points) and the {self.max_history} most recent"
+            )
+        return "; ".join(parts)
+
+    # ---- what the sampler sees ---------------------------------------------------------------
+
+    def _new_study(self, records: list[Record]) -> optuna.Study:
+        seed = self.space.sampler.seed + 1000 * self.rebuilds
+        sampler = make_sampler(self.space, self.model, seed)
+        directions = [
+            optuna.study.StudyDirection.MAXIMIZE if s < 0 else optuna.study.StudyDirection.MINIMIZE
+            for s in self.signs
+        ]
+        study = optuna.create_study(directions=directions, sampler=sampler)
+        if records:
+            study.add_trials(
+                [
+                    optuna.trial.create_trial(
+                        params=r.params, distributions=r.distributions, values=r.values
+                    )
+                    for r in records
+                ]
+            )
+        return study
+
+    def load(self, records: list[Record]) -> None:
+        """Start from the finished points of an earlier run (a resumed search), in order."""
+        self.finished = len(records)
+        if self.gp_max is not None and self.finished > self.gp_max:
+            self.model = "tpe"
+        if self.max_history is None:
+            self.recent = list(records)
+        else:
+            step = self.max_history
+            for i in range(0, len(records), step):  # exact: the first fronts are down-closed
+                self.elite = self._elite(self.elite + records[i : i + step])
+            self.recent = records[-self.max_history :]
+        self._rebuild(cut=False)
+
+    def _elite(self, records: list[Record]) -> list[Record]:
+        if not records:
+            return []
+        losses = np.array([r.values for r in records]) * self.signs
+        chosen = [records[i] for i in first_fronts(losses, ELITE)]
+        if len(chosen) > ELITE_MAX:
+            chosen = chosen[:ELITE] + sorted(chosen[ELITE:], key=lambda r: r.seq)[-ELITE:]
+        return chosen
+
+    def _rebuild(self, cut: bool = True) -> None:
+        if cut and self.max_history is not None:
+            self.elite = self._elite(self.elite + self.recent)
+            self.recent = self.recent[-self.max_history :]
+        seen = {id(r) for r in self.recent}
+        records = sorted(
+            [r for r in self.elite if id(r) not in seen] + self.recent, key=lambda r: r.seq
+        )
+        self.rebuilds += 1
+        self._asked.clear()  # points asked from the old view are added when they finish
+        self.study = self._new_study(records)
+
+    def _after_record(self) -> None:
+        if self.gp_max is not None and self.model == "gp" and self.finished > self.gp_max:
+            self.model = "tpe"
+            log.info(
+                "%d finished points: GP hands over to TPE (a GP ask grows with the cube of the "
+                "points; sampler.gp_max_points)",
+                self.finished,
+            )
+            self._rebuild()
+        elif self.max_history is not None and len(self.recent) >= self.max_history * 3 // 2:
+            self._rebuild()
+
+    # ---- asking and telling ------------------------------------------------------------------
+
+    def propose(self, pid: str, fixed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Point ``pid``'s searched parameters (``fixed`` ones as given, the others the
+        sampler's choice) and all its parameters (the space's fixed values too)."""
+        if fixed:
+            self.study.enqueue_trial(fixed, skip_if_exists=False)
+        trial = self.study.ask()
+        const = self.define_by_run(trial)
+        self._asked[pid] = trial.number
+        return dict(trial.params), {**const, **trial.params}
+
+    def record(
+        self,
+        pid: str,
+        params: dict[str, Any],
+        distributions: dict[str, BaseDistribution],
+        state: TrialState,
+        values: list[float] | None,
+    ) -> None:
+        """Point ``pid`` finished (``values`` when COMPLETE)."""
+        number = self._asked.pop(pid, None)
+        if state == TrialState.COMPLETE:
+            assert values is not None
+            self.finished += 1
+            self.recent.append(Record(self.finished, dict(params), dict(distributions), values))
+        if number is not None:
+            self.study.tell(number, values, state=state, skip_if_finished=True)
+        elif state == TrialState.COMPLETE:
+            self.study.add_trial(
+                optuna.trial.create_trial(params=params, distributions=distributions, values=values)
+            )
+        if state == TrialState.COMPLETE:
+            self._after_record()
