@@ -130,6 +130,7 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=("cosine", "multistep", "constant"), default=None)
     p.add_argument("--warmup-epochs", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=None)
+    add_distill_arguments(p, "default: the SSL model before pruning")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
@@ -147,6 +148,26 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write model.pt and result.json here")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=cmd_trial)
+
+
+def add_distill_arguments(p: argparse.ArgumentParser, teacher_default: str) -> None:
+    """Logit distillation in the fine-tune (recipe.distill_weight / distill_temperature)."""
+    g = p.add_argument_group("distillation in the fine-tune")
+    g.add_argument(
+        "--distill-weight",
+        type=float,
+        default=None,
+        help="share of the loss taken by the teacher's softened outputs, [0, 1] (0: off)",
+    )
+    g.add_argument(
+        "--distill-temperature", type=float, default=None, help="softmax temperature (default 4)"
+    )
+    g.add_argument(
+        "--teacher",
+        default=None,
+        metavar="FILE",
+        help=f"the model file to distil from, same classes, path or URI ({teacher_default})",
+    )
 
 
 def add_pruning_arguments(p: argparse.ArgumentParser) -> None:
@@ -206,6 +227,8 @@ def trial_config_from_args(a: argparse.Namespace) -> Any:
             "schedule",
             "warmup_epochs",
             "label_smoothing",
+            "distill_weight",
+            "distill_temperature",
         )
         if getattr(a, k) is not None
     }
@@ -234,6 +257,7 @@ def trial_config_from_args(a: argparse.Namespace) -> Any:
             "device": a.device,
             "threads": a.threads,
             "warm_start": a.warm_start,
+            "teacher": a.teacher,
             "cache_dir": a.cache_dir,
             "out_dir": a.out,
         }
@@ -252,11 +276,20 @@ def cmd_trial(a: argparse.Namespace) -> int:
     else:
         # the same columns and per-table units as the search's Pareto tables
         print(front_table([m], None)[0])
+        if m.get("distilled_from"):
+            print(_distilled_text(m))
         if result.status != "ok":
             print(f"trial failed: {result.error}")
         if result.model_path:
             print(f"pruned model: {result.model_path}")
     return 0 if result.status == "ok" else 1
+
+
+def _distilled_text(m: dict[str, Any]) -> str:
+    return (
+        f"fine-tuned with distillation from {m['distilled_from']} "
+        f"(weight {m['distill_weight']:g}, temperature {m['distill_temperature']:g})"
+    )
 
 
 # ---- finetune -------------------------------------------------------------------------------
@@ -292,6 +325,7 @@ def add_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--schedule", choices=("cosine", "multistep", "constant"), default=None)
     p.add_argument("--label-smoothing", type=float, default=None)
+    add_distill_arguments(p, "needed to distil: no SSL model here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
@@ -321,13 +355,26 @@ def cmd_finetune(a: argparse.Namespace) -> int:
             "weight_decay",
             "schedule",
             "label_smoothing",
+            "distill_weight",
+            "distill_temperature",
         )
         if getattr(a, k) is not None
     }
+    if a.teacher is None and a.distill_weight is None:
+        # the model's own recipe may have distilled, from a teacher not at hand: distil only
+        # when asked to (--teacher)
+        recipe_changes["distill_weight"] = 0.0
     # through from_mapping, so a bad value is one line naming its key (recipe.finetune_lr)
     recipe = from_mapping(type(recipe), {**to_mapping(recipe), **recipe_changes}, "recipe")
     r = finetune(
-        path, data=data, recipe=recipe, seed=a.seed, device=a.device, threads=a.threads, out=out
+        path,
+        data=data,
+        recipe=recipe,
+        seed=a.seed,
+        device=a.device,
+        threads=a.threads,
+        out=out,
+        teacher=a.teacher,
     )
     m = r.metrics
     if a.json:
@@ -340,6 +387,8 @@ def cmd_finetune(a: argparse.Namespace) -> int:
             f"{m['flops'] / 1e9:.4g} GFLOPs (multiply-adds), {m['params'] / 1e6:.4g} M params; "
             f"wrote {out} and {out.with_suffix('.json')}"
         )
+        if m.get("distilled_from"):
+            print(_distilled_text(m))
     return 0
 
 

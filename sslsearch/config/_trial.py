@@ -63,6 +63,11 @@ class Recipe:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     eval_batch_size: int = 256
+    # logit distillation in the fine-tune (0: off): loss = (1 - w) * cross-entropy
+    # + w * T^2 * KL(teacher_T || student_T), the teacher's and the student's softmax at
+    # temperature T; the teacher is TrialConfig.teacher (in a search: the dense baseline)
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
 
     def check(self) -> None:
         for name in ("epochs", "finetune_epochs"):
@@ -82,6 +87,15 @@ class Recipe:
             raise ConfigError("milestones", "must be fractions of the epochs, each in (0, 1)")
         if self.warmup_epochs < 0:
             raise ConfigError("warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ConfigError(
+                "distill_weight",
+                f"must be in [0, 1] (0: no distillation), got {self.distill_weight}",
+            )
+        if not 0.0 < self.distill_temperature < float("inf"):
+            raise ConfigError(
+                "distill_temperature", f"must be > 0 and finite, got {self.distill_temperature}"
+            )
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,9 @@ class TrialConfig:
     amp: bool = True  # mixed precision on CUDA
     channels_last: bool = True  # on CUDA
     warm_start: str | None = None  # dense checkpoint to start SSL training from
+    # the model the fine-tune distils from (recipe.distill_weight > 0): a model file (path or
+    # URI) of the same classes; None: the trial's own SSL model before pruning
+    teacher: str | None = None
     cache_dir: str | None = None  # where SSL-trained models are cached (None: no cache)
     out_dir: str | None = None  # where the pruned model is written
     latency_repeats: int = 20
@@ -174,6 +191,14 @@ class TrialConfig:
                 raise ConfigError("ssl_lambda", f"must be finite and >= 0, got {v}")
         if self.latency_repeats < 1 or self.latency_batch_size < 1:
             raise ConfigError("latency_repeats", "latency repeats and batch size must be >= 1")
+        if self.teacher is not None and not self.teacher.strip():
+            raise ConfigError("teacher", "empty path (leave the key out: the SSL model teaches)")
+        if self.teacher is not None and self.recipe.distill_weight == 0:
+            raise ConfigError(
+                "teacher",
+                "a teacher is only used with recipe.distill_weight > 0 (e.g. 0.5); set it, or "
+                "drop the teacher",
+            )
 
     @classmethod
     def from_dict(cls, data: Any) -> TrialConfig:
@@ -195,8 +220,11 @@ class TrialConfig:
                 k: getattr(d, k)
                 for k in ("name", "image_size", "augment", "val_fraction", "split_seed")
             },
+            # what happens after SSL training (fine-tune, distillation) does not change it
             "recipe": {
-                k: v for k, v in to_mapping(self.recipe).items() if not k.startswith("finetune")
+                k: v
+                for k, v in to_mapping(self.recipe).items()
+                if not k.startswith(("finetune", "distill"))
             },
             "ssl_type": self.ssl_type,
             "ssl_lambda": self.ssl_lambda,

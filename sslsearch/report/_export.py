@@ -88,6 +88,7 @@ PARETO_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("actual_ratio", pa.float64()),
     ("budget_achieved", pa.float64()),
     ("at_floor", pa.string()),
+    ("distilled_from", pa.string()),  # the fine-tune's teacher (null: not distilled)
     ("top1", pa.float64()),
     ("top5", pa.float64()),
     ("test_top1", pa.float64()),

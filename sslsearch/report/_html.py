@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front, hypervolume_history
-from sslsearch.report._markdown import baseline_text
+from sslsearch.report._markdown import baseline_text, distill_text
 from sslsearch.report._plot import axis_unit
 from sslsearch.report._rows import (
     ROLE_LABELS,
@@ -361,6 +361,8 @@ def render(s: Summary, history: Callable[[Mapping[str, Any]], list[dict[str, Any
         "FLOPs are multiply-adds counted by fvcore; top-1 on the validation split.</p>"
     )
     parts.append(f"<p>{html.escape(baseline_text(s.baseline, s.latency_setup))}</p>")
+    if distill_text(s.rows):
+        parts.append(f'<p class="note">{html.escape(distill_text(s.rows))}</p>')
     for pair in s.pairs:
         latency = "latency_ms" in pair.ssl.objectives or any(
             number(r.get("latency_ms")) is not None for f in pair.fronts for r in f.rows

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front
 from sslsearch.report._rows import ROLE_LABELS, Baseline, number, role_of
 from sslsearch.report._summary import FrontPair, Summary
@@ -57,6 +60,30 @@ def baseline_text(b: Baseline | None, latency_setup: str) -> str:
         f"top-1 {value_text('top1', b.get('top1'))}{runs}, "
         f"{value_text('flops', b.get('flops'))} FLOPs, {value_text('params', b.get('params'))} "
         f"params, {value_text('size_mb', b.get('size_mb'))}{lat}."
+    )
+
+
+def distill_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line on logit distillation in the points' fine-tunes ("" when none distilled)."""
+    kinds: dict[tuple[str, float, float], int] = {}
+    for r in rows:
+        source = r.get("distilled_from")
+        if source:
+            key = (
+                str(source),
+                float(r.get("distill_weight") or 0.0),
+                float(r.get("distill_temperature") or 0.0),
+            )
+            kinds[key] = kinds.get(key, 0) + 1
+    if not kinds:
+        return ""
+    parts = [
+        f"{n} from {source} (weight {w:g}, temperature {t:g})"
+        for (source, w, t), n in sorted(kinds.items())
+    ]
+    return (
+        f"Fine-tunes distilled from a teacher's logits (recipe.distill_weight; column "
+        f"distilled_from): {'; '.join(parts)}, of {len(rows)} trials."
     )
 
 
@@ -146,6 +173,8 @@ def markdown(s: Summary) -> str:
         "by its own cost."
     )
     lines += ["", baseline_text(s.baseline, s.latency_setup)]
+    if distill_text(s.rows):
+        lines += ["", distill_text(s.rows)]
     for pair in s.pairs:
         lines += pair_section(pair, s)
     return "\n".join(lines) + "\n"

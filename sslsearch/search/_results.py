@@ -60,6 +60,9 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("epochs", pa.int64()),
     ("finetune_epochs", pa.int64()),
     ("weights", pa.string()),  # the starting weights SSL training read (null: from scratch)
+    ("distill_weight", pa.float64()),  # of the teacher's outputs in the fine-tune (0: off)
+    ("distill_temperature", pa.float64()),
+    ("distilled_from", pa.string()),  # baseline | ssl_model | a teacher file (null: not distilled)
     ("top1", pa.float64()),
     ("top5", pa.float64()),
     ("test_top1", pa.float64()),

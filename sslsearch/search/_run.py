@@ -397,6 +397,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         try:
+            baseline = _baseline_before_points(runs, exp_dir, baseline)
             t_fit = time.monotonic()
             tuner.fit()
             # Tune returns normally after a Ctrl-C too: ended by itself, or cut by the time budget
@@ -457,6 +458,30 @@ def _start_baseline(space: SearchSpace, exp_dir: str) -> Any:
         num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
     )
     return task.remote(space.to_dict(), exp_dir, max(1, int(space.resources.cpus)))
+
+
+def _baseline_before_points(space: SearchSpace, exp_dir: str, ref: Any) -> Any:
+    """When the points distil from the dense baseline, it is trained first (not beside the
+    trials): a search without its teacher stops here with one line. Returns what is left to
+    wait for."""
+    from sslsearch.search._trainable import distill_teacher
+
+    teacher = distill_teacher(space, exp_dir)
+    if space.recipe.distill_weight > 0 and teacher is None:
+        log.info(
+            "distillation: no dense baseline (reference.baseline): each point's SSL model teaches"
+        )
+    if teacher is None:
+        return ref
+    log.info("distillation: the points distil from the dense baseline, trained first")
+    error = _wait_baseline(ref)
+    if not storage.exists(teacher):
+        raise UserError(
+            f"the points distil from the dense baseline (recipe.distill_weight "
+            f"{space.recipe.distill_weight}), but it has no model ({teacher}): "
+            f"{error or 'see baseline/result.json'}"
+        )
+    return None
 
 
 def _run_references(space: SearchSpace, exp_dir: str) -> None:
@@ -555,15 +580,19 @@ def _confirm_front(space: SearchSpace, exp_dir: str, seeds: int) -> None:
             log.warning("a re-evaluation failed: %s", str(e).strip().splitlines()[-1][:300])
 
 
-def _wait_baseline(ref: Any) -> None:
+def _wait_baseline(ref: Any) -> str | None:
+    """Wait for the dense baseline's task; its error, if it failed."""
     if ref is None:
-        return
+        return None
     import ray
 
     try:
         log.info("dense baseline: %s", ray.get(ref))
     except Exception as e:  # the search's results stand without it
-        log.warning("the dense baseline failed: %s", str(e).strip().splitlines()[-1][:300])
+        error = str(e).strip().splitlines()[-1][:300]
+        log.warning("the dense baseline failed: %s", error)
+        return error
+    return None
 
 
 def _check_local_gpus(space: SearchSpace, num_gpus: int | None) -> None:

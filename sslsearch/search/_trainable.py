@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sslsearch import storage as _storage
-from sslsearch.config import space_from_mapping
+from sslsearch.config import SearchSpace, space_from_mapping
 from sslsearch.search._experiment import (
     CONFIRM_DIR,
     POINTS_DIR,
@@ -74,7 +74,11 @@ def make_trainable(
         space = space_from_mapping(space_dict)
         points = config.get("points") or [config]
         job_id = str(config["job_id"])
-        cfgs = [trial_config(space, p, threads=threads, cache_dir=cache_dir) for p in points]
+        teacher = distill_teacher(space, exp_dir)
+        cfgs = [
+            trial_config(space, p, threads=threads, cache_dir=cache_dir).with_(teacher=teacher)
+            for p in points
+        ]
         ctx = tune.get_context()
         tags = {
             "job_id": job_id,
@@ -110,6 +114,17 @@ def make_trainable(
     return sslsearch_trial
 
 
+def distill_teacher(space: SearchSpace, exp_dir: str) -> str | None:
+    """The model file the points' fine-tunes distil from (``recipe.distill_weight`` > 0): the
+    experiment's dense baseline when it has one (``reference.baseline``); None: each point's
+    own SSL model before pruning teaches (or nothing is distilled)."""
+    if space.recipe.distill_weight > 0 and space.reference.baseline:
+        from sslsearch.trial import BASELINE_ID, MODEL_FILE
+
+        return _storage.join(exp_dir, BASELINE_ID, MODEL_FILE)
+    return None
+
+
 def baseline_job(space_dict: dict[str, Any], exp_dir: str, threads: int) -> str:
     """The experiment's dense baseline (a Ray task beside the trials); returns its status."""
     from sslsearch.trial import measure_weights_baseline, run_baseline
@@ -139,7 +154,7 @@ def reference_job(
             {**c, "ssl_lambda": 0.0, "ssl_type": ssl_type or c.get("prune_type", "filter_wise")},
             threads=threads,
             cache_dir=_storage.join(exp_dir, SSL_MODELS_DIR),
-        )
+        ).with_(teacher=distill_teacher(space, exp_dir))  # fine-tuned as the search's points
         for c in choices
     ]
     if not cfgs:

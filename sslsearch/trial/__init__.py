@@ -11,6 +11,7 @@ from sslsearch.trial._baseline import (
     run_baseline,
 )
 from sslsearch.trial._cache import SSLCache
+from sslsearch.trial._distill import Distiller, distill_kl, read_teacher
 from sslsearch.trial._early import dominated_reason
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
 from sslsearch.trial._pipeline import (
@@ -40,6 +41,7 @@ __all__ = [
     "MODEL_FILE",
     "RESULT_FILE",
     "STATE_VERSION",
+    "Distiller",
     "EvalStats",
     "FinetuneResult",
     "NonFiniteLoss",
@@ -53,6 +55,7 @@ __all__ = [
     "check_combination",
     "check_user_parts",
     "describe",
+    "distill_kl",
     "dominated_reason",
     "evaluate",
     "finetune",
@@ -61,6 +64,7 @@ __all__ = [
     "pick_device",
     "point_id",
     "read_history",
+    "read_teacher",
     "read_weights",
     "run_baseline",
     "run_points",

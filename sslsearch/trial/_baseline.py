@@ -26,11 +26,15 @@ BASELINE_ID = "baseline"  # its trial_id, and its directory under the experiment
 
 
 def baseline_config(cfg: TrialConfig) -> TrialConfig:
-    """``cfg``'s recipe for SSL + fine-tuning epochs, no penalty, nothing pruned, no store."""
+    """``cfg``'s recipe for SSL + fine-tuning epochs, no penalty, nothing pruned, no store, no
+    distillation (the baseline is what the points distil from)."""
     rec = cfg.recipe
     return replace(
         cfg,
-        recipe=replace(rec, epochs=rec.epochs + rec.finetune_epochs, finetune_epochs=0),
+        recipe=replace(
+            rec, epochs=rec.epochs + rec.finetune_epochs, finetune_epochs=0, distill_weight=0.0
+        ),
+        teacher=None,
         ssl_type="filter_wise",
         ssl_lambda=0.0,
         prune_type="filter_wise",

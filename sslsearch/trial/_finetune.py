@@ -16,13 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from sslsearch.config import DataConfig, Recipe, TrialConfig, from_mapping, to_mapping
+from sslsearch.config import (
+    ConfigError,
+    DataConfig,
+    Recipe,
+    TrialConfig,
+    from_mapping,
+    to_mapping,
+)
 from sslsearch.data import Datasets, load_datasets
 from sslsearch.errors import ModelFileError
 from sslsearch.metrics import measure_cost
 from sslsearch.models import load_model, model_info, save_model
+from sslsearch.trial._distill import Distiller, read_teacher
 from sslsearch.trial._train import (
     evaluate,
     lr_at,
@@ -90,6 +99,7 @@ def finetune(
     device: str = "auto",
     threads: int | None = None,
     out: str | os.PathLike[str] | None = None,
+    teacher: str | None = None,
 ) -> FinetuneResult:
     """Train a saved model (pruned or dense) without the SSL penalty and measure it.
 
@@ -99,6 +109,8 @@ def finetune(
         recipe: ``finetune_epochs``, ``finetune_lr``, batch size, schedule, weight decay...;
             default: the model's own recipe.
         out: write the fine-tuned model here and its metrics beside it (``.json``).
+        teacher: a model file to distil from (same classes), with ``recipe.distill_weight`` >
+            0 (and ``distill_temperature``); needed then, as no SSL model is at hand here.
 
     Returns:
         FinetuneResult with val top-1 before and after, test accuracy and the model's cost.
@@ -119,6 +131,7 @@ def finetune(
     check_fit(info, ds, data.name, source)
     shape = tuple(info["input_shape"] or (ds.channels, ds.image_size, ds.image_size))
     model = load_model(source, dev)
+    distill = _distiller(rec, teacher, ds, shape, dev)
 
     before = evaluate(model, ds.val, batch_size=rec.eval_batch_size, device=dev)
     opt = make_optimizer(model, rec.finetune_lr, rec)
@@ -144,6 +157,7 @@ def finetune(
             penalty=None,
             label_smoothing=rec.label_smoothing,
             device=dev,
+            distill=distill,
         )
         ev = evaluate(model, ds.val, batch_size=rec.eval_batch_size, device=dev)
         history.append({"epoch": epoch + 1, "loss": stats.loss, "top1": ev.top1, "top5": ev.top5})
@@ -173,6 +187,9 @@ def finetune(
         "size_mb": cost.size_mb,
         "epochs": epochs,
         "lr": rec.finetune_lr,
+        "distill_weight": rec.distill_weight,
+        "distill_temperature": rec.distill_temperature,
+        "distilled_from": distill.source if distill is not None else None,
         "seed": seed,
         "train_seconds": time.perf_counter() - started,
         "threads": threads_used,
@@ -196,6 +213,25 @@ def finetune(
 
         write_text_atomic(str(Path(path).with_suffix(".json")), json.dumps(metrics, indent=1))
     return FinetuneResult(metrics, model, path, history)
+
+
+def _distiller(
+    rec: Recipe, teacher: str | None, ds: Datasets, shape: tuple[int, ...], dev: torch.device
+) -> Distiller | None:
+    if teacher is not None and rec.distill_weight == 0:
+        raise ConfigError(
+            "recipe.distill_weight", "a teacher is given but distill_weight is 0: set it (e.g. 0.5)"
+        )
+    if rec.distill_weight == 0:
+        return None
+    if teacher is None:
+        raise ConfigError(
+            "teacher",
+            f"distill_weight {rec.distill_weight} needs a teacher model file (--teacher FILE), "
+            "or distill_weight 0",
+        )
+    found = read_teacher(teacher, ds.num_classes, ds.channels, shape)
+    return Distiller(found.model.to(dev), rec.distill_weight, rec.distill_temperature, found.source)
 
 
 def _plain(obj: Any) -> dict[str, Any]:

@@ -27,7 +27,13 @@ from sslsearch import storage
 from sslsearch.config import TrialConfig
 from sslsearch.models import model_payload, save_model
 from sslsearch.storage import write_text_atomic
-from sslsearch.trial._point import base_final, finetune_point, measure_point, prune_point
+from sslsearch.trial._point import (
+    base_final,
+    finetune_point,
+    measure_point,
+    prune_point,
+    read_teachers,
+)
 from sslsearch.trial._run import (
     MODEL_FILE,
     RESULT_FILE,
@@ -161,6 +167,7 @@ def run_points(
     store = StateStore(state_dir, version=STATE_VERSION) if state_dir else None
     run = Run(points[0], report or _log_report, tags or {}, store)
     check_trial_start(points[0], run.data)
+    read_teachers(run, points)
     run.extra["started_at"] = time.time()
     resume = store.load() if store is not None else None
     if resume is not None:

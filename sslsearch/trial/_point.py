@@ -10,6 +10,7 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -18,6 +19,7 @@ from sslsearch.config import BUDGET_KEYS, TrialConfig
 from sslsearch.metrics import measure_cost, size_mb
 from sslsearch.models import model_from_payload
 from sslsearch.pruning import LatencySpec, prune
+from sslsearch.trial._distill import SSL_MODEL_TEACHER, Distiller, read_teacher
 from sslsearch.trial._run import Run, StopCheck
 from sslsearch.trial._ssl import SSLModel
 from sslsearch.trial._train import evaluate, make_optimizer, recalibrate_bn, seed_everything
@@ -49,7 +51,48 @@ def describe(cfg: TrialConfig) -> dict[str, Any]:
         "epochs": cfg.recipe.epochs,
         "finetune_epochs": cfg.recipe.finetune_epochs,
         "weights": cfg.warm_start,  # what SSL training started from (None: from scratch)
+        "distill_weight": cfg.recipe.distill_weight,  # 0: fine-tuned without distillation
+        "distill_temperature": cfg.recipe.distill_temperature,
+        "distilled_from": distilled_from(cfg),
     }
+
+
+def distilled_from(cfg: TrialConfig, run: Run | None = None) -> str | None:
+    """What the point's fine-tune distils from: None (no distillation), ``ssl_model`` (its SSL
+    model before pruning), ``baseline`` (a dense baseline's model file) or the teacher file."""
+    if cfg.recipe.distill_weight == 0:
+        return None
+    if cfg.teacher is None:
+        return SSL_MODEL_TEACHER
+    known = run.teachers.get(cfg.teacher) if run is not None else None
+    return known.source if known is not None else cfg.teacher
+
+
+def read_teachers(run: Run, cfgs: Sequence[TrialConfig]) -> None:
+    """Read and check the teacher file of every distilled point before anything trains: a
+    missing teacher or one of other classes is one clear error, not a failure after SSL."""
+    for cfg in cfgs:
+        path = cfg.teacher
+        if cfg.recipe.distill_weight > 0 and path is not None and path not in run.teachers:
+            found = read_teacher(path, run.data.num_classes, run.data.channels, run.input_shape)
+            found.model = run.to_device(found.model)
+            run.teachers[path] = found
+
+
+def distiller(run: Run, cfg: TrialConfig, ssl: SSLModel) -> Distiller | None:
+    """The point's Distiller (None: ``distill_weight`` 0, the plain fine-tune): its teacher
+    file's model, or the SSL model before pruning, on the run's device."""
+    rec = cfg.recipe
+    if rec.distill_weight == 0:
+        return None
+    if cfg.teacher is None:
+        teacher = ssl.model  # dense, never trained again: the points prune copies of it
+    else:
+        read_teachers(run, [cfg])  # read once per trial (run_points reads them first)
+        teacher = run.teachers[cfg.teacher].model
+    return Distiller(
+        teacher.eval(), rec.distill_weight, rec.distill_temperature, str(distilled_from(cfg, run))
+    )
 
 
 def _nan(v: float | None) -> float:
@@ -166,6 +209,7 @@ def finetune_point(
         rec.finetune_lr,
         None,
         stop_check=check if stop is not None else None,
+        distill=distiller(run, cfg, ssl),
     )
     return model
 
@@ -221,6 +265,7 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
     started = float(run.extra.get("point_started_at", time.time()))
     out: dict[str, Any] = {
         **describe(cfg),
+        "distilled_from": distilled_from(cfg, run),
         "final": True,
         "point": run.point,
         "ssl_model_id": ssl.id if ssl is not None else None,

@@ -16,6 +16,7 @@ from sslsearch.data import Datasets, load_datasets
 from sslsearch.models import model_payload
 from sslsearch.pruning import SparsityMeter
 from sslsearch.sparsity import SSLPenalty
+from sslsearch.trial._distill import Distiller, Teacher
 from sslsearch.trial._state import StateStore
 from sslsearch.trial._train import (
     evaluate,
@@ -98,6 +99,7 @@ class Run:
         # the SSL penalty's group weights (ssl_weighting), kept so a resumed run uses the same
         self.ssl_weights: dict[str, list[float]] | None = None
         self.meter: SparsityMeter | None = None  # the SSL model's sparsity figures
+        self.teachers: dict[str, Teacher] = {}  # teacher files read for the points, by path
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class Run:
             "global_epoch": self.global_epoch,
             "loss": stats.loss,
             "penalty": stats.penalty,
+            "distill_kl": stats.distill,  # T^2 * KL(teacher || student); NaN: not distilled
             "train_top1": stats.train_top1,
             "val_loss": ev.loss,
             "val_top1": ev.top1,
@@ -209,13 +212,16 @@ class Run:
         base_lr: float,
         penalty: SSLPenalty | None,
         stop_check: Callable[[int, dict[str, Any]], str | None] | None = None,
+        distill: Distiller | None = None,
     ) -> None:
         """Train ``epochs`` epochs, reporting and checkpointing each one.
 
-        ``stop_check(epoch, metrics)`` (fine-tuning only) raises PointStopped with its reason.
+        ``stop_check(epoch, metrics)`` (fine-tuning only) raises PointStopped with its reason;
+        ``distill`` (fine-tuning only) mixes a teacher's outputs into the loss.
         """
         cfg, rec = self.cfg, self.cfg.recipe
         assert stop_check is None or phase != "ssl", "early stopping never acts in SSL training"
+        assert distill is None or phase != "ssl", "SSL training is never distilled"
         steps = math.ceil(len(self.data.train) / rec.batch_size)
         warmup = rec.warmup_epochs if phase == "ssl" else 0.0
         has_penalty = penalty is not None and any(v > 0 for v in penalty.lam.values())
@@ -241,6 +247,7 @@ class Run:
                 amp=self.amp,
                 channels_last=self.channels_last,
                 scaler=self.scaler,
+                distill=distill,
             )
             if has_penalty:
                 assert penalty is not None

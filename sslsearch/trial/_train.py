@@ -14,6 +14,7 @@ from torch import nn
 from sslsearch.config import Recipe
 from sslsearch.data import Split
 from sslsearch.sparsity import SSLPenalty
+from sslsearch.trial._distill import Distiller
 
 
 class NonFiniteLoss(RuntimeError):
@@ -90,6 +91,7 @@ class EpochStats:
     train_top1: float
     images: int
     seconds: float
+    distill: float = float("nan")  # mean T^2 * KL(teacher || student) (NaN: no distillation)
 
 
 @dataclass
@@ -121,7 +123,10 @@ def train_one_epoch(
     amp: bool = False,
     channels_last: bool = False,
     scaler: torch.amp.GradScaler | None = None,
+    distill: Distiller | None = None,
 ) -> EpochStats:
+    """One epoch over ``batches``; the loss is the cross-entropy, or with ``distill`` its mix
+    with the teacher's softened outputs (``Distiller.loss``), the SSL penalty a proximal step."""
     import time
 
     model.train()
@@ -130,6 +135,7 @@ def train_one_epoch(
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     pen_sum = torch.zeros((), device=device, dtype=torch.float64)
+    kd_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     for step, (x, y) in enumerate(batches):
@@ -140,16 +146,19 @@ def train_one_epoch(
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp):
             out = model(x)
-            ce = loss_fn(out.float(), y)
+            loss = loss_fn(out.float(), y)  # the cross-entropy, or with a teacher the mix
+            if distill is not None:
+                loss, kd = distill.loss(x, out, loss)
+                kd_sum += kd.double() * y.shape[0]
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
-            scaler.scale(ce).backward()
+            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # the penalty's gradient is added unscaled
         else:
-            ce.backward()
-        if not bool(torch.isfinite(ce.detach())):
+            loss.backward()
+        if not bool(torch.isfinite(loss.detach())):
             raise NonFiniteLoss(
-                f"loss became {float(ce.detach())} at epoch {epoch + 1}, step {step + 1}"
+                f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}"
             )
         if scaler is not None:
             scaler.step(optimizer)
@@ -160,15 +169,15 @@ def train_one_epoch(
         # step is lr / (1 - momentum): the steady-state step heavy-ball momentum gives a constant
         # gradient, so a lambda means what it means for the penalty added to the loss.
         pen = penalty.prox_(lr / (1.0 - momentum)) if penalty is not None else None
-        if pen is not None and not bool(torch.isfinite(ce.detach().cpu() + pen)):
+        if pen is not None and not bool(torch.isfinite(loss.detach().cpu() + pen)):
             raise NonFiniteLoss(
-                f"loss became {float(ce.detach().cpu() + pen)} at epoch {epoch + 1}, "
-                f"step {step + 1} (cross-entropy {float(ce.detach()):.4g}, "
+                f"loss became {float(loss.detach().cpu() + pen)} at epoch {epoch + 1}, "
+                f"step {step + 1} (cross-entropy {float(loss.detach()):.4g}, "
                 f"SSL penalty {float(pen):.4g})"
             )
         n = y.shape[0]
         seen += n
-        loss_sum += ce.detach().double() * n
+        loss_sum += loss.detach().double() * n
         if pen is not None:
             pen_sum += pen.detach().double() * n
         correct += (out.detach().argmax(1) == y).sum()
@@ -180,6 +189,7 @@ def train_one_epoch(
         train_top1=100.0 * float(correct) / seen,
         images=seen,
         seconds=time.perf_counter() - t0,
+        distill=float(kd_sum) / seen if distill is not None else float("nan"),
     )
 
 
