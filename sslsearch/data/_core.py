@@ -4,7 +4,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -243,3 +243,50 @@ def tensor_datasets(
         channels=train_images.shape[1],
         image_size=out_size,
     )
+
+
+class LoaderSplit:
+    """A torch Dataset as a split: batches from a DataLoader in a seeded order, train-time and
+    eval-time views kept apart (``augment`` picks the train view). Images become float and,
+    with ``out_size``, are resized to it on the device; labels become int64."""
+
+    def __init__(
+        self, train_view: Any, eval_view: Any, num_workers: int, out_size: int | None = None
+    ) -> None:
+        self.train_view = train_view
+        self.eval_view = eval_view
+        self.num_workers = num_workers
+        self.out_size = out_size
+
+    def __len__(self) -> int:
+        return len(self.eval_view)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: bool,
+        seed: int,
+        device: torch.device,
+    ) -> Iterator[Batch]:
+        from torch.utils.data import DataLoader
+
+        gen = torch.Generator().manual_seed(seed)
+        pin = device.type == "cuda"
+        loader: DataLoader[Any] = DataLoader(
+            self.train_view if augment else self.eval_view,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=gen,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=False,
+            prefetch_factor=4 if self.num_workers else None,
+        )
+        size = self.out_size
+        for x, y in loader:
+            x = x.to(device, non_blocking=pin).float()
+            if size is not None and tuple(x.shape[-2:]) != (size, size):
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            yield x, y.to(device, non_blocking=pin).long()

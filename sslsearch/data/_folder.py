@@ -10,19 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from sslsearch.data._core import (
     DATASETS,
-    Batch,
     DataConfig,
     Datasets,
     DatasetSpec,
+    LoaderSplit,
     stratified_split,
 )
 from sslsearch.errors import DataNotFoundError
@@ -63,42 +61,6 @@ def _pick_size(requested: int | None, own: int, root: Path) -> int:
     return requested
 
 
-class FolderSplit:
-    """Files decoded by DataLoader workers; train-time and eval-time transforms kept apart."""
-
-    def __init__(self, train_view: object, eval_view: object, num_workers: int) -> None:
-        self.train_view = train_view
-        self.eval_view = eval_view
-        self.num_workers = num_workers
-
-    def __len__(self) -> int:
-        return len(self.eval_view)  # type: ignore[arg-type]
-
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        augment: bool,
-        seed: int,
-        device: torch.device,
-    ) -> Iterator[Batch]:
-        gen = torch.Generator().manual_seed(seed)
-        pin = device.type == "cuda"
-        loader: DataLoader[Any] = DataLoader(
-            self.train_view if augment else self.eval_view,  # type: ignore[arg-type]
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=gen,
-            num_workers=self.num_workers,
-            pin_memory=pin,
-            persistent_workers=False,
-            prefetch_factor=4 if self.num_workers else None,
-        )
-        for x, y in loader:
-            yield x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
-
-
 def _load(cfg: DataConfig) -> Datasets:
     from torchvision import datasets as tvd
     from torchvision import transforms as T
@@ -137,13 +99,13 @@ def _load(cfg: DataConfig) -> Datasets:
     keep, val = stratified_split(labels, cfg.val_fraction, cfg.split_seed)
     workers = min(4, max(0, (os.cpu_count() or 1) - 1))
     return Datasets(
-        train=FolderSplit(
+        train=LoaderSplit(
             Subset(train_aug, keep.tolist()), Subset(train_eval, keep.tolist()), workers
         ),
-        val=FolderSplit(
+        val=LoaderSplit(
             Subset(train_eval, val.tolist()), Subset(train_eval, val.tolist()), workers
         ),
-        test=FolderSplit(test, test, workers),
+        test=LoaderSplit(test, test, workers),
         num_classes=len(train_aug.classes),
         channels=3,
         image_size=size,

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from sslsearch.config import DataConfig
-from sslsearch.data._core import Batch, Datasets, DatasetSpec, stratified_split
+from sslsearch.data._core import Datasets, DatasetSpec, LoaderSplit, stratified_split
 from sslsearch.errors import UserError
 from sslsearch.imports import load_object
 
@@ -45,44 +44,6 @@ def imported_dataset_spec(path: str) -> DatasetSpec:
         native_size=None,
         description=f"{path} (your dataset function: {getattr(fn, '__module__', '?')})",
     )
-
-
-class DatasetSplit:
-    """A torch Dataset as a split: batches in a seeded order, optionally resized."""
-
-    def __init__(self, train_view: Any, eval_view: Any, out_size: int | None) -> None:
-        self.train_view = train_view
-        self.eval_view = eval_view
-        self.out_size = out_size
-
-    def __len__(self) -> int:
-        return len(self.eval_view)
-
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        augment: bool,
-        seed: int,
-        device: torch.device,
-    ) -> Iterator[Batch]:
-        # one process: a user's Dataset may hold open files or state that workers would copy
-        gen = torch.Generator().manual_seed(seed)
-        loader: DataLoader[Any] = DataLoader(
-            self.train_view if augment else self.eval_view,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=gen,
-            num_workers=0,
-        )
-        for x, y in loader:
-            x = x.to(device).float()
-            if self.out_size is not None and tuple(x.shape[-2:]) != (self.out_size,) * 2:
-                x = F.interpolate(
-                    x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False
-                )
-            yield x, y.to(device).long()
 
 
 def _call(path: str, fn: Callable[..., Any], root: str) -> tuple[Any, Any, Any]:
@@ -174,9 +135,10 @@ def _load(path: str, fn: Callable[..., Any], cfg: DataConfig) -> Datasets:
     )
     val_view = Subset(train_eval, val_list)
     return Datasets(
-        train=DatasetSplit(Subset(train, keep_list), Subset(train_eval, keep_list), out),
-        val=DatasetSplit(val_view, val_view, out),
-        test=DatasetSplit(test, test, out),
+        # one process: a user's Dataset may hold open files or state that workers would copy
+        train=LoaderSplit(Subset(train, keep_list), Subset(train_eval, keep_list), 0, out),
+        val=LoaderSplit(val_view, val_view, 0, out),
+        test=LoaderSplit(test, test, 0, out),
         num_classes=num_classes,
         channels=channels,
         image_size=out or height,
