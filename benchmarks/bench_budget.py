@@ -86,7 +86,7 @@ def recipe(arch: str, a: argparse.Namespace) -> tuple[Recipe, int, int]:
 def ssl_model(arch: str, data: Any, seed: int, lam: float, rec: Recipe, epochs: int) -> nn.Module:
     """The SSL model (filter_wise penalty as a proximal step, the trial's recipe), cached."""
     key = hashlib.sha256(
-        json.dumps([arch, IMAGE_SIZE.get(arch), seed, lam, epochs, rec.lr, 2]).encode()
+        json.dumps([arch, IMAGE_SIZE.get(arch), seed, lam, epochs, rec.lr, 3]).encode()
     ).hexdigest()[:16]
     path = CACHE / f"{arch}-{key}.pt"
     if path.exists():
@@ -94,10 +94,7 @@ def ssl_model(arch: str, data: Any, seed: int, lam: float, rec: Recipe, epochs: 
     seed_everything(seed)
     model = create_model(arch, data.num_classes, data.channels)
     pen = SSLPenalty.build(model, "filter_wise", lam) if lam > 0 else None
-    train(model, data, rec, epochs, rec.lr, pen)
-    if pen is not None:
-        for _ in range(pen.calls_per_cycle):  # every group's pending shrinkage applied
-            pen.prox_(0.0)
+    train(model, data, rec, epochs, rec.lr, pen, seed)  # flushed every epoch, as the trial does
     CACHE.mkdir(parents=True, exist_ok=True)
     shape = (data.channels, data.image_size, data.image_size)
     save_model(model, path, arch=arch, num_classes=data.num_classes, input_shape=shape)
@@ -205,9 +202,9 @@ def tp_uniform(model: nn.Module, shape: tuple[int, ...], budget: float) -> nn.Mo
     return best if best is not None else least[1]
 
 
-def finetuned(model: nn.Module, data: Any, rec: Recipe, epochs: int) -> float:
+def finetuned(model: nn.Module, data: Any, rec: Recipe, epochs: int, seed: int) -> float:
     m = copy.deepcopy(model)
-    train(m, data, rec, epochs, rec.finetune_lr, None)
+    train(m, data, rec, epochs, rec.finetune_lr, None, seed)
     return top1(m, data.test)
 
 
@@ -341,7 +338,7 @@ def finetune_phase(a: argparse.Namespace, rows: list[dict[str, Any]], default: s
                         for name in keep:
                             pm = recal(pruned[name], data, seed)
                             seed_everything(seed)
-                            accs[name] = finetuned(pm, data, rec, ft_epochs)
+                            accs[name] = finetuned(pm, data, rec, ft_epochs, seed)
                             _append({"key": fkeys[name], "acc": accs[name]})
                     for name in keep:
                         acc = accs[name]
