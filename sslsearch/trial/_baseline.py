@@ -18,7 +18,6 @@ import torch
 
 from sslsearch import storage
 from sslsearch.config import TrialConfig
-from sslsearch.metrics import measure_cost
 from sslsearch.trial._pipeline import TrialResult, run_points
 from sslsearch.trial._run import RESULT_FILE, Report
 
@@ -75,10 +74,9 @@ def measure_weights_baseline(
     no pruning, BatchNorm statistics untouched (``reference.baseline: weights``). Written like
     ``run_baseline``'s (``<exp_dir>/baseline/result.json`` and ``model.pt``), with 0 epochs;
     an existing result is returned as it is."""
-    from sslsearch.models import create_model, model_payload
-    from sslsearch.trial._point import describe
+    from sslsearch.models import create_model
+    from sslsearch.trial._point import describe, measure_final
     from sslsearch.trial._run import MODEL_FILE, Run
-    from sslsearch.trial._train import evaluate
     from sslsearch.trial._weights import load_weights
 
     result_path = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
@@ -95,17 +93,7 @@ def measure_weights_baseline(
     model = create_model(cfg.arch, run.data.num_classes, run.data.channels)
     load_weights(model, weights, cfg.arch)
     model = run.to_device(model).eval()
-    batch = cfg.recipe.eval_batch_size
-    val = evaluate(model, run.data.val, batch_size=batch, device=run.device)
-    test = evaluate(model, run.data.test, batch_size=batch, device=run.device)
-    cost = measure_cost(
-        model,
-        run.input_shape,
-        latency=True,
-        batch_size=cfg.latency_batch_size,
-        device=run.device,
-        repeats=cfg.latency_repeats,
-    )
+    val, test, cost = measure_final(run, cfg, model)
     final = {
         **describe(cfg),
         "ratio": None,
@@ -135,14 +123,7 @@ def measure_weights_baseline(
         "device": str(run.device),
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
-    payload = model_payload(
-        model,
-        arch=cfg.arch,
-        num_classes=run.data.num_classes,
-        in_channels=run.data.channels,
-        input_shape=run.input_shape,
-        meta={"metrics": json.dumps(final)},
-    )
+    payload = run.payload(model, {"metrics": json.dumps(final)})
     buf = io.BytesIO()
     torch.save(payload, buf)
     storage.write_bytes_atomic(storage.join(exp_dir, BASELINE_ID, MODEL_FILE), buf.getvalue())

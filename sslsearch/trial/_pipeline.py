@@ -25,7 +25,7 @@ from torch import nn
 
 from sslsearch import storage
 from sslsearch.config import TrialConfig
-from sslsearch.models import model_payload, save_model
+from sslsearch.models import save_model
 from sslsearch.storage import write_text_atomic
 from sslsearch.trial._point import (
     base_final,
@@ -261,7 +261,7 @@ def _point_done(
     if pid is not None:
         final["trial_id"] = pid
     if write and points_dir and pid is not None:
-        payload = _model_payload(run, cfg, model, final) if model is not None else None
+        payload = run.payload(model, {"metrics": json.dumps(final)}) if model is not None else None
         write_point(points_dir, pid, final, payload)
     if cfg.out_dir and model is not None and write:
         out = Path(cfg.out_dir)
@@ -283,17 +283,6 @@ def _point_done(
     else:
         run.extra = {"started_at": run.extra.get("started_at")}
         run.emit(final, run.state("prune", 0, None, None))
-
-
-def _model_payload(run: Run, cfg: TrialConfig, model: nn.Module, final: dict[str, Any]) -> Any:
-    return model_payload(
-        model,
-        arch=cfg.arch,
-        num_classes=run.data.num_classes,
-        in_channels=run.data.channels,
-        input_shape=run.input_shape,
-        meta={"metrics": json.dumps(final)},
-    )
 
 
 def _results(run: Run) -> list[TrialResult]:

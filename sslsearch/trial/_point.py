@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from sslsearch.config import BUDGET_KEYS, TrialConfig
-from sslsearch.metrics import measure_cost, size_mb
+from sslsearch.metrics import Cost, measure_cost, size_mb
 from sslsearch.models import model_from_payload
 from sslsearch.pruning import LatencySpec, prune
 from sslsearch.trial._distill import SSL_MODEL_TEACHER, Distiller, read_teacher
@@ -218,11 +218,12 @@ def _this_point(h: dict[str, Any], run: Run) -> bool:
     return h.get("phase") == "finetune" and int(h.get("point", 0)) == run.point
 
 
-def measure_point(run: Run, cfg: TrialConfig, ssl: SSLModel, model: nn.Module) -> dict[str, Any]:
-    """Final metrics of a fine-tuned point (validation top-1 is what the search optimises)."""
-    rec, data = cfg.recipe, run.data
-    val = evaluate(model, data.val, batch_size=rec.eval_batch_size, device=run.device)
-    test = evaluate(model, data.test, batch_size=rec.eval_batch_size, device=run.device)
+def measure_final(run: Run, cfg: TrialConfig, model: nn.Module) -> tuple[Any, Any, Cost]:
+    """A finished model's validation and test accuracy and its cost (latency on the trial's
+    device, at the config's batch size)."""
+    batch = cfg.recipe.eval_batch_size
+    val = evaluate(model, run.data.val, batch_size=batch, device=run.device)
+    test = evaluate(model, run.data.test, batch_size=batch, device=run.device)
     model.eval()
     cost = measure_cost(
         model,
@@ -232,6 +233,12 @@ def measure_point(run: Run, cfg: TrialConfig, ssl: SSLModel, model: nn.Module) -
         device=run.device,
         repeats=cfg.latency_repeats,
     )
+    return val, test, cost
+
+
+def measure_point(run: Run, cfg: TrialConfig, ssl: SSLModel, model: nn.Module) -> dict[str, Any]:
+    """Final metrics of a fine-tuned point (validation top-1 is what the search optimises)."""
+    val, test, cost = measure_final(run, cfg, model)
     return {
         **base_final(run, cfg, ssl),
         "status": "ok",

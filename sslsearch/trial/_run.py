@@ -103,13 +103,14 @@ class Run:
 
     # ---- checkpoints -------------------------------------------------------------------------
 
-    def payload(self, model: nn.Module) -> dict[str, Any]:
+    def payload(self, model: nn.Module, meta: dict[str, str] | None = None) -> dict[str, Any]:
         return model_payload(
             model,
             arch=self.cfg.arch,
             num_classes=self.data.num_classes,
             in_channels=self.data.channels,
             input_shape=self.input_shape,
+            meta=meta,
         )
 
     def state(
