@@ -343,8 +343,8 @@ def _prune_channels_to_budget(
         )
     if isinstance(cm, TableCostModel):
         return _prune_to_latency(
-            model, example, candidates, scores, target, cm, floors, steps, cost_power, fresh,
-            groups, floor_plan, floor_ms,
+            model, example, candidates, scores, np_scores, target, cm, floors, steps, cost_power,
+            fresh, groups, floor_plan, floor_ms,
         )  # fmt: skip
     goal = target.absolute
     best: _Attempt | None = None
@@ -375,6 +375,7 @@ def _prune_to_latency(
     example: torch.Tensor,
     candidates: list[Group],
     scores: list[torch.Tensor],
+    np_scores: list[np.ndarray],
     target: _Target,
     table: TableCostModel,
     floors: np.ndarray,
@@ -390,7 +391,6 @@ def _prune_to_latency(
     where the tables are not (per-call overheads, kernels that change with the width, tables
     timed under load). Every try is a fresh prune timed beside the dense model; the closest try
     is kept, its note says whether it is within the tolerance."""
-    np_scores = [s.double().cpu().numpy() for s in scores]
     dense_flops = float(count_flops(model, _shape(example)))
     flops = CostModel.build(model, candidates, example, "flops", dense_flops)
     aim = target.absolute
