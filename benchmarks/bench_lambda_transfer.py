@@ -38,21 +38,19 @@ from typing import Any
 
 import torch
 from _common import RESULTS_DIR, Col, machine_info, print_header, print_table, write_results
+from bench_ssl_types import ssl_penalty, train
 
 from sslsearch.config import DataConfig, Recipe
 from sslsearch.data import load_datasets
 from sslsearch.errors import NotPrunableError
 from sslsearch.models import create_model
-from sslsearch.pruning import build_penalty, prune, sparsity_report
+from sslsearch.pruning import prune, sparsity_report
 from sslsearch.registry import SSL_WEIGHTINGS
 from sslsearch.trial._train import (
     NonFiniteLoss,
     evaluate,
-    lr_at,
-    make_optimizer,
     recalibrate_bn,
     seed_everything,
-    train_one_epoch,
 )
 
 NETWORKS = {  # arch -> image size (None: digits' native 8x8)
@@ -115,33 +113,8 @@ def run_one(
     example = torch.zeros(1, data.channels, data.image_size, data.image_size)
     seed_everything(seed)
     model = create_model(arch, data.num_classes, data.channels)
-    pen = None
-    if lam > 0:
-        calib = data.train.batches(
-            rec.batch_size, shuffle=True, augment=False, seed=seed, device=dev
-        )
-        pen = build_penalty(
-            model, "filter_wise", lam, weighting=weighting, example_inputs=example, batches=calib
-        )
-    opt = make_optimizer(model, rec.lr, rec)
-    steps = math.ceil(len(data.train) / rec.batch_size)
-    for epoch in range(rec.epochs):
-        batches = data.train.batches(
-            rec.batch_size, shuffle=True, augment=True, seed=seed * 1000 + epoch, device=dev
-        )
-        train_one_epoch(
-            model,
-            batches,
-            opt,
-            lr_fn=lambda p: lr_at(p, rec.lr, rec.epochs, rec, rec.warmup_epochs),
-            steps_per_epoch=steps,
-            epoch=epoch,
-            penalty=pen,
-            label_smoothing=0.0,
-            device=dev,
-        )
-        if pen is not None:
-            pen.flush_()
+    pen = ssl_penalty(model, data, rec, "filter_wise", lam, weighting, seed, example)
+    train(model, data, rec, rec.epochs, rec.lr, pen, seed, warmup=rec.warmup_epochs)
     ssl_top1 = evaluate(model, data.test, batch_size=256, device=dev).top1
     # the SSL model with the BN re-estimation a pruned one gets: a short run leaves running
     # statistics behind fast-shrinking weights, and the comparison is then about pruning alone

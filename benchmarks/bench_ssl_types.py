@@ -85,8 +85,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def ssl_penalty(
+    model: nn.Module,
+    data: Any,
+    rec: Recipe,
+    ssl_type: str,
+    lam: float,
+    weighting: str,
+    seed: int,
+    example: torch.Tensor,
+) -> Any:
+    """The trial's penalty for ``model`` (None at lambda 0), its weights measured on training
+    batches as the trial measures them."""
+    if lam <= 0:
+        return None
+    calib = data.train.batches(
+        rec.batch_size, shuffle=True, augment=False, seed=seed, device=torch.device("cpu")
+    )
+    return build_penalty(
+        model, ssl_type, lam, weighting=weighting, example_inputs=example, batches=calib
+    )
+
+
 def train(
-    model: nn.Module, data: Any, rec: Recipe, epochs: int, lr: float, pen: Any, seed: int
+    model: nn.Module,
+    data: Any,
+    rec: Recipe,
+    epochs: int,
+    lr: float,
+    pen: Any,
+    seed: int,
+    warmup: float = 0.0,
 ) -> None:
     opt = make_optimizer(model, lr, rec)
     steps = math.ceil(len(data.train) / rec.batch_size)
@@ -99,7 +128,7 @@ def train(
             model,
             batches,
             opt,
-            lr_fn=lambda p: lr_at(p, lr, epochs, rec, 0.0),
+            lr_fn=lambda p: lr_at(p, lr, epochs, rec, warmup),
             steps_per_epoch=steps,
             epoch=epoch,
             penalty=pen,
@@ -163,17 +192,9 @@ def run_one(
     data = load_datasets(DataConfig(name="digits"))
     rec = Recipe(epochs=args.epochs, finetune_epochs=args.finetune_epochs)
     example = torch.zeros(1, data.channels, data.image_size, data.image_size)
-    dev = torch.device("cpu")
     seed_everything(seed)
     model = create_model(arch, data.num_classes, data.channels)
-    pen = None
-    if lam > 0:
-        calib = data.train.batches(
-            rec.batch_size, shuffle=True, augment=False, seed=seed, device=dev
-        )
-        pen = build_penalty(
-            model, ssl_type, lam, weighting=args.weighting, example_inputs=example, batches=calib
-        )
+    pen = ssl_penalty(model, data, rec, ssl_type, lam, args.weighting, seed, example)
     plain = _PLAIN.get((arch, seed)) if lam == 0 else None
     if plain is not None:  # lambda = 0 trains the same model for every type
         model.load_state_dict(plain)
