@@ -52,6 +52,25 @@ def _pids_mentioning(text: str) -> list[int]:
     return pids
 
 
+def _with_descendants(roots: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name may hold spaces and ')'
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out and pid != os.getpid():
+            out.add(pid)
+            todo.extend(children.get(pid, []))
+    return out
+
+
 class Cluster:
     """A head node and worker nodes started with `ray start --block`, each in its own session."""
 
@@ -152,8 +171,13 @@ class Cluster:
         return str(json.loads(out.stdout.strip().splitlines()[-1])[0])
 
     def kill_node(self, name: str) -> list[int]:
-        """SIGKILL every process of one node (its raylet, workers, agents), by PID."""
-        pids = sorted(set([*_pids_mentioning(str(self.root / name)), self.procs[name].pid]))
+        """SIGKILL every process of one node (its raylet, workers, agents), by PID.
+
+        A worker renames itself (``ray::...``), so its command line no longer names the node's
+        temp dir: the node's processes are the ones that name it and all their descendants,
+        collected before anything is killed (a killed parent's children are re-parented)."""
+        roots = {*_pids_mentioning(str(self.root / name)), self.procs[name].pid}
+        pids = sorted(_with_descendants(roots))
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -161,6 +185,8 @@ class Cluster:
         return pids
 
     def stop(self) -> None:
+        alive = {p.pid for p in self.procs.values() if p.poll() is None}
+        ours = _with_descendants({*_pids_mentioning(str(self.root)), *alive})
         for name in reversed(list(self.procs)):
             p = self.procs[name]
             if p.poll() is None:
@@ -169,7 +195,7 @@ class Cluster:
                     p.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
-        for pid in _pids_mentioning(str(self.root)):  # anything that outlived its node
+        for pid in ours | set(_pids_mentioning(str(self.root))):  # anything that outlived its node
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
