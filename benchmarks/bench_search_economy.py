@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import shutil
 import tempfile
 import time
@@ -40,10 +41,24 @@ from _common import Col, machine_info, median, print_header, print_table, write_
 from sslsearch.report import hypervolume, to_minimization
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_SPACE = ROOT / "search_spaces" / "default.yaml"
 OLD = ["economy.points_per_ssl=1", "sampler.name=tpe", "early_stopping.enabled=false"]
 NEW = ["economy.points_per_ssl=4", "sampler.name=auto"]
 SCHEMES: dict[str, list[str]] = {
+    # issue 20: today's default (4 points per SSL model on fixed spread stops, GP) against the
+    # screen (each SSL model pruned at 16 budgets, the 4 that add the most hypervolume tuned)
+    "spread": ["economy.points_per_ssl=4", "economy.screen=0"],
+    "screen": ["economy.points_per_ssl=4", "economy.screen=16"],
+    # plus multi-fidelity: SSL models screened at 1/4 and 1/2 of their SSL epochs, the better
+    # half by hypervolume contribution go on; twice the points asked (stopped ones are cheap)
+    "screen_mf": [
+        "economy.points_per_ssl=4",
+        "economy.screen=16",
+        "economy.rungs=[0.25,0.5]",
+        "economy.keep=0.5",
+        "budget.num_samples=32",
+    ],
     "old": OLD,
     "new": [*NEW, "early_stopping.enabled=false"],
     "new_es": [*NEW, "early_stopping.enabled=true", "early_stopping.grace_epochs=1"],
@@ -67,17 +82,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="summarise the runs of an earlier result file again (no search is run)",
     )
     p.add_argument(
-        "--schemes",
-        nargs="+",
-        default=["old", "new", "new_es", "new_k2", "old_gp"],
-        choices=list(SCHEMES),
+        "--schemes", nargs="+", default=["spread", "screen", "screen_mf"], choices=list(SCHEMES)
     )
-    p.add_argument("--num-samples", type=int, default=16, help="points of an old-scheme search")
+    p.add_argument(
+        "--baseline",
+        default="spread",
+        choices=list(SCHEMES),
+        help="the scheme the others are compared with (issue 12's runs: old)",
+    )
+    p.add_argument("--num-samples", type=int, default=16, help="points of a search")
     p.add_argument(
         "--new-samples",
         type=int,
         default=32,
-        help="points of a new-scheme search (a point costs less: about the same wall time)",
+        help="points of a new* scheme search (issue 12: a point costs less, same wall time)",
     )
     p.add_argument("--space", default=str(DEFAULT_SPACE))
     p.add_argument("--set", action="append", default=[], help="extra key=value for every run")
@@ -129,6 +147,13 @@ def time_to(c: list[dict[str, float]], hv: float) -> float | None:
     return None
 
 
+def kendall(pairs: list[list[float]]) -> float | None:
+    """Kendall's tau-b of (screened, final) top-1 pairs (None under 3 pairs)."""
+    from sslsearch.report import screen_agreement
+
+    return screen_agreement([{"screen_top1": a, "top1": b, "status": "ok"} for a, b in pairs])[0]
+
+
 def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dict[str, Any]:
     from sslsearch.search import SearchOptions, run_search
 
@@ -137,7 +162,7 @@ def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dic
         f"name={name}",
         f"storage_path={base}",
         f"sampler.seed={seed}",
-        f"budget.num_samples={args.num_samples if scheme.startswith('old') else args.new_samples}",
+        f"budget.num_samples={args.new_samples if scheme.startswith('new') else args.num_samples}",
         *COMMON,
         *SCHEMES[scheme],
         *args.set,
@@ -150,6 +175,8 @@ def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dic
     rows = pq.read_table(io.BytesIO(Path(out.trials_path).read_bytes())).to_pylist()
     rows = [r for r in rows if r.get("role", "search") == "search" and not r.get("confirm_of")]
     c = curve(rows, t0)
+    exp = Path(out.trials_path).parent
+    screens = [json.loads(f.read_text()) for f in exp.glob("jobs/*/screen.json")]
     return {
         "scheme": scheme,
         "seed": seed,
@@ -161,7 +188,20 @@ def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dic
         "ssl_trainings": c[-1]["ssl_trainings"] if c else 0,
         "curve": c,
         "counts": out.counts,
+        # (screened val top-1, final val top-1) of every fine-tuned point with a screen
+        "screen_pairs": [
+            [r["screen_top1"], r["top1"]]
+            for r in rows
+            if r["status"] == "ok" and r.get("screen_top1") is not None
+        ],
+        "screen_seconds": sum(float(x.get("seconds", 0.0)) for x in screens),
+        "screened_values": sum(len(x.get("rows", [])) for x in screens),
     }
+
+
+def _runs_file(args: argparse.Namespace) -> Path:
+    out = Path(args.out) if args.out else RESULTS / "bench_search_economy.json"
+    return out.with_suffix(".runs.jsonl")
 
 
 def run_all(args: argparse.Namespace, seeds: list[int]) -> list[dict[str, Any]]:
@@ -176,6 +216,8 @@ def run_all(args: argparse.Namespace, seeds: list[int]) -> list[dict[str, Any]]:
             for scheme in args.schemes:
                 r = run_one(args, scheme, seed, base)
                 runs.append(r)
+                with open(_runs_file(args), "a") as f:  # each run kept as soon as it ends
+                    f.write(json.dumps(r) + "\n")
                 print(
                     f"seed {seed} {scheme:7s}: {r['wall_s']:.0f}s, HV {r['final_hv']:.4f}, "
                     f"{r['points_ok']} ok / {r['points_stopped']} stopped, "
@@ -196,18 +238,18 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     runs: list[dict[str, Any]] = []
     if args.from_json:
-        import json
-
-        earlier = json.loads(Path(args.from_json).read_text())
-        runs = [
-            r
-            for r in earlier["results"]["runs"]
-            if r["scheme"] in args.schemes and r["seed"] in seeds
-        ]
-        args.measured = (
-            f"runs measured {earlier['started_at']} by `{earlier['command']}` "
-            f"(load average at the end {earlier.get('load_average_at_end')}); summarised again"
-        )
+        src = Path(args.from_json)
+        if src.suffix == ".jsonl":  # the runs of an interrupted or earlier run, one per line
+            found = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+            args.measured = f"runs read from {src.name} (written as each search ended)"
+        else:
+            earlier = json.loads(src.read_text())
+            found = earlier["results"]["runs"]
+            args.measured = (
+                f"runs measured {earlier['started_at']} by `{earlier['command']}` (load "
+                f"average at the end {earlier.get('load_average_at_end')}); summarised again"
+            )
+        runs = [r for r in found if r["scheme"] in args.schemes and r["seed"] in seeds]
     else:
         runs = run_all(args, seeds)
 
@@ -223,10 +265,15 @@ def main(argv: list[str] | None = None) -> None:
             "ssl": median([r["ssl_trainings"] for r in mine]),
             "stopped": median([r["points_stopped"] for r in mine]),
         }
-        if scheme != "old" and "old" in args.schemes:
+        taus = [kendall(r.get("screen_pairs") or []) for r in mine]
+        taus = [t for t in taus if t is not None]
+        if taus:
+            row["tau"] = median(taus)
+            row["tau_range"] = f"{min(taus):.2f}..{max(taus):.2f}"
+        if scheme != args.baseline and args.baseline in args.schemes:
             fracs, ahead, ahead_after = [], [], []
             for seed in seeds:
-                old, new = by[("old", seed)], by[(scheme, seed)]
+                old, new = by[(args.baseline, seed)], by[(scheme, seed)]
                 t = time_to(new["curve"], old["final_hv"])
                 fracs.append(t / old["last_point_s"] if t is not None else float("inf"))
                 grid = sorted([p["t"] for p in old["curve"]] + [p["t"] for p in new["curve"]])
@@ -249,14 +296,17 @@ def main(argv: list[str] | None = None) -> None:
         Col("final_hv", "final HV", ".4f"),
         Col("ssl", "SSL trainings", ".0f"),
         Col("stopped", "stopped points", ".0f"),
-        Col("time_to_old_hv", "time to old's final HV / old's time", ".2f"),
-        Col("min_hv_lead", "min HV lead over old at equal time", "+.4f"),
+        Col("time_to_old_hv", "time to baseline's final HV / its time", ".2f"),
+        Col("min_hv_lead", "min HV lead over baseline at equal time", "+.4f"),
         Col("min_hv_lead_after", "same, once both have a point", "+.4f"),
+        Col("tau", "Kendall tau screen vs final (median)", ".2f"),
+        Col("tau_range", "tau range", ""),
     ]
     print_table(
         table,
         cols,
-        f"median of {args.seeds} seeds; old: {args.num_samples} points, new: {args.new_samples}",
+        f"median of {args.seeds} seeds; {args.num_samples} points a search (new*: "
+        f"{args.new_samples}); baseline {args.baseline}",
     )
     write_results(
         "bench_search_economy",
@@ -289,6 +339,9 @@ def _plot(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = {
+        "spread": "tab:gray",
+        "screen": "tab:orange",
+        "screen_mf": "tab:brown",
         "old": "tab:gray",
         "new": "tab:blue",
         "new_es": "tab:green",

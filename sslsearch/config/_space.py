@@ -188,10 +188,40 @@ class Economy:
     """
 
     points_per_ssl: int = 4
+    # > 0: after SSL training each job prunes its SSL model at this many values spread over
+    # the space's amount range (plus the sampler's own), measures validation top-1 right after
+    # pruning (BN re-estimated, no fine-tune: seconds each) and fine-tunes the points_per_ssl
+    # values that add the most hypervolume; 0: the points take fixed stops (_params.spread)
+    screen: int = 0
+    # multi-fidelity (needs screen): at these fractions of the SSL epochs each job screens its
+    # SSL model part-way and goes on only if its screen ranks in the best `keep` share of the
+    # SSL models screened at that point (hypervolume contribution; search/_fidelity.py); a
+    # stopped model's points are never fine-tuned. (): off
+    rungs: tuple[float, ...] = ()
+    keep: float = 0.5
 
     def check(self) -> None:
+        if any(not 0.0 < f < 1.0 for f in self.rungs) or list(self.rungs) != sorted(
+            set(self.rungs)
+        ):
+            raise ConfigError(
+                "rungs",
+                f"must be increasing fractions of the SSL epochs in (0, 1), got {list(self.rungs)}",
+            )
+        if not 0.0 < self.keep < 1.0:
+            raise ConfigError("keep", f"must be a share in (0, 1), got {self.keep}")
+        if self.rungs and not self.screen:
+            raise ConfigError("rungs", "multi-fidelity judges screens: set economy.screen too")
         if self.points_per_ssl < 1:
             raise ConfigError("points_per_ssl", f"must be >= 1, got {self.points_per_ssl}")
+        if self.screen < 0 or self.screen == 1:
+            raise ConfigError("screen", f"must be 0 (off) or >= 2 values, got {self.screen}")
+        if self.screen and self.points_per_ssl > self.screen:
+            raise ConfigError(
+                "screen",
+                f"screens {self.screen} values but fine-tunes points_per_ssl "
+                f"{self.points_per_ssl} of them: screen at least as many",
+            )
 
 
 @dataclass(frozen=True)
@@ -259,12 +289,29 @@ class SearchSpace:
                 "params.blocks",
                 f"with {amounts[0]}, depth_wise removes blocks to the budget: drop blocks",
             )
+        if self.economy.screen:
+            self._check_screen(amounts)
         if self.reference.baseline == "weights" and not self.weights:
             raise ConfigError(
                 "reference.baseline", "'weights' measures the space's weights, but it has none"
             )
         if self.weights is not None and not self.weights.strip():
             raise ConfigError("weights", "empty path (leave the key out to train from scratch)")
+
+    def _check_screen(self, amounts: list[str]) -> None:
+        key = "economy.screen"
+        if not amounts or not isinstance(param_spec(amounts[0], self.params[amounts[0]]), Range):
+            raise ConfigError(
+                key,
+                "screens the range of a searched flops_budget, params_budget or ratio; this "
+                "space searches none (set screen: 0)",
+            )
+        if amounts[0] == "latency_budget":
+            raise ConfigError(
+                key,
+                "latency budgets are not screened (every value would be timed): search "
+                "flops_budget, or set screen: 0",
+            )
 
     def param_specs(self) -> dict[str, Range | Choices | Any]:
         return {k: param_spec(k, v) for k, v in self.params.items()}

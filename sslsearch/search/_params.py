@@ -16,6 +16,7 @@ from sslsearch.config import (
     space_from_mapping,
 )
 from sslsearch.registry import DEFAULT_SSL_WEIGHTING, MIN_WIDTH_SHARE
+from sslsearch.trial import SCREEN_KEYS
 
 
 def _suggest(trial: Any, name: str, spec: Range | Choices) -> Any:
@@ -108,6 +109,21 @@ def spread_params(space: SearchSpace, first: dict[str, Any], i: int, k: int) -> 
         for n in SPREAD_PARAMS
         if isinstance(spec := specs.get(n), Range) and n in first
     }
+
+
+def screen_grid(space: SearchSpace) -> tuple[str, tuple[float, ...]] | None:
+    """The amount a job screens and the values: ``economy.screen`` evenly spaced stops of its
+    range on the range's own scale (log or linear), both ends included; None: no screen."""
+    n = space.economy.screen
+    key = next((k for k in SCREEN_KEYS if k in space.params), None)
+    spec = space.param_specs().get(key) if key else None
+    if not n or key is None or not isinstance(spec, Range):
+        return None
+    lo, hi = (math.log(spec.low), math.log(spec.high)) if spec.log else (spec.low, spec.high)
+    stops = [lo + j * (hi - lo) / (n - 1) for j in range(n)]
+    values = [math.exp(v) if spec.log else v for v in stops]
+    values[0], values[-1] = spec.low, spec.high  # exactly: exp(log(0.03)) is 0.0299999...
+    return key, tuple(float(min(max(v, spec.low), spec.high)) for v in values)
 
 
 def ssl_params(space: SearchSpace) -> set[str]:

@@ -57,23 +57,32 @@ def sampler_name(space: SearchSpace) -> str:
 
 
 def startup_trials(space: SearchSpace) -> int:
+    """SSL models (jobs, Tune trials) proposed at random before the sampler's model is used:
+    ``sampler.n_startup_trials``, else a third of the search's SSL models, 2 to 10. Counted in
+    SSL models, not points: the points of one job are not independent choices (forced spread
+    stops or the screen's), so counting them ended the random start after one lambda."""
     s = space.sampler
-    n = space.budget.num_samples
-    startup = s.n_startup_trials if s.n_startup_trials is not None else max(2, min(10, n // 3))
-    k = points_per_ssl(space)
-    if s.n_startup_trials is None and k > 1:
-        # the first two trials' points are asked before any finishes: random anyway
-        startup = min(startup, 2 * k)
-    return startup
+    if s.n_startup_trials is not None:
+        return s.n_startup_trials
+    jobs = -(-space.budget.num_samples // points_per_ssl(space))
+    return max(2, min(10, jobs // 3))
 
 
-def make_sampler(space: SearchSpace, name: str | None = None, seed: int | None = None) -> Any:
-    """The Optuna sampler ``name`` (default: the space's) with the space's settings."""
+def make_sampler(
+    space: SearchSpace,
+    name: str | None = None,
+    seed: int | None = None,
+    startup: int | None = None,
+) -> Any:
+    """The Optuna sampler ``name`` (default: the space's) with the space's settings; its own
+    random start-up ``startup`` finished trials (default: ``startup_trials`` SSL models'
+    worth of points; ``SamplerView`` counts SSL models itself and passes 1)."""
     s = space.sampler
     name = name or sampler_name(space)
     seed = s.seed if seed is None else seed
     n = space.budget.num_samples
-    startup = startup_trials(space)
+    if startup is None:
+        startup = startup_trials(space) * points_per_ssl(space)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "random":
@@ -93,6 +102,7 @@ class Record:
     params: dict[str, Any]
     distributions: dict[str, BaseDistribution]
     values: list[float]
+    job: str = ""  # the job (SSL model) it came from
 
 
 def first_fronts(losses: np.ndarray, need: int) -> list[int]:
@@ -135,11 +145,18 @@ class SamplerView:
         self.elite: list[Record] = []
         self.recent: list[Record] = []  # COMPLETE points since the view was last cut, in order
         self.rebuilds = 0
-        self._asked: dict[str, int] = {}  # point id -> its trial in this view, while it runs
+        # point id -> its trial in this view and the parameters it was asked with, while it runs
+        self._asked: dict[str, tuple[int, dict[str, Any]]] = {}
+        # the random start-up counts SSL models (jobs with a finished point), not points
+        self.startup = startup_trials(space) if self.kind in ("gp", "tpe") else 0
+        self.models: set[str] = set()
+        self._random = optuna.samplers.RandomSampler(seed=space.sampler.seed)
         self.study = self._new_study([])
 
     def describe(self) -> str:
         parts = [f"sampler {self.kind}"]
+        if self.startup:
+            parts.append(f"at random until {self.startup} SSL models have finished points")
         if self.gp_max is not None:
             parts.append(f"GP until {self.gp_max} finished points, then TPE")
         if self.max_history is not None:
@@ -153,7 +170,8 @@ class SamplerView:
 
     def _new_study(self, records: list[Record]) -> optuna.Study:
         seed = self.space.sampler.seed + 1000 * self.rebuilds
-        sampler = make_sampler(self.space, self.model, seed)
+        own = 1 if self.kind in ("gp", "tpe") else None  # the view runs the start-up itself
+        sampler = make_sampler(self.space, self.model, seed, startup=own)
         directions = [
             optuna.study.StudyDirection.MAXIMIZE if s < 0 else optuna.study.StudyDirection.MINIMIZE
             for s in self.signs
@@ -173,6 +191,7 @@ class SamplerView:
     def load(self, records: list[Record]) -> None:
         """Start from the finished points of an earlier run (a resumed search), in order."""
         self.finished = len(records)
+        self.models = {r.job for r in records}
         if self.gp_max is not None and self.finished > self.gp_max:
             self.model = "tpe"
         if self.max_history is None:
@@ -219,15 +238,34 @@ class SamplerView:
 
     # ---- asking and telling ------------------------------------------------------------------
 
-    def propose(self, pid: str, fixed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def propose(
+        self, pid: str, fixed: dict[str, Any], random: bool = False
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Point ``pid``'s searched parameters (``fixed`` ones as given, the others the
-        sampler's choice) and all its parameters (the space's fixed values too)."""
+        sampler's choice, or random ones) and all its parameters (the space's fixed values
+        too)."""
         if fixed:
             self.study.enqueue_trial(fixed, skip_if_exists=False)
-        trial = self.study.ask()
-        const = self.define_by_run(trial)
-        self._asked[pid] = trial.number
+        model = self.study.sampler
+        if random or len(self.models) < self.startup:
+            self.study.sampler = self._random  # still in the random start-up
+        try:
+            trial = self.study.ask()
+            const = self.define_by_run(trial)
+        finally:
+            self.study.sampler = model
+        self._asked[pid] = (trial.number, dict(trial.params))
         return dict(trial.params), {**const, **trial.params}
+
+    def withdraw(self, pid: str) -> None:
+        """Forget the proposal of point ``pid`` (closed as FAIL: no sampler learns from it)."""
+        asked = self._asked.pop(pid, None)
+        if asked is not None:
+            self.study.tell(asked[0], None, state=TrialState.FAIL, skip_if_finished=True)
+
+    def in_startup(self) -> bool:
+        """Whether the next proposal is random (fewer SSL models finished than the start-up)."""
+        return len(self.models) < self.startup
 
     def record(
         self,
@@ -237,12 +275,22 @@ class SamplerView:
         state: TrialState,
         values: list[float] | None,
     ) -> None:
-        """Point ``pid`` finished (``values`` when COMPLETE)."""
-        number = self._asked.pop(pid, None)
+        """Point ``pid`` finished (``values`` when COMPLETE). A point that ran with other
+        parameters than it was asked (a screened job chose its amount) is added as what it
+        ran; its asked trial is closed as FAIL, which no sampler learns from."""
+        asked = self._asked.pop(pid, None)
+        number = asked[0] if asked is not None else None
+        if asked is not None and asked[1] != dict(params):
+            self.study.tell(asked[0], None, state=TrialState.FAIL, skip_if_finished=True)
+            number = None
+        job = pid.rsplit("-", 1)[0]
         if state == TrialState.COMPLETE:
             assert values is not None
             self.finished += 1
-            self.recent.append(Record(self.finished, dict(params), dict(distributions), values))
+            self.models.add(job)
+            self.recent.append(
+                Record(self.finished, dict(params), dict(distributions), values, job)
+            )
         if number is not None:
             self.study.tell(number, values, state=state, skip_if_finished=True)
         elif state == TrialState.COMPLETE:

@@ -3,7 +3,10 @@
 A job is one Tune trial's work: one SSL model and the points pruned from it. For a new job the
 sampler (``SamplerView``) proposes the first point (lambda, the ssl type, a pruning choice);
 the other points keep its SSL settings and take the spread values of ``_params.spread``, the
-sampler choosing whatever else is searched (criterion, prune type). The job is written to
+sampler choosing whatever else is searched (criterion, prune type). With ``economy.screen``
+the other points copy the first and the job's screen (``sslsearch.trial._screen``) chooses
+every point's amount after SSL training: a point's real parameters are in its result, and
+that is what its Optuna trial records. The job is written to
 ``jobs/<id>/job.json`` before Tune sees it. When ``budget.num_samples`` points are asked the
 searcher answers ``Searcher.FINISHED``.
 
@@ -35,12 +38,19 @@ from sslsearch.search._experiment import (
     Job,
     point_id,
     point_names,
+    point_result,
     read_error,
     read_jobs,
     write_job,
     write_point_result,
 )
-from sslsearch.search._params import define_by_run, points_per_ssl, spread_params, ssl_params
+from sslsearch.search._params import (
+    define_by_run,
+    points_per_ssl,
+    screen_grid,
+    spread_params,
+    ssl_params,
+)
 from sslsearch.search._sampler import Record, SamplerView
 from sslsearch.search._study import StudyBook
 from sslsearch.search._trainable import POINT_KEY
@@ -48,6 +58,12 @@ from sslsearch.search._trainable import POINT_KEY
 log = logging.getLogger(__name__)
 
 LOST = "its Tune trial failed for good (the worker or its node died, or it raised: Ray's logs)"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-12)
+    return bool(a == b)
 
 
 class PointSearcher(Searcher):
@@ -75,6 +91,7 @@ class PointSearcher(Searcher):
         self.space = space_from_mapping(self.space_dict)
         self.define_by_run = define_by_run(self.space)
         self.per_job = points_per_ssl(self.space)
+        self.screened = screen_grid(self.space) is not None
         self.budget = self.space.budget.num_samples
         self.book: StudyBook | None = None
         self.view: SamplerView | None = None
@@ -121,7 +138,7 @@ class PointSearcher(Searcher):
         ]
         view = SamplerView(self.space, self.define_by_run)
         records = book.complete_records()
-        view.load([Record(i + 1, p, d, v) for i, (p, d, v) in enumerate(records)])
+        view.load([Record(i + 1, p, d, v, job) for i, (p, d, v, job) in enumerate(records)])
         book.view = view
         self.book, self.view = book, view
         if self.jobs:
@@ -159,9 +176,19 @@ class PointSearcher(Searcher):
         assert self.book is not None and self.view is not None
         t0 = time.process_time()
         first, params = self.view.propose(point_id(job_id, 0), {})
-        points: list[dict[str, Any]] = [{"trial_id": point_id(job_id, 0), "params": params}]
         shared = {n: v for n, v in first.items() if n in ssl_params(self.space)}
+        if shared and self._same_ssl_as_a_job(shared):
+            # GP does not see running jobs: asked twice before either finished, it proposes
+            # the same lambda (often a bound) twice, the same SSL model and points again
+            self.view.withdraw(point_id(job_id, 0))
+            first, params = self.view.propose(point_id(job_id, 0), {}, random=True)
+            shared = {n: v for n, v in first.items() if n in ssl_params(self.space)}
+            log.info("job %s: the sampler repeated an SSL setting; a random one instead", job_id)
+        points: list[dict[str, Any]] = [{"trial_id": point_id(job_id, 0), "params": params}]
         for i in range(1, k):
+            if self.screened:  # the screen chooses every point's amount after SSL training
+                points.append({"trial_id": point_id(job_id, i), "params": dict(params)})
+                continue
             fixed = {**shared, **spread_params(self.space, first, i, k)}
             _, params = self.view.propose(point_id(job_id, i), fixed)
             points.append({"trial_id": point_id(job_id, i), "params": params})
@@ -172,6 +199,14 @@ class PointSearcher(Searcher):
         self.jobs[job_id] = job
         self.ask_seconds += time.process_time() - t0
         return job
+
+    def _same_ssl_as_a_job(self, shared: dict[str, Any]) -> bool:
+        """Whether a job of the experiment already has these searched SSL settings."""
+        for job in self.jobs.values():
+            have = job.points[0]["params"] if job.points else {}
+            if all(_same(have.get(n), v) for n, v in shared.items()):
+                return True
+        return False
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if result.get("final") and result.get(POINT_KEY):
@@ -222,6 +257,9 @@ class PointSearcher(Searcher):
             for i, p in todo:
                 pid = str(p["trial_id"])
                 if self.book.sync([pid]).done:  # finished after all (its report came late)
+                    continue
+                if point_result(self.exp_dir, pid) is not None:  # on disk, never overwritten
+                    log.warning("point %s has a result the study could not take: kept", pid)
                     continue
                 result = {
                     **p["params"],

@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 
 from sslsearch.config import Choices, Range, SearchSpace
 from sslsearch.search._experiment import point_result
+from sslsearch.search._params import SPREAD_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,17 @@ def distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, BaseD
     return out
 
 
+def chosen_params(result: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
+    """The pruning amounts a point really ran with, where they differ from what it was asked
+    (a screened job chooses each point's amount after SSL training: its result has it)."""
+    out = {}
+    for k in SPREAD_PARAMS:
+        v = result.get(k)
+        if k in asked and v is not None and math.isfinite(float(v)) and float(v) >= 0:
+            out[k] = int(v) if k == "blocks" else float(v)
+    return out
+
+
 @dataclass
 class SyncCounts:
     added: int = 0  # results added to the study now
@@ -147,11 +159,16 @@ class StudyBook:
 
     def complete_records(
         self,
-    ) -> list[tuple[dict[str, Any], dict[str, BaseDistribution], list[float]]]:
-        """Every COMPLETE trial's parameters, distributions and values, in order (once, when
-        a search opens, for the sampler's view)."""
+    ) -> list[tuple[dict[str, Any], dict[str, BaseDistribution], list[float], str]]:
+        """Every COMPLETE trial's parameters, distributions, values and job id, in order (once,
+        when a search opens, for the sampler's view)."""
         return [
-            (dict(t.params), dict(t.distributions), list(t.values))
+            (
+                dict(t.params),
+                dict(t.distributions),
+                list(t.values),
+                str(t.user_attrs.get(JOB_ID_ATTR)),
+            )
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         ]
 
@@ -161,6 +178,7 @@ class StudyBook:
         job_id, params = self.asked.pop(
             pid, (str(result.get("job_id") or pid.rsplit("-", 1)[0]), result)
         )
+        params = {**params, **chosen_params(result, params)}
         dists = distributions(self.space, params)
         searched = {k: params[k] for k in dists}
         attrs = {POINT_ID_ATTR: pid, JOB_ID_ATTR: job_id}

@@ -21,8 +21,9 @@ from sslsearch.search._experiment import (
     job_dir,
     write_error,
 )
-from sslsearch.search._params import trial_config
-from sslsearch.trial import run_points
+from sslsearch.search._fidelity import make_promote
+from sslsearch.search._params import screen_grid, trial_config
+from sslsearch.trial import Rungs, ScreenSpec, run_points, rung_epochs
 from sslsearch.trial._early import FrontStop
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ def _front_stop(space: Any, points_dir: str) -> FrontStop | None:
             points_dir, objectives, margin=es.margin, grace_epochs=es.grace_epochs
         )
     return _FRONT_STOPS[key]
+
+
+def objectives_of(space: SearchSpace) -> list[tuple[str, str]]:
+    return [(o.metric, o.direction) for o in space.objectives]
 
 
 def make_trainable(
@@ -97,6 +102,14 @@ def make_trainable(
             tune.report(flat)
 
         run = runner or run_points
+        grid = screen_grid(space)
+        screen: dict[str, Any] = {}
+        if grid is not None:
+            screen["screen"] = ScreenSpec(grid[0], grid[1], tuple(objectives_of(space)))
+            epochs = rung_epochs(space.economy.rungs, space.recipe.epochs)
+            if epochs:
+                promote = make_promote(exp_dir, job_id, space.economy.keep, objectives_of(space))
+                screen["rungs"] = Rungs(epochs, promote)
         try:
             run(
                 cfgs,
@@ -106,6 +119,7 @@ def make_trainable(
                 point_ids=[str(p["trial_id"]) for p in points],
                 points_dir=points_dir,
                 stop=_front_stop(space, points_dir),
+                **screen,
             )
         except Exception:
             write_error(exp_dir, job_id, traceback.format_exc())  # the driver names it

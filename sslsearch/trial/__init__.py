@@ -13,6 +13,7 @@ from sslsearch.trial._baseline import (
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._distill import Distiller, distill_kl, read_teacher
 from sslsearch.trial._early import dominated_reason
+from sslsearch.trial._fidelity import Promote, Rungs, rung_epochs, rung_file
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
 from sslsearch.trial._pipeline import (
     TrialResult,
@@ -24,6 +25,14 @@ from sslsearch.trial._pipeline import (
 )
 from sslsearch.trial._point import describe
 from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_VERSION, Report, StopCheck
+from sslsearch.trial._screen import (
+    SCREEN_FILE,
+    SCREEN_KEYS,
+    ScreenSpec,
+    choose,
+    contributions,
+    own_hypervolume,
+)
 from sslsearch.trial._ssl import SSLModel, ssl_model_id, train_ssl_model
 from sslsearch.trial._state import HISTORY_FILE, StateStore, read_history
 from sslsearch.trial._train import EvalStats, NonFiniteLoss, evaluate, pick_device
@@ -40,20 +49,27 @@ __all__ = [
     "HISTORY_FILE",
     "MODEL_FILE",
     "RESULT_FILE",
+    "SCREEN_FILE",
+    "SCREEN_KEYS",
     "STATE_VERSION",
     "Distiller",
     "EvalStats",
     "FinetuneResult",
     "NonFiniteLoss",
+    "Promote",
     "Report",
+    "Rungs",
     "SSLCache",
     "SSLModel",
+    "ScreenSpec",
     "StateStore",
     "StopCheck",
     "TrialResult",
     "baseline_config",
     "check_combination",
     "check_user_parts",
+    "choose",
+    "contributions",
     "describe",
     "distill_kl",
     "dominated_reason",
@@ -61,6 +77,7 @@ __all__ = [
     "finetune",
     "load_weights",
     "measure_weights_baseline",
+    "own_hypervolume",
     "pick_device",
     "point_id",
     "read_history",
@@ -69,6 +86,8 @@ __all__ = [
     "run_baseline",
     "run_points",
     "run_trial",
+    "rung_epochs",
+    "rung_file",
     "ssl_model_id",
     "stored_point",
     "train_ssl_model",

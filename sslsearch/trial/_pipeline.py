@@ -27,6 +27,7 @@ from sslsearch import storage
 from sslsearch.config import TrialConfig
 from sslsearch.models import save_model
 from sslsearch.storage import write_text_atomic
+from sslsearch.trial._fidelity import Rungs, rung_hook
 from sslsearch.trial._point import (
     base_final,
     finetune_point,
@@ -41,8 +42,11 @@ from sslsearch.trial._run import (
     PointStopped,
     Report,
     Run,
+    SSLStopped,
     StopCheck,
 )
+from sslsearch.trial._screen import SCREEN_FILE, SCREEN_KEYS, ScreenSpec, choose, screen_model
+from sslsearch.trial._screen import screen_record as _screen_record
 from sslsearch.trial._ssl import SSLModel, load_ssl_model, train_ssl_model
 from sslsearch.trial._state import StateStore
 from sslsearch.trial._train import NonFiniteLoss
@@ -132,6 +136,8 @@ def run_points(
     point_ids: Sequence[str] | None = None,
     points_dir: str | None = None,
     stop: StopCheck | None = None,
+    screen: ScreenSpec | None = None,
+    rungs: Rungs | None = None,
 ) -> list[TrialResult]:
     """Train (or reuse) one SSL model, then prune, fine-tune and measure each point from it.
 
@@ -148,6 +154,13 @@ def run_points(
             (a directory or an object-store URI); a point already there is not run again.
         stop: early stopping, asked after each fine-tuning epoch (never during SSL training)
             with the point's optimistic metrics; a reason ends the point as ``stopped``.
+        screen: screen the SSL model at ``screen.values`` first and give the points the
+            values that add the most hypervolume (``_screen``); each point's amount is then
+            its chosen value, whatever ``cfgs`` asked. The screen goes to
+            ``<state_dir>/screen.json``.
+        rungs: multi-fidelity (needs ``screen``): at each rung's SSL epoch the SSL model is
+            screened as it is and ``rungs.promote`` says whether it goes on; a stopped one's
+            points end ``stopped`` (``stopped_by: multi_fidelity``), never fine-tuned.
 
     Returns:
         One TrialResult per point, in order.
@@ -159,6 +172,8 @@ def run_points(
     points = [c if isinstance(c, TrialConfig) else TrialConfig.from_dict(c) for c in cfgs]
     if not points:
         raise ValueError("run_points needs at least one point")
+    if rungs is not None and screen is None:
+        raise ValueError("multi-fidelity rungs judge screens: give run_points a screen")
     for c in points:
         validate_trial(c)
     _same_ssl(points)
@@ -182,10 +197,22 @@ def run_points(
     ssl: SSLModel | None = None
     try:
         if resume is None or resume["phase"] == "ssl":
-            ssl = train_ssl_model(run, resume)
+            hook = None
+            if rungs is not None and screen is not None:
+                hook = rung_hook(run, points[0], screen, rungs, state_dir)
+            ssl = train_ssl_model(run, resume, hook)
             resume = None
         else:
             ssl = load_ssl_model(run)
+    except SSLStopped as e:
+        log.info("%s", e)
+        for i in range(run.point, len(points)):
+            run.point = i
+            run.extra = {}
+            final = {**base_final(run, points[i], None), "status": "stopped", "error": str(e)}
+            final["stopped_by"] = "multi_fidelity"
+            _point_done(run, points, ids, points_dir, final, None)
+        return _results(run)
     except NonFiniteLoss as e:
         reason = f"SSL training failed: {e}"
         log.warning("%s", reason)
@@ -202,6 +229,9 @@ def run_points(
             )
         return _results(run)
 
+    if screen is not None:
+        points = _screened(run, points, ids, ssl, screen, state_dir)
+
     while run.point < len(points):
         i = run.point
         cfg = points[i]
@@ -217,10 +247,6 @@ def run_points(
                 model = finetune_point(run, cfg, ssl, None, resume, stop)
             else:
                 model = prune_point(run, cfg, ssl)
-                if stop is not None:
-                    why = stop({**_optimistic_now(run, ssl), "epoch": 0.0})
-                    if why:
-                        raise PointStopped(why)
                 model = finetune_point(run, cfg, ssl, model, None, stop)
             resume = None
             final = measure_point(run, cfg, ssl, model)
@@ -234,14 +260,66 @@ def run_points(
             final = {**base_final(run, cfg, ssl), "status": "stopped", "error": str(e)}
         final["trial_seconds"] = time.perf_counter() - started
         final["started_at"] = started_at
+        final.update(_screen_columns(run))
         _point_done(run, points, ids, points_dir, final, model)
     return _results(run)
 
 
-def _optimistic_now(run: Run, ssl: SSLModel) -> dict[str, float]:
-    from sslsearch.trial._point import optimistic
+def _screened(
+    run: Run,
+    points: list[TrialConfig],
+    ids: Sequence[str | None],
+    ssl: SSLModel,
+    spec: ScreenSpec,
+    state_dir: str | None,
+) -> list[TrialConfig]:
+    """The points with their amounts chosen by the screen (screened now, or kept in the
+    state of an earlier run of this trial)."""
+    if run.screen is None:
+        t0 = time.perf_counter()
+        asked = points[0].amount().get(spec.key)
+        values = sorted(set(spec.values) | ({float(asked)} if asked is not None else set()))
+        rows = screen_model(
+            run, points[0], ssl, ScreenSpec(spec.key, tuple(values), spec.objectives)
+        )
+        picks = choose(rows, len(points), spec.objectives)
+        # the sampler's own value, when chosen, stays point 0's; the others by value
+        picks.sort(key=lambda j: (rows[j]["value"] != asked, rows[j]["value"]))
+        for i, j in enumerate(picks):
+            rows[j]["chosen"], rows[j]["point_id"] = True, ids[i]
+        run.screen = {
+            "key": spec.key,
+            "values": [rows[j]["value"] for j in picks],
+            "top1": [rows[j]["top1"] for j in picks],
+            "candidates": len(rows),
+        }
+        seconds = time.perf_counter() - t0
+        log.info(
+            "screened %d values of %s in %.1fs; fine-tuning %s",
+            len(rows),
+            spec.key,
+            seconds,
+            ", ".join(f"{rows[j]['value']:.4g} (val top1 {rows[j]['top1']:.1f})" for j in picks),
+        )
+        if state_dir:
+            record = _screen_record(run, points[0], ssl, spec, rows, seconds)
+            storage.write_text_atomic(storage.join(state_dir, SCREEN_FILE), json.dumps(record))
+        run.checkpoint(run.state("prune", 0, None, None))
+    values = run.screen["values"]
+    return [
+        p.with_(**{**dict.fromkeys(SCREEN_KEYS), run.screen["key"]: v}) if i < len(values) else p
+        for i, (p, v) in enumerate(zip(points, [*values, *[None] * len(points)]))
+    ]
 
-    return optimistic(run, ssl, 0.0)
+
+def _screen_columns(run: Run) -> dict[str, Any]:
+    """A point's screen columns: its screened val top-1 and how many values were screened."""
+    if run.screen is None or run.point >= len(run.screen["values"]):
+        return {"screen_top1": None, "screen_candidates": 0}
+    return {
+        "screen_top1": run.screen["top1"][run.point],
+        "screen_candidates": run.screen["candidates"],
+    }
 
 
 def _point_done(

@@ -104,9 +104,10 @@ def point_seed(seed: int, point: int) -> int:
     return (seed * 1_000_003 + 104_729 * (point + 1)) % (2**31 - 1)
 
 
-def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
-    """Prune a copy of the SSL model with ``cfg``'s choice; costs go to ``run.extra``."""
-    seed_everything(point_seed(cfg.seed, run.point))
+def pruned_copy(run: Run, cfg: TrialConfig, ssl: SSLModel, seed: int) -> tuple[nn.Module, Any]:
+    """A copy of the SSL model pruned with ``cfg``'s choice, its BN statistics re-estimated on
+    training batches drawn with ``seed``; and the pruner's result (``summary()``: costs)."""
+    seed_everything(seed)
     rec = cfg.recipe
     amount = cfg.amount()
     if cfg.prune_type == "depth_wise" and "blocks" in amount:
@@ -134,19 +135,21 @@ def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
     recalibrate_bn(
         model,
         run.data.train.batches(
-            rec.batch_size,
-            shuffle=True,
-            augment=False,
-            seed=point_seed(cfg.seed, run.point),
-            device=run.device,
+            rec.batch_size, shuffle=True, augment=False, seed=seed, device=run.device
         ),
         channels_last=run.channels_last,
     )
+    return model, pruned
+
+
+def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
+    """Prune a copy of the SSL model with ``cfg``'s choice; costs go to ``run.extra``."""
+    model, pruned = pruned_copy(run, cfg, ssl, point_seed(cfg.seed, run.point))
     run.extra = {
         "started_at": run.extra.get("started_at"),
         "prune": pruned.summary(),
         "pruned_top1": evaluate(
-            model, run.data.val, batch_size=rec.eval_batch_size, device=run.device
+            model, run.data.val, batch_size=cfg.recipe.eval_batch_size, device=run.device
         ).top1,
         "size_mb_after": size_mb(model),
         "point_started_at": time.time(),

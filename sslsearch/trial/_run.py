@@ -48,6 +48,10 @@ class PointStopped(Exception):
     """Early stopping ended a point during fine-tuning (never during SSL training)."""
 
 
+class SSLStopped(Exception):
+    """The multi-fidelity rule stopped an SSL model at a rung: its points are never tuned."""
+
+
 def hash_seed(seed: int, phase: str, epoch: int) -> int:
     """A per-(seed, phase, epoch) seed: an epoch's batches depend on nothing else."""
     return (seed * 1_000_003 + (0 if phase == "ssl" else 500_009) + epoch * 7919) % (2**63 - 1)
@@ -100,6 +104,12 @@ class Run:
         self.ssl_weights: dict[str, list[float]] | None = None
         self.meter: SparsityMeter | None = None  # the SSL model's sparsity figures
         self.teachers: dict[str, Teacher] = {}  # teacher files read for the points, by path
+        # the screen's choice (``_screen``): each point's amount and screened top-1; None: not
+        # screened (yet)
+        self.screen: dict[str, Any] | None = None
+        # multi-fidelity: each rung's decision ("ok" or "stopped") and the last reason
+        self.rungs: dict[str, str] = {}
+        self.rung_reason = ""
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -133,6 +143,8 @@ class Run:
             "ssl_model": self.ssl_payload if phase != "ssl" else None,
             "ssl_meta": json.dumps(self.ssl_meta),
             "ssl_weights": json.dumps(self.ssl_weights),
+            "screen": json.dumps(self.screen),
+            "rungs": json.dumps({"done": self.rungs, "reason": self.rung_reason}),
             "train_seconds": self.train_seconds,
             "train_images": self.train_images,
         }
@@ -149,6 +161,9 @@ class Run:
         self.ssl_payload = resume.get("ssl_model")
         self.ssl_meta = json.loads(resume.get("ssl_meta", "{}"))
         self.ssl_weights = json.loads(resume.get("ssl_weights", "null"))
+        self.screen = json.loads(resume.get("screen", "null"))
+        rungs = json.loads(resume.get("rungs", "{}"))
+        self.rungs, self.rung_reason = dict(rungs.get("done", {})), str(rungs.get("reason", ""))
 
     def restore_rng(self, resume: dict[str, Any]) -> None:
         """The random stream as it was at the checkpoint. Called right before training goes on
@@ -166,6 +181,11 @@ class Run:
             self.store.save(state, keep=1 if state["phase"] == "done" else None)
             self.store.write_history(self.history)
         self.report_fn({**self.tags, **metrics})
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Save ``state`` without reporting anything (nothing to resume from without a store)."""
+        if self.store is not None:
+            self.store.save(state)
 
     # ---- epochs ------------------------------------------------------------------------------
 
@@ -214,11 +234,14 @@ class Run:
         penalty: SSLPenalty | None,
         stop_check: Callable[[int, dict[str, Any]], str | None] | None = None,
         distill: Distiller | None = None,
+        after_epoch: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
     ) -> None:
         """Train ``epochs`` epochs, reporting and checkpointing each one.
 
         ``stop_check(epoch, metrics)`` (fine-tuning only) raises PointStopped with its reason;
-        ``distill`` (fine-tuning only) mixes a teacher's outputs into the loss.
+        ``distill`` (fine-tuning only) mixes a teacher's outputs into the loss;
+        ``after_epoch(epoch, model, opt)`` (SSL training: the multi-fidelity rungs) runs after
+        each epoch's checkpoint and may raise SSLStopped.
         """
         cfg, rec = self.cfg, self.cfg.recipe
         assert stop_check is None or phase != "ssl", "early stopping never acts in SSL training"
@@ -269,6 +292,8 @@ class Run:
             lr = lr_at(epoch + 1, base_lr, epochs, rec, warmup)
             metrics = self.epoch_metrics(phase, epoch + 1, epochs, stats, ev, model, lr)
             self.emit(metrics, self.state(phase, epoch + 1, model, opt))
+            if after_epoch is not None:
+                after_epoch(epoch + 1, model, opt)
             if stop_check is not None and epoch + 1 < epochs:
                 reason = stop_check(epoch + 1, metrics)
                 if reason:

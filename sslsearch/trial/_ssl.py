@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,11 +142,18 @@ def calibration_seed(seed: int) -> int:
     return (seed * 1_000_003 + 900_001) % (2**63 - 1)
 
 
-def train_ssl_model(run: Run, resume: dict[str, Any] | None = None) -> SSLModel:
+def train_ssl_model(
+    run: Run,
+    resume: dict[str, Any] | None = None,
+    after_epoch: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
+) -> SSLModel:
     """Load the SSL model from the store, or train it (resuming from an SSL-phase checkpoint).
 
     Every SSL epoch is reported and checkpointed; a stored model's epochs are replayed to the
-    report callback without a checkpoint, so dashboards see the same curve.
+    report callback without a checkpoint, so dashboards see the same curve. ``after_epoch``
+    (the multi-fidelity rungs) runs after each trained epoch, and first at the epoch a
+    resumed training starts from (a run killed during it decides again); it may raise
+    SSLStopped. A stored model has been trained in full: it is not asked.
     """
     cfg, data, rec = run.cfg, run.data, run.cfg.recipe
     store = SSLCache(cfg.cache_dir) if cfg.cache_dir else None
@@ -175,8 +183,10 @@ def train_ssl_model(run: Run, resume: dict[str, Any] | None = None) -> SSLModel:
         start = int(resume["epoch"])
     penalty = _penalty(run, model)
     if resume is not None:
+        if after_epoch is not None and start > 0:
+            after_epoch(start, model, opt)
         run.restore_rng(resume)
-    run.train_phase("ssl", model, opt, start, rec.epochs, rec.lr, penalty)
+    run.train_phase("ssl", model, opt, start, rec.epochs, rec.lr, penalty, after_epoch=after_epoch)
     ssl = _finish(run, key, model, trained=True)
     if store is not None:
         store.put(

@@ -1,0 +1,204 @@
+"""The screen: an SSL model's whole pruning curve, cheaply, before any point is fine-tuned.
+
+After SSL training a job prunes its SSL model at every value of a dense grid over the space's
+amount range (a FLOPs or parameter budget, or a ratio), re-estimates BatchNorm statistics on
+training batches and measures validation top-1: seconds per value, no training. It then
+fine-tunes only the ``k`` values whose screened results add the most hypervolume (greedy
+hypervolume contribution over the space's objectives, each divided by its dense value), so
+the points of an SSL model land where its curve is good rather than on fixed stops.
+
+The screen is written whole to ``<state_dir>/screen.json`` (``SCREEN_FILE``; the report draws
+one curve per SSL model from it) and kept in the trial's state: a job killed after its screen
+resumes with the same choices, one killed during it screens again (no SSL training is redone).
+Screened values are never points: only the chosen ones become rows and Optuna trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sslsearch.config import TrialConfig
+from sslsearch.metrics import size_mb
+from sslsearch.report import hypervolume
+from sslsearch.trial._point import point_seed, pruned_copy
+from sslsearch.trial._run import Run
+from sslsearch.trial._ssl import SSLModel
+from sslsearch.trial._train import evaluate
+
+log = logging.getLogger(__name__)
+
+SCREEN_FILE = "screen.json"
+SCREEN_KEYS = ("flops_budget", "params_budget", "ratio")  # amounts a screen can sweep
+# costs a screened value has, each with the dense value it is divided by
+_COSTS = {"flops": "flops_before", "params": "params_before", "size_mb": "size_mb_before"}
+
+
+@dataclass(frozen=True)
+class ScreenSpec:
+    """What a job screens: ``values`` of the amount ``key``, choosing by ``objectives``
+    (``(metric, direction)``; metrics a screen does not measure, such as latency, are left
+    out of the choice)."""
+
+    key: str
+    values: tuple[float, ...]
+    objectives: tuple[tuple[str, str], ...] = (("top1", "max"), ("flops", "min"))
+
+    def __post_init__(self) -> None:
+        if self.key not in SCREEN_KEYS:
+            raise ValueError(f"a screen sweeps one of {SCREEN_KEYS}, not {self.key!r}")
+        if len(self.values) < 1:
+            raise ValueError("a screen needs at least one value")
+
+
+def screen_model(
+    run: Run, cfg: TrialConfig, ssl: SSLModel, spec: ScreenSpec
+) -> list[dict[str, Any]]:
+    """Prune the SSL model at every value of ``spec`` (BN re-estimated, no fine-tune) and
+    measure each: validation top-1 and exact costs, one row per value, in order."""
+    rows = []
+    seed = point_seed(cfg.seed, 0)  # every value sees the same BN batches
+    for v in spec.values:
+        t0 = time.perf_counter()
+        c = cfg.with_(**{**dict.fromkeys(SCREEN_KEYS), spec.key: float(v)})
+        model, pruned = pruned_copy(run, c, ssl, seed)
+        s = pruned.summary()
+        top1 = evaluate(
+            model, run.data.val, batch_size=cfg.recipe.eval_batch_size, device=run.device
+        ).top1
+        rows.append(
+            {
+                "value": float(v),
+                "top1": float(top1),
+                "flops": float(s["flops_after"]),
+                "params": float(s["params_after"]),
+                "size_mb": float(size_mb(model)),
+                "flops_before": float(s["flops_before"]),
+                "params_before": float(s["params_before"]),
+                "size_mb_before": float(ssl.size_mb),
+                "seconds": time.perf_counter() - t0,
+                "chosen": False,
+                "point_id": None,
+            }
+        )
+        log.debug(
+            "screen %s=%.4g: val top1 %.2f, FLOPs %.1f%%",
+            spec.key,
+            v,
+            top1,
+            100 * s["flops_after"] / max(s["flops_before"], 1e-12),
+        )
+    return rows
+
+
+def _losses(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> np.ndarray:
+    """Every row's objectives, each divided by its dense value and minimised (top-1 as a
+    share of 100 %, negated), so the reference point is (0, 1, 1, ...)."""
+    cols = []
+    for metric, direction in objectives:
+        if metric in _COSTS:
+            x = [r[metric] / max(r[_COSTS[metric]], 1e-12) for r in rows]
+        else:
+            x = [r[metric] / 100.0 if metric.startswith("top") else r[metric] for r in rows]
+        cols.append([-v if direction == "max" else v for v in x])
+    return np.array(cols, dtype=np.float64).T.reshape(len(rows), len(cols))
+
+
+def _reference(objectives: Sequence[tuple[str, str]]) -> np.ndarray:
+    return np.array([0.0 if d == "max" else 1.0 for _, d in objectives]) + 1e-9
+
+
+def choose(
+    rows: Sequence[dict[str, Any]], k: int, objectives: Sequence[tuple[str, str]]
+) -> list[int]:
+    """Indices of the ``k`` screened rows to fine-tune: greedily the one that adds the most
+    hypervolume to those already chosen. When fewer than ``k`` add anything (the rest are
+    dominated by the chosen ones), the others are spread: each time the row farthest (in
+    the amount, on a log scale) from every chosen one, on the best remaining front first."""
+    objs = [(m, d) for m, d in objectives if rows and m in rows[0]]
+    if not objs:
+        objs = [("top1", "max")]
+    losses = _losses(rows, objs)
+    ref = _reference(objs)
+    chosen: list[int] = []
+    hv = 0.0
+    left = list(range(len(rows)))
+    while left and len(chosen) < k:
+        gains = [hypervolume(losses[[*chosen, i]], ref) - hv for i in left]
+        best = int(np.argmax(gains))
+        if gains[best] <= 1e-12:
+            break
+        chosen.append(left.pop(best))
+        hv += gains[best]
+    pos = [math.log(max(r["value"], 1e-12)) for r in rows]
+    while left and len(chosen) < k:
+        sub = losses[left]
+        scores = [
+            (
+                not bool(((sub <= sub[j]).all(1) & (sub < sub[j]).any(1)).any()),  # on the front
+                min((abs(pos[i] - pos[c]) for c in chosen), default=0.0),  # gap to the chosen
+            )
+            for j, i in enumerate(left)
+        ]
+        chosen.append(left.pop(max(range(len(left)), key=lambda j: scores[j])))
+    return chosen
+
+
+def screen_record(
+    run: Run,
+    cfg: TrialConfig,
+    ssl: SSLModel,
+    spec: ScreenSpec,
+    rows: list[dict[str, Any]],
+    seconds: float,
+    status: str = "ok",
+    rung: int | None = None,
+) -> dict[str, Any]:
+    """The screen as ``screen.json`` holds it."""
+    return {
+        "job_id": run.tags.get("job_id"),
+        "ssl_model_id": ssl.id,
+        "ssl_lambda": float(cfg.ssl_lambda)
+        if not isinstance(cfg.ssl_lambda, dict)
+        else float(max(cfg.ssl_lambda.values())),
+        "ssl_type": cfg.ssl_type,
+        "key": spec.key,
+        "objectives": [list(o) for o in spec.objectives],
+        "epochs_trained": run.global_epoch,
+        "rung": rung,
+        "status": status,
+        "seconds": seconds,
+        "rows": rows,
+    }
+
+
+def contributions(
+    screens: Sequence[Sequence[dict[str, Any]]], objectives: Sequence[tuple[str, str]]
+) -> list[float]:
+    """Each screen's hypervolume contribution to the union of all of them: what the front of
+    every screened value loses without that SSL model's values (0: all of them dominated by
+    the others'). Objectives as ``choose`` takes them."""
+    objs = [(m, d) for m, d in objectives if all(s and m in s[0] for s in screens)]
+    objs = objs or [("top1", "max")]
+    ref = _reference(objs)
+    losses = [_losses(s, objs) for s in screens]
+    every = np.concatenate(losses) if losses else np.zeros((0, len(objs)))
+    total = hypervolume(every, ref) if len(every) else 0.0
+    out = []
+    for i in range(len(screens)):
+        rest = [x for j, x in enumerate(losses) if j != i]
+        others = np.concatenate(rest) if rest else np.zeros((0, len(objs)))
+        out.append(total - (hypervolume(others, ref) if len(others) else 0.0))
+    return out
+
+
+def own_hypervolume(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> float:
+    """The hypervolume of one screen alone (ties between zero contributions are broken by it)."""
+    objs = [(m, d) for m, d in objectives if rows and m in rows[0]] or [("top1", "max")]
+    return hypervolume(_losses(rows, objs), _reference(objs)) if rows else 0.0
