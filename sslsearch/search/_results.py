@@ -94,7 +94,9 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("removable_params_share", pa.float64()),
     ("ssl_at_floor", pa.string()),
     ("narrowest_width", pa.string()),
-    ("ssl_cached", pa.bool_()),
+    # False: this point's run trained its SSL model (the first point of the job that trained
+    # it); True: reused (a later point of that job, or an SSL model found in the store)
+    ("ssl_reused", pa.bool_()),
     ("train_seconds", pa.float64()),
     ("trial_seconds", pa.float64()),
     ("images_per_second", pa.float64()),
