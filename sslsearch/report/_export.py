@@ -107,6 +107,7 @@ PARETO_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("params_reduction", pa.float64()),
     ("speedup", pa.float64()),  # x: baseline latency / latency (same batch, device, threads)
     ("n_seeds", pa.int64()),  # with --confirm-front: the point and its re-evaluations
+    ("identical_points", pa.int64()),  # points this row stands for (identical rows: one line)
     ("top1_mean", pa.float64()),
     ("top1_std", pa.float64()),
     ("on_mean_front", pa.bool_()),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front, hypervolume_history
-from sslsearch.report._markdown import baseline_text, distill_text
+from sslsearch.report._markdown import baseline_text, distill_text, identical_text
 from sslsearch.report._plot import axis_unit
 from sslsearch.report._rows import (
     ROLE_LABELS,
@@ -334,7 +334,7 @@ def _front_html(f: Front, s: Summary, latency: bool) -> str:
         classes.append("dominated" if r.get("on_mean_front") is False else "")
     head = (
         f"<h3>{html.escape(ROLE_LABELS[f.role])} front: {len(f.rows)} of {f.considered} "
-        f"points, hypervolume {f.hypervolume:.4f}</h3>"
+        f"points, hypervolume {f.hypervolume:.4f}{html.escape(identical_text(f))}</h3>"
     )
     return head + _html_table(cols, rows, classes)
 

@@ -110,10 +110,16 @@ def _reference_line(f: Front) -> str:
     )
 
 
+def identical_text(f: Front) -> str:
+    """'; 3 identical points listed once' ('' when every row is one point)."""
+    extra = sum(int(r.get("identical_points") or 1) - 1 for r in f.rows)
+    return f"; {extra} identical point{'s' if extra != 1 else ''} listed once" if extra else ""
+
+
 def _front_section(f: Front, s: Summary, level: str, latency: bool) -> list[str]:
     label = ROLE_LABELS[f.role]
     head = f"{level}{label} front ({len(f.rows)} of {f.considered} points, "
-    head += f"hypervolume {f.hypervolume:.4f})"
+    head += f"hypervolume {f.hypervolume:.4f}{identical_text(f)})"
     confirmed = any(r.get("n_seeds") for r in f.rows)
     table, _ = front_table(f.rows, s.baseline, latency=latency, confirmed=confirmed)
     out = ["", head, "", table if f.rows or s.baseline else "(no points)"]
