@@ -632,10 +632,10 @@ def _check_local_data(space: SearchSpace) -> Any:
 
 __all__ = [
     "TRIALS_FILE",
-    "distinct_choices",
     "SearchOptions",
     "SearchOutcome",
     "collect_trials",
+    "distinct_choices",
     "finish",
     "prepare",
     "run_search",
