@@ -24,7 +24,13 @@ from sslsearch.report._rows import CHOICE_KEYS, pruning_choice
 from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdown, tune_environment
 from sslsearch.search._experiment import JOBS_DIR, POINTS_DIR
 from sslsearch.search._params import points_per_ssl
-from sslsearch.search._results import TRIALS_FILE, UNFINISHED, collect_trials, write_trials
+from sslsearch.search._results import (
+    TRIALS_FILE,
+    UNFINISHED,
+    collect_trials,
+    write_screens,
+    write_trials,
+)
 from sslsearch.search._trainable import make_trainable
 from sslsearch.search._user import absolute_weights, look_beside, stage_weights, user_modules
 from sslsearch.trial import check_user_parts, validate_space
@@ -306,14 +312,29 @@ def _metadata(space: SearchSpace, study_url: str) -> dict[str, str]:
 def finish(
     exp_dir: str, space: SearchSpace, study_url: str
 ) -> tuple[str, dict[str, int], dict[str, Any] | None]:
-    """Write trials.parquet from the experiment directory and export the Pareto outputs."""
-    from sslsearch.report import NoResultsError, export_experiment
+    """Write trials.parquet and screens.parquet from the experiment directory, export the
+    Pareto outputs and log what the experiment holds (and whether its screen can be trusted)."""
+    from sslsearch.report import (
+        NoResultsError,
+        agreement_warning,
+        export_experiment,
+        headline,
+        screen_agreement,
+    )
 
     path, table = write_trials(exp_dir, _metadata(space, study_url))
+    screens = write_screens(exp_dir)
+    rows = table.to_pylist()
     counts: dict[str, int] = {}
-    for r in table.to_pylist():
+    for r in rows:
         if is_search_point(r):
             counts[r["status"]] = counts.get(r["status"], 0) + 1
+    log.info("%s", headline(rows, screens[1].to_pylist() if screens else []))
+    tau, n = screen_agreement(rows)
+    if tau is not None:
+        log.info("screen rank agreement (Kendall tau, %d fine-tuned points): %.2f", n, tau)
+    if agreement_warning(tau):
+        log.warning("%s", agreement_warning(tau))
     try:
         pareto = export_experiment(exp_dir)
     except NoResultsError as e:
