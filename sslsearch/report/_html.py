@@ -56,6 +56,8 @@ TRIAL_COLUMNS = (
     "params",
     "size_mb",
     "latency_ms",
+    "screen_top1",
+    "ssl_reused",
     "trial_seconds",
     "error",
 )
