@@ -153,7 +153,7 @@ def point(cfg: TrialConfig, exp: Path, pid: str) -> dict[str, Any]:
         "pruned_top1": m.get("pruned_top1"),
         "flops_kept": (m["flops"] / m["flops_before"]) if m.get("flops_before") else None,
         "distilled_from": m.get("distilled_from"),
-        "ssl_trained": m.get("ssl_cached") is False,
+        "ssl_trained": m.get("ssl_reused") is False,
         "cpu_s": time.process_time() - cpu,
         # epochs 2..n of the fine-tune (each: training + a validation pass) from the reports
         "finetune_cpu_s_per_epoch": (fine[-1] - fine[0]) / (len(fine) - 1)

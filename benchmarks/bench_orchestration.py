@@ -148,7 +148,7 @@ def one_run(
                     "started_at",
                     "finished_at",
                     "threads",
-                    "ssl_cached",
+                    "ssl_reused",
                 )
             }
             for r in table

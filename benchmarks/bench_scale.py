@@ -163,7 +163,7 @@ def stub_points(
                 "ssl_top1": 98.0,
                 "pruned_top1": top1 - 10.0,
                 "group_sparsity": 0.5,
-                "ssl_cached": i > 0,
+                "ssl_reused": i > 0,
                 "train_seconds": 0.0,
                 "trial_seconds": time.time() - started,
                 "started_at": started,

@@ -176,7 +176,7 @@ def _run_lambda_group(settings: dict[str, Any], lam: float, cache_dir: str) -> l
                     "pruned_top1": m.get("pruned_top1"),
                     "exact_zero_share": m.get("exact_zero_share"),
                     "removable_flops_share": m.get("removable_flops_share"),
-                    "ssl_cached": m.get("ssl_cached"),
+                    "ssl_reused": m.get("ssl_reused"),
                     "train_seconds": m.get("train_seconds"),
                     "trial_seconds": m.get("trial_seconds"),
                     "wall_seconds": wall,
@@ -216,9 +216,9 @@ def build_table(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str,
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     wall = time.perf_counter() - t0
-    trained = sum(1 for r in rows if r["ssl_cached"] is False)
-    cached = sum(1 for r in rows if r["ssl_cached"] is True)
-    ssl_runs = [r for r in rows if r["ssl_cached"] is False]
+    trained = sum(1 for r in rows if r["ssl_reused"] is False)
+    cached = sum(1 for r in rows if r["ssl_reused"] is True)
+    ssl_runs = [r for r in rows if r["ssl_reused"] is False]
     return {
         "settings": settings,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -234,7 +234,7 @@ def build_table(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str,
             if ssl_runs
             else None,
             "median_trial_seconds_cached": median(
-                [r["trial_seconds"] for r in rows if r["ssl_cached"] and r["trial_seconds"]]
+                [r["trial_seconds"] for r in rows if r["ssl_reused"] and r["trial_seconds"]]
             )
             if cached
             else None,

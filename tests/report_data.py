@@ -136,3 +136,44 @@ def md_tables(text: str) -> list[dict[str, Any]]:
             continue
         i += 1
     return out
+
+
+def screen_file(
+    job_id: str,
+    lam: float,
+    top1s: Sequence[float],
+    chosen: dict[int, str] | None = None,
+    rung: int | None = None,
+    status: str = "ok",
+) -> dict[str, Any]:
+    """A ``jobs/<id>/screen.json`` as the worker writes it: one row per screened FLOPs budget
+    (log-spaced), ``chosen``: {row index: the point fine-tuned there}."""
+    chosen = chosen or {}
+    values = np.geomspace(0.03, 0.9, len(top1s))
+    rows = [
+        {
+            "value": float(v),
+            "top1": float(t),
+            "flops": float(DENSE["flops"] * v),
+            "params": float(DENSE["params"] * v),
+            "size_mb": DENSE["size_mb"] * float(v),
+            "flops_before": float(DENSE["flops"]),
+            "params_before": float(DENSE["params"]),
+            "size_mb_before": DENSE["size_mb"],
+            "chosen": i in chosen,
+            "point_id": chosen.get(i),
+        }
+        for i, (v, t) in enumerate(zip(values, top1s))
+    ]
+    return {
+        "job_id": job_id,
+        "ssl_model_id": f"m{lam:.3g}",
+        "ssl_lambda": lam,
+        "ssl_type": "filter_wise",
+        "key": "flops_budget",
+        "epochs_trained": 12 if rung is None else 3 * (rung + 1),
+        "rung": rung,
+        "status": status,
+        "seconds": 3.2,
+        "rows": rows,
+    }

@@ -53,6 +53,8 @@ def test_one_ssl_training_yields_every_point_each_equal_to_its_own_trial(tmp_pat
     results = run_points(cfgs, rec, rec.store, point_ids=IDS, points_dir=str(tmp_path / "points"))
     assert [r.status for r in results] == ["ok"] * 3
     assert _ssl_epochs_trained(rec) == 2  # one SSL training for three points
+    # trained for the first point, reused by the other two
+    assert [r.metrics["ssl_reused"] for r in results] == [False, True, True]
     ids = {r.metrics["ssl_model_id"] for r in results}
     assert len(ids) == 1 and list((tmp_path / "ssl_models").glob("*.pt"))
     finals = [m for m in rec.metrics if m["final"]]
@@ -63,7 +65,7 @@ def test_one_ssl_training_yields_every_point_each_equal_to_its_own_trial(tmp_pat
         assert (tmp_path / "points" / IDS[i] / "model.pt").is_file()
     # stage 2 alone (the SSL model from the store) gives the same point as within the trial
     alone = run_trial(cfgs[1])
-    assert alone.metrics["ssl_cached"] is True
+    assert alone.metrics["ssl_reused"] is True
     for k in ("top1", "flops", "params", "actual_ratio", "ssl_top1"):
         assert alone.metrics[k] == pytest.approx(results[1].metrics[k]), k
 
@@ -84,6 +86,8 @@ def test_a_crash_between_points_loses_no_point_and_retrains_no_ssl_model(tmp_pat
     assert not [m for m in rest.metrics if m.get("phase") == "ssl"]  # no SSL epoch at all
     assert [m["point"] for m in rest.metrics if m["final"]] == [1, 2]
     assert [r.status for r in resumed] == ["ok"] * 3
+    # the job trained its SSL model for point 0, and the resumed points still say they reused it
+    assert [r.metrics["ssl_reused"] for r in resumed] == [False, True, True]
     assert done.stat().st_mtime_ns == mtime  # the finished point was kept, not re-run
     assert {p: p.stat().st_mtime_ns for p in store} == store
     for a, b in zip(resumed, full, strict=True):

@@ -149,7 +149,11 @@ def test_export_fronts_tables_and_files(tmp_path: Path) -> None:
         values = [float(r[col]) for r in t["rows"][1:]]
         assert values == sorted(values), (name, t["h3"])
         assert not any("e-0" in c or "e+0" in c for r in t["rows"] for c in r)
-    assert "1 error, 1 failed, 1 stopped, excluded" in md
+    # the headline counts each kind apart: search points, references, the baseline
+    assert (
+        "30 search points (27 ok, 1 error, 1 failed, 1 stopped) from 30 SSL models; "
+        "12 references (lambda = 0); dense baseline." in md
+    )
     assert "Dense baseline: vgg_small" in md and "no-SSL (lambda = 0) front" in md
     # hypervolumes: SSL and no-SSL against the same reference point, the dense baseline's cost
     hv = json.loads((exp / "hypervolume.json").read_text())

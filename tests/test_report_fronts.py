@@ -214,3 +214,47 @@ def test_hypervolume_history_is_the_hypervolume_of_every_prefix() -> None:
         assert hist[k - 1][1] == pytest.approx(
             compute_front(prefix, objs, reference=ref).hypervolume
         ), k
+
+
+def test_no_two_rows_of_any_front_are_identical(tmp_path: Path) -> None:
+    # the default run before one reference per choice: ratio 0.9 fine-tuned four times at
+    # lambda = 0 (identical rows), two SSL points identical too, and one that differs in lambda
+    search = [
+        point("t000", 0.9, 90.0, lam=0.01),
+        point("t001", 0.9, 90.0, lam=0.01),
+        point("t002", 0.9, 90.0, lam=0.02),  # another lambda: another line
+        point("t003", 0.5, 95.0),
+    ]
+    refs = [point(f"r{i:03d}", 0.9, 88.0, role="reference") for i in range(4)]
+    refs.append(point("r004", 0.5, 93.0, role="reference"))
+    exp = experiment(tmp_path, [*search, *refs, baseline()])
+    out = export_experiment(str(exp))
+    names = ["role", "ssl_type", "ssl_lambda", "prune_type", "prune_way", "ratio"]
+    for f in out["fronts"]:
+        lines = [tuple(r.get(k) for k in [*names, *f.objectives]) for r in f.rows]
+        assert len(lines) == len(set(lines)), f.name
+    top = {f.role: f for f in out["fronts"] if f.name == "top1_vs_flops"}
+    assert [(r["trial_id"], r["identical_points"]) for r in top["reference"].rows] == [
+        ("r000", 4),
+        ("r004", 1),
+    ]
+    assert {r["trial_id"]: r["identical_points"] for r in top["search"].rows} == {
+        "t000": 2,
+        "t002": 1,
+        "t003": 1,
+    }
+    assert top["reference"].considered == 5  # every point counts; the hypervolume is the same
+    once = compute_front(
+        [refs[0], refs[4]], ["top1", "flops"], baseline=out["summary"].baseline, role="reference"
+    )
+    assert [r["identical_points"] for r in once.rows] == [1, 1]
+    assert once.hypervolume > 0
+    assert top["reference"].hypervolume == pytest.approx(once.hypervolume)
+    # every written table and the parquet list each line once
+    for t in md_tables((exp / "pareto.md").read_text()):
+        assert len(t["rows"]) == len({tuple(r) for r in t["rows"]}), (t["h2"], t["h3"])
+    assert "3 identical points listed once" in (exp / "pareto.md").read_text()
+    table = pq.read_table(exp / "pareto.parquet").to_pylist()
+    keys = [tuple(r[k] for k in ("front", *names, "top1", "flops", "size_mb")) for r in table]
+    assert len(keys) == len(set(keys))
+    assert "3 identical points listed once" in (exp / "report.html").read_text()

@@ -211,11 +211,11 @@ def test_shape_wise_runs_when_asked() -> None:
 def test_cache_hit_skips_ssl_training_and_gives_the_same_model(tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
     first = run_trial(_cfg(cache_dir=cache, ratio=0.5))
-    assert first.metrics["ssl_cached"] is False
+    assert first.metrics["ssl_reused"] is False
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
     rec = Recorder(tmp_path)
     hit = run_trial(_cfg(cache_dir=cache, ratio=0.3, out_dir=str(tmp_path / "hit")), rec, rec.store)
-    assert hit.metrics["ssl_cached"] is True
+    assert hit.metrics["ssl_reused"] is True
     # the SSL curve is replayed, but no SSL epoch was trained (no SSL state saved)
     assert [m["phase"] for m in rec.metrics if not m["final"]].count("ssl") == 4
     assert [m["phase"] for m in rec.replayed] == ["ssl"] * 4
@@ -234,7 +234,7 @@ def test_another_lambda_misses_the_cache(tmp_path: Path) -> None:
     r = run_trial(
         _cfg(cache_dir=cache, ssl_lambda=0.01, recipe={**QUICK, "epochs": 1, "finetune_epochs": 0})
     )
-    assert r.metrics["ssl_cached"] is False
+    assert r.metrics["ssl_reused"] is False
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
 
 

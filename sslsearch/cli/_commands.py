@@ -862,7 +862,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     if not storage.is_dir(exp):
         raise UserError(f"experiment directory not found: {exp}")
     if a.rescan or not storage.exists(storage.join(exp, "trials.parquet")):
-        from sslsearch.search._results import write_trials
+        from sslsearch.search._results import write_screens, write_trials
 
         meta = None
         saved = storage.join(exp, "space.yaml")
@@ -880,6 +880,7 @@ def cmd_export(a: argparse.Namespace) -> int:
             }
         log.info("rebuilding trials.parquet from the trial directories ...")
         write_trials(exp, meta)
+        write_screens(exp)  # the screened values beside it (none: nothing written)
     formats = [f.strip() for f in a.format.split(",") if f.strip()]
     objectives = [o.strip() for o in a.objectives.split(",")] if a.objectives else None
     _print_fronts(export_experiment(exp, formats, objectives))

@@ -10,6 +10,7 @@ from sslsearch.report._export import (
     FORMATS,
     NoResultsError,
     export_experiment,
+    read_screens,
     read_trials,
     resolve_objectives,
 )
@@ -27,10 +28,18 @@ from sslsearch.report._pareto import (
     to_minimization,
 )
 from sslsearch.report._rows import ROLES, Baseline, baseline_of, derived, objective_modes
+from sslsearch.report._screen import (
+    AGREEMENT_FLOOR,
+    agreement_warning,
+    headline,
+    kendall_tau,
+    screen_agreement,
+)
 from sslsearch.report._summary import Summary, summarize
 from sslsearch.report._table import SEED_COLUMNS, front_table, markdown_table, seed_row
 
 __all__ = [
+    "AGREEMENT_FLOOR",
     "FORMATS",
     "ROLES",
     "SEED_COLUMNS",
@@ -38,20 +47,25 @@ __all__ = [
     "Front",
     "NoResultsError",
     "Summary",
+    "agreement_warning",
     "baseline_of",
     "compute_front",
     "derived",
     "export_experiment",
     "front_specs",
     "front_table",
+    "headline",
     "hypervolume",
+    "kendall_tau",
     "markdown_table",
     "non_dominated_mask",
     "objective_modes",
     "pareto_front",
     "points_to_confirm",
+    "read_screens",
     "read_trials",
     "resolve_objectives",
+    "screen_agreement",
     "seed_row",
     "summarize",
     "to_minimization",

@@ -26,9 +26,11 @@ from sslsearch.report._fronts import Front
 from sslsearch.report._history import trial_history
 from sslsearch.report._markdown import console, markdown
 from sslsearch.report._rows import derived, objective_modes
+from sslsearch.report._screen import headline
 from sslsearch.report._summary import Summary, summarize
 
 TRIALS_FILE = "trials.parquet"
+SCREENS_FILE = "screens.parquet"  # the screened values (search/_results.py write_screens)
 FORMATS = ("md", "csv", "parquet", "png", "html")
 MODELS_DIR = "pareto_models"
 DEFAULT_OBJECTIVES = ("top1", "flops", "size_mb")
@@ -48,6 +50,17 @@ def read_trials(exp_dir: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
         raise UserError(f"{path} is unreadable: {e}") from None
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     return table.to_pylist(), meta
+
+
+def read_screens(exp_dir: str) -> list[dict[str, Any]]:
+    """The rows of ``screens.parquet`` ([] when the search did not screen)."""
+    path = storage.join(exp_dir, SCREENS_FILE)
+    if not storage.exists(path):
+        return []
+    try:
+        return list(pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist())
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"{path} is unreadable: {e}") from None
 
 
 def resolve_objectives(
@@ -107,6 +120,7 @@ PARETO_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("params_reduction", pa.float64()),
     ("speedup", pa.float64()),  # x: baseline latency / latency (same batch, device, threads)
     ("n_seeds", pa.int64()),  # with --confirm-front: the point and its re-evaluations
+    ("identical_points", pa.int64()),  # points this row stands for (identical rows: one line)
     ("top1_mean", pa.float64()),
     ("top1_std", pa.float64()),
     ("on_mean_front", pa.bool_()),
@@ -177,6 +191,9 @@ def _keep_models(exp_dir: str, fronts: list[Front]) -> dict[str, str | None]:
     return out
 
 
+AGREEMENT_KEY = "screen_rank_agreement"  # in hypervolume.json: not a front
+
+
 def _hypervolumes(s: Summary) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p in s.pairs:
@@ -193,6 +210,8 @@ def _hypervolumes(s: Summary) -> dict[str, Any]:
             if p.no_ssl is None
             else {"hypervolume": p.no_ssl.hypervolume, "points": len(p.no_ssl.rows)},
         }
+    tau, n = s.agreement
+    out[AGREEMENT_KEY] = {"kendall_tau": tau, "points": n}
     return out
 
 
@@ -210,7 +229,9 @@ def export_experiment(
             space's (``sslsearch.objectives`` in trials.parquet's metadata, modes included).
 
     Returns:
-        ``{"summary", "fronts", "counts", "markdown", "console", "files", "hypervolume"}``.
+        ``{"summary", "fronts", "counts", "markdown", "console", "files", "hypervolume",
+        "headline"}``; ``hypervolume`` (as hypervolume.json) has one entry per front and
+        ``screen_rank_agreement``: ``{"kendall_tau", "points"}`` (tau None: not measured).
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -229,7 +250,7 @@ def export_experiment(
             + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
             + f"); first reason: {reasons[0]}"
         )
-    s = summarize(rows, objs, os.path.basename(exp_dir.rstrip("/")))
+    s = summarize(rows, objs, os.path.basename(exp_dir.rstrip("/")), read_screens(exp_dir))
     model_paths = _keep_models(exp_dir, s.fronts)
     hv = _hypervolumes(s)
     metadata = {k: v for k, v in meta.items() if k.startswith("sslsearch.")}
@@ -272,4 +293,5 @@ def export_experiment(
         "console": console(s),
         "files": written,
         "hypervolume": hv,
+        "headline": headline(s.rows, s.screens),
     }

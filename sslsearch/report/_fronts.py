@@ -26,6 +26,7 @@ from sslsearch.report._rows import (
     front_rows,
     number,
     objective_modes,
+    row_identity,
 )
 
 FRONT_NAMES = {
@@ -153,6 +154,7 @@ def compute_front(
     )
     acc = next((o for o in names if o in ACCURACY_METRICS), None)
     front.rows.sort(key=_sort_key(front.cost, acc))
+    front.rows = merge_identical(front.rows, names)
     if ok:
         s = np.array([scale[o] for o in names])
         r = np.array([ref[o] for o in names]) / s
@@ -160,6 +162,22 @@ def compute_front(
             to_minimization(values / s, directions), to_minimization(r[None, :], directions)[0]
         )
     return front
+
+
+def merge_identical(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """``rows`` with each set of identical rows (``row_identity``: role, SSL settings, pruning
+    choice and ``metrics``) listed once, as its first; every row gets ``identical_points``, how
+    many points it stands for. Identical points are all non-dominated when one is, and the
+    front's hypervolume is the same with one of them."""
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    count: dict[tuple[Any, ...], int] = {}
+    for r in rows:
+        key = row_identity(r, metrics)
+        kept.setdefault(key, r)
+        count[key] = count.get(key, 0) + 1
+    for key, r in kept.items():
+        r["identical_points"] = count[key]
+    return list(kept.values())
 
 
 def hypervolume_history(

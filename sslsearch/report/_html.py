@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front, hypervolume_history
-from sslsearch.report._markdown import baseline_text, distill_text
+from sslsearch.report._markdown import baseline_text, distill_text, identical_text
 from sslsearch.report._plot import axis_unit
 from sslsearch.report._rows import (
     ROLE_LABELS,
@@ -25,6 +25,7 @@ from sslsearch.report._rows import (
     pruning_target,
     role_of,
 )
+from sslsearch.report._screen import agreement_text, agreement_warning, headline, screen_curves
 from sslsearch.report._summary import FrontPair, Summary
 from sslsearch.report._table import TableUnits, front_cells, front_columns
 
@@ -55,6 +56,8 @@ TRIAL_COLUMNS = (
     "params",
     "size_mb",
     "latency_ms",
+    "screen_top1",
+    "ssl_reused",
     "trial_seconds",
     "error",
 )
@@ -67,6 +70,7 @@ tr.baseline td{font-weight:600;background:#fffbe6}
 tr.dominated td{color:#999}
 .scroll{overflow-x:auto}
 .note{color:#555;font-size:13px}
+.warn{color:#a40;font-size:13px;font-weight:600}
 """
 _SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach(function(th, i){
@@ -100,6 +104,8 @@ def embedded_data(s: Summary) -> dict[str, Any]:
         "trials": [
             {k: _plain(v) for k, v in r.items() if k not in ("config", "history")} for r in s.rows
         ],
+        "screens": [{k: _plain(v) for k, v in r.items()} for r in s.screens],
+        "screen_rank_agreement": {"kendall_tau": s.agreement[0], "points": s.agreement[1]},
         "baseline": None
         if s.baseline is None
         else {"trial_ids": s.baseline.trial_ids, "runs": s.baseline.runs},
@@ -194,6 +200,10 @@ def _front_figure(pair: FrontPair, s: Summary) -> Any:
                 error_y={"type": "data", "array": err, "visible": any(err)},
             )
         )
+    if cost == "flops":  # the screens, off until clicked in the legend
+        for trace in _screen_traces(s, lambda r: (number(r.get("flops")) or 0.0) / u.factor):
+            trace.update(visible="legendonly")
+            fig.add_trace(trace)
     if s.baseline is not None and number(base.get(cost)) is not None:
         fig.add_trace(
             go.Scatter(
@@ -215,6 +225,97 @@ def _front_figure(pair: FrontPair, s: Summary) -> Any:
         height=460,
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
         legend={"x": 1, "xanchor": "right", "y": 0},
+    )
+    return fig
+
+
+SCREEN_GROUP = "screen (before fine-tuning)"
+
+
+def _flops_share(r: Mapping[str, Any]) -> float | None:
+    flops, before = number(r.get("flops")), number(r.get("flops_before"))
+    return 100 * flops / before if flops is not None and before else None
+
+
+def _screen_name(c: Sequence[Mapping[str, Any]]) -> str:
+    r = c[0]
+    name = f"{r.get('ssl_type')} lambda={number(r.get('ssl_lambda')) or 0:.3g} ({r.get('job_id')}"
+    if r.get("rung") is not None:
+        name += f", rung {r.get('rung')}"
+    if r.get("status") == "stopped":
+        name += ", stopped"
+    return name + ")"
+
+
+def _screen_hover(r: Mapping[str, Any]) -> str:
+    share = _flops_share(r)
+    bits = [
+        f"screen (before fine-tuning) of SSL model {r.get('ssl_model_id')}",
+        f"{r.get('key')} = {number(r.get('value')) or 0:.4g}"
+        + (f", FLOPs {share:.1f}% of dense" if share is not None else ""),
+        f"top1 {number(r.get('top1')) or 0:.2f} (pruned + BN re-estimated, no fine-tune)",
+        f"after {r.get('epochs_trained')} SSL epochs",
+    ]
+    if r.get("chosen"):
+        bits.append(f"fine-tuned as point {r.get('point_id')}")
+    return "<br>".join(html.escape(b) for b in bits)
+
+
+def _screen_traces(s: Summary, x: Callable[[Mapping[str, Any]], float | None]) -> list[Any]:
+    """One thin dashed curve per SSL model's screen (and rung), in one legend group; the
+    fine-tuned values marked large."""
+    import plotly.graph_objects as go
+
+    traces = []
+    for i, c in enumerate(screen_curves(s.screens)):
+        c = [r for r in c if x(r) is not None and number(r.get("top1")) is not None]
+        if not c:
+            continue
+        traces.append(
+            go.Scatter(
+                x=[x(r) for r in c],
+                y=[float(r["top1"]) for r in c],
+                mode="lines+markers",
+                name=_screen_name(c),
+                legendgroup=SCREEN_GROUP,
+                legendgrouptitle={"text": SCREEN_GROUP} if i == 0 else None,
+                line={"width": 1, "dash": "dot" if c[0].get("status") == "stopped" else "dash"},
+                marker={
+                    "size": [11 if r.get("chosen") else 4 for r in c],
+                    "symbol": ["diamond-open" if r.get("chosen") else "circle" for r in c],
+                },
+                hovertext=[_screen_hover(r) for r in c],
+                hoverinfo="text",
+            )
+        )
+    return traces
+
+
+def _screen_figure(s: Summary) -> Any:
+    """Top-1 against the FLOPs share kept: every screen, and the fine-tuned points' final top-1."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for trace in _screen_traces(s, _flops_share):
+        fig.add_trace(trace)
+    done = [r for r in front_rows(s.rows, "search") if _flops_share(r) is not None]
+    if done:
+        fig.add_trace(
+            go.Scatter(
+                x=[_flops_share(r) for r in done],
+                y=[float(r["top1"]) for r in done],
+                mode="markers",
+                name="fine-tuned points (final top-1)",
+                marker={"color": COLORS["search"], "size": 8},
+                hovertext=[_hover(r, s) for r in done],
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(
+        title="screens: top-1 right after pruning, before fine-tuning",
+        xaxis_title="FLOPs kept (% of the dense model, fvcore multiply-adds)",
+        yaxis_title="top1 (%, validation)",
+        height=460,
     )
     return fig
 
@@ -334,7 +435,7 @@ def _front_html(f: Front, s: Summary, latency: bool) -> str:
         classes.append("dominated" if r.get("on_mean_front") is False else "")
     head = (
         f"<h3>{html.escape(ROLE_LABELS[f.role])} front: {len(f.rows)} of {f.considered} "
-        f"points, hypervolume {f.hypervolume:.4f}</h3>"
+        f"points, hypervolume {f.hypervolume:.4f}{html.escape(identical_text(f))}</h3>"
     )
     return head + _html_table(cols, rows, classes)
 
@@ -354,13 +455,16 @@ def render(s: Summary, history: Callable[[Mapping[str, Any]], list[dict[str, Any
     from plotly.offline import get_plotlyjs
 
     parts = [f"<h1>sslsearch experiment: {html.escape(s.title)}</h1>"]
-    done = ", ".join(f"{v} {k}" for k, v in sorted(s.counts.items()))
     parts.append(
-        f'<p class="note">{len(s.rows)} trials ({html.escape(done)}). '
+        f'<p class="note">{html.escape(headline(s.rows, s.screens))}. '
         f"Objectives: {html.escape(', '.join(f'{o} ({d})' for o, d in s.objectives))}. "
         "FLOPs are multiply-adds counted by fvcore; top-1 on the validation split.</p>"
     )
     parts.append(f"<p>{html.escape(baseline_text(s.baseline, s.latency_setup))}</p>")
+    agreement = agreement_text(*s.agreement)
+    if agreement:
+        cls = "warn" if agreement_warning(s.agreement[0]) else "note"
+        parts.append(f'<p class="{cls}" id="screen-agreement">{html.escape(agreement)}</p>')
     if distill_text(s.rows):
         parts.append(f'<p class="note">{html.escape(distill_text(s.rows))}</p>')
     for pair in s.pairs:
@@ -375,6 +479,16 @@ def render(s: Summary, history: Callable[[Mapping[str, Any]], list[dict[str, Any
                 '<p class="note">No lambda = 0 points in this experiment: no no-SSL front.</p>'
             )
         parts += [_front_html(f, s, latency) for f in pair.fronts]
+    if s.screens:
+        parts += [
+            "<h2>Screens (before fine-tuning)</h2>",
+            '<p class="note">Each SSL model pruned at every screened value, BN statistics '
+            "re-estimated, validation top-1 measured without fine-tuning: low fidelity, never a "
+            "front point. Large markers: the values that were fine-tuned (their final top-1 is "
+            "the filled marker above). The same curves are in the FLOPs front's legend, off by "
+            "default.</p>",
+            _figure_html(_screen_figure(s)),
+        ]
     parts += ["<h2>Hypervolume over trials</h2>", _figure_html(_hv_figure(s))]
     curves = _curves_figure(s, history)
     parts.append("<h2>Training curves of the Pareto points</h2>")

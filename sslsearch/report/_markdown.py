@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front
-from sslsearch.report._rows import ROLE_LABELS, Baseline, number, role_of
+from sslsearch.report._rows import ROLE_LABELS, Baseline, number
+from sslsearch.report._screen import agreement_text, headline
 from sslsearch.report._summary import FrontPair, Summary
 from sslsearch.report._table import count_unit, fmt, front_table, markdown_table, size_unit
 
@@ -110,10 +111,16 @@ def _reference_line(f: Front) -> str:
     )
 
 
+def identical_text(f: Front) -> str:
+    """'; 3 identical points listed once' ('' when every row is one point)."""
+    extra = sum(int(r.get("identical_points") or 1) - 1 for r in f.rows)
+    return f"; {extra} identical point{'s' if extra != 1 else ''} listed once" if extra else ""
+
+
 def _front_section(f: Front, s: Summary, level: str, latency: bool) -> list[str]:
     label = ROLE_LABELS[f.role]
     head = f"{level}{label} front ({len(f.rows)} of {f.considered} points, "
-    head += f"hypervolume {f.hypervolume:.4f})"
+    head += f"hypervolume {f.hypervolume:.4f}{identical_text(f)})"
     confirmed = any(r.get("n_seeds") for r in f.rows)
     table, _ = front_table(f.rows, s.baseline, latency=latency, confirmed=confirmed)
     out = ["", head, "", table if f.rows or s.baseline else "(no points)"]
@@ -148,22 +155,20 @@ def pair_section(
 
 
 def _counts_text(s: Summary) -> str:
-    done = s.counts.get("ok", 0)
-    excluded = {k: v for k, v in s.counts.items() if k != "ok"}
-    text = f"{len(s.rows)} trials: {done} completed"
-    if excluded:
-        text += " (" + ", ".join(f"{v} {k}" for k, v in sorted(excluded.items())) + ", excluded)"
-    roles: dict[str, int] = {}
-    for r in s.rows:
-        if r.get("status") == "ok":
-            key = "re-evaluation" if r.get("confirm_of") else ROLE_LABELS.get(role_of(r), "?")
-            roles[key] = roles.get(key, 0) + 1
-    return text + "; completed: " + ", ".join(f"{v} {k}" for k, v in roles.items()) + "."
+    return headline(s.rows, s.screens) + "."
+
+
+def screen_lines(s: Summary) -> list[str]:
+    """The screen's rank agreement (and its warning), as lines ([] when nothing was screened)."""
+    text = agreement_text(*s.agreement)
+    return [text] if text else []
 
 
 def markdown(s: Summary) -> str:
     """The whole pareto.md."""
     lines = [f"# Pareto fronts: {s.title}", "", _counts_text(s), ""]
+    if screen_lines(s):
+        lines += [*screen_lines(s), ""]
     lines.append(
         "FLOPs are multiply-adds counted by fvcore (one fused multiply-add = one flop); each table "
         "states its units in the column headers (K = 10^3, M = 10^6, G = 10^9). Model size is the "
@@ -182,7 +187,7 @@ def markdown(s: Summary) -> str:
 
 def console(s: Summary) -> str:
     """What the search and ``sslsearch export`` print: the fronts of two objectives."""
-    lines = [baseline_text(s.baseline, s.latency_setup)]
+    lines = [_counts_text(s), *screen_lines(s), baseline_text(s.baseline, s.latency_setup)]
     for pair in s.pairs:
         if pair.name != ALL_OBJECTIVES:
             lines += pair_section(pair, s, ("Pareto front ", ""))

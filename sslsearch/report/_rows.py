@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sslsearch.config import BUDGET_KEYS, OBJECTIVE_MODES
+from sslsearch.config import BUDGET_KEYS, OBJECTIVE_MODES, PRUNING_KEYS
 from sslsearch.errors import UserError
 
 ROLES = ("search", "reference", "baseline")
@@ -47,6 +47,35 @@ def pruning_target(row: Mapping[str, Any]) -> str | None:
 
 
 _BUDGET_WORDS = {"flops_budget": "FLOPs", "params_budget": "params", "latency_budget": "latency"}
+
+
+CHOICE_KEYS = ("prune_type", "prune_way", *PRUNING_KEYS)  # what a pruning choice is
+
+
+def _exact(v: Any) -> Any:
+    """A value as compared: floats to 12 significant digits (0.9 and 0.9000000000000001 are
+    one value; a NaN is one value too), everything else as it is."""
+    if isinstance(v, float):
+        return None if v != v else float(f"{v:.12g}")
+    return v
+
+
+def pruning_choice(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """(prune_type, prune_way, flops/params/latency budget, ratio, blocks, min_width_share) of
+    ``row``, floats compared to 12 significant digits: equal for points pruned the same way."""
+    return tuple(_exact(row.get(k)) for k in CHOICE_KEYS)
+
+
+def row_identity(row: Mapping[str, Any], metrics: Sequence[str]) -> tuple[Any, ...]:
+    """What a front's table shows of ``row``: its role, SSL settings, pruning choice and the
+    values of ``metrics``. Two rows with one identity would be two identical lines."""
+    ssl = (row.get("ssl_type"), _exact(row.get("ssl_lambda")))
+    return (
+        role_of(row),
+        *ssl,
+        *pruning_choice(row),
+        *(_exact(number(row.get(m))) for m in metrics),
+    )
 
 
 def number(v: Any) -> float | None:

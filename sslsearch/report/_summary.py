@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sslsearch.report._fronts import (
@@ -23,6 +23,7 @@ from sslsearch.report._rows import (
     number,
     objective_modes,
 )
+from sslsearch.report._screen import screen_agreement
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Summary:
     baseline: Baseline | None
     pairs: list[FrontPair]
     latency_setup: str  # e.g. "batch 1, cpu, 1 thread"
+    screens: list[dict[str, Any]] = field(default_factory=list)  # screens.parquet's rows
+    agreement: tuple[float | None, int] = (None, 0)  # screen_agreement(rows)
 
     @property
     def fronts(self) -> list[Front]:
@@ -62,8 +65,13 @@ class Summary:
 
 
 def summarize(
-    rows: Sequence[Mapping[str, Any]], objectives: Sequence[str | Sequence[str]], title: str
+    rows: Sequence[Mapping[str, Any]],
+    objectives: Sequence[str | Sequence[str]],
+    title: str,
+    screens: Sequence[Mapping[str, Any]] = (),
 ) -> Summary:
+    """Everything the exports show. ``screens``: screened values (screens.parquet), drawn as
+    curves and counted, never on a front."""
     objs = objective_modes(objectives)
     every = [dict(r) for r in rows]
     counts: dict[str, int] = {}
@@ -87,4 +95,14 @@ def summarize(
             if role == "search" or pts
         ]
         pairs.append(FrontPair(spec, fronts[0], fronts[1] if len(fronts) > 1 else None))
-    return Summary(title, every, counts, objs, baseline, pairs, latency_setup(ok))
+    return Summary(
+        title,
+        every,
+        counts,
+        objs,
+        baseline,
+        pairs,
+        latency_setup(ok),
+        [dict(r) for r in screens],
+        screen_agreement(rows),
+    )

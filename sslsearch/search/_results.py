@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -31,7 +33,10 @@ from sslsearch.search._experiment import (
 )
 from sslsearch.trial import BASELINE_ID, MODEL_FILE, RESULT_FILE, read_history
 
+log = logging.getLogger(__name__)
 TRIALS_FILE = "trials.parquet"
+SCREENS_FILE = "screens.parquet"
+SCREEN_FILE = "screen.json"  # jobs/<job id>/screen.json; screen-r<rung>.json: earlier rungs
 UNFINISHED = "unfinished"  # the status of a point without a final result
 
 COLUMNS: list[tuple[str, pa.DataType]] = [
@@ -86,6 +91,11 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("removed_blocks", pa.string()),
     ("ssl_top1", pa.float64()),
     ("pruned_top1", pa.float64()),
+    # the screen (pruned + BN re-estimated, no fine-tune) of the point's SSL model: val top-1
+    # at the point's value (null: the search did not screen), and at how many values it was
+    # screened (0: not screened)
+    ("screen_top1", pa.float64()),
+    ("screen_candidates", pa.int64()),
     # the SSL model's sparsity (sslsearch.sparsity_report): exact zeros, what the pruner could
     # remove at no change of the function, layers the proximal step held at their floor
     # (comma-separated), each layer's narrowest width (JSON)
@@ -94,7 +104,9 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("removable_params_share", pa.float64()),
     ("ssl_at_floor", pa.string()),
     ("narrowest_width", pa.string()),
-    ("ssl_cached", pa.bool_()),
+    # False: this point's run trained its SSL model (the first point of the job that trained
+    # it); True: reused (a later point of that job, or an SSL model found in the store)
+    ("ssl_reused", pa.bool_()),
     ("train_seconds", pa.float64()),
     ("trial_seconds", pa.float64()),
     ("images_per_second", pa.float64()),
@@ -222,5 +234,87 @@ def write_trials(exp_dir: str, metadata: dict[str, str] | None = None) -> tuple[
     buf = io.BytesIO()
     pq.write_table(table, buf)
     path = storage.join(exp_dir, TRIALS_FILE)
+    storage.write_bytes_atomic(path, buf.getvalue())
+    return path, table
+
+
+# ---- screens: each SSL model's pruning curve before fine-tuning -------------------------------
+
+SCREEN_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("job_id", pa.string()),
+    ("ssl_model_id", pa.string()),
+    ("ssl_lambda", pa.float64()),
+    ("ssl_type", pa.string()),
+    ("key", pa.string()),  # what was screened over: flops_budget, params_budget, ratio, ...
+    ("value", pa.float64()),
+    ("top1", pa.float64()),  # validation top-1 right after pruning + BN re-estimation
+    ("flops", pa.int64()),
+    ("params", pa.int64()),
+    ("size_mb", pa.float64()),
+    ("flops_before", pa.int64()),
+    ("params_before", pa.int64()),
+    ("size_mb_before", pa.float64()),
+    ("chosen", pa.bool_()),  # fine-tuned, as point point_id
+    ("point_id", pa.string()),
+    ("rung", pa.int64()),  # multi-fidelity rung of the screen (null: after full SSL training)
+    ("status", pa.string()),  # ok | stopped (the SSL model was stopped at this rung)
+    ("epochs_trained", pa.int64()),  # SSL epochs the screened model had
+    ("seconds", pa.float64()),  # the whole screen's wall time
+]
+_RUNG_FILE = re.compile(r"^screen-r(\d+)\.json$")
+
+
+def _screen_files(exp_dir: str, job_id: str) -> list[tuple[str, int | None]]:
+    """A job's screen files with the rung their name gives: earlier rungs, then the last."""
+    d = job_dir(exp_dir, job_id)
+    names = storage.listdir(d)
+    rungs = sorted((int(m.group(1)), n) for n in names if (m := _RUNG_FILE.match(n)))
+    out: list[tuple[str, int | None]] = [(storage.join(d, n), r) for r, n in rungs]
+    if SCREEN_FILE in names:
+        out.append((storage.join(d, SCREEN_FILE), None))
+    return out
+
+
+def screen_rows(screen: dict[str, Any], rung: int | None = None) -> list[dict[str, Any]]:
+    """The rows of one screen file (one per screened value), keyed by SCREEN_COLUMNS;
+    ``rung``: the rung its file name gives, when the file does not say."""
+    head = {k: screen.get(k) for k in ("job_id", "ssl_model_id", "ssl_lambda", "ssl_type", "key")}
+    head.update(
+        rung=screen["rung"] if screen.get("rung") is not None else rung,
+        status=screen.get("status") or "ok",
+        epochs_trained=screen.get("epochs_trained"),
+        seconds=screen.get("seconds"),
+    )
+    cols = [c for c, _ in SCREEN_COLUMNS if c not in head]
+    return [{**head, **{c: v.get(c) for c in cols}} for v in screen.get("rows") or []]
+
+
+def collect_screens(exp_dir: str) -> list[dict[str, Any]]:
+    """One dict per screened value of every SSL model of the experiment (SCREEN_COLUMNS), from
+    ``jobs/<id>/screen.json`` and its earlier rungs' ``screen-r<rung>.json``, in the order the
+    jobs were asked. Screened values are low fidelity: never a trials.parquet row, never on a
+    front, never in the study."""
+    rows: list[dict[str, Any]] = []
+    for job in read_jobs(exp_dir):
+        for path, rung in _screen_files(exp_dir, job.id):
+            try:
+                screen = json.loads(storage.read_bytes(path).decode())
+            except (OSError, ValueError) as e:
+                log.warning("skipping the unreadable screen %s: %s", path, e)
+                continue
+            screen.setdefault("job_id", job.id)
+            rows += screen_rows(screen, rung)
+    return rows
+
+
+def write_screens(exp_dir: str) -> tuple[str, pa.Table] | None:
+    """Collect and write ``screens.parquet`` atomically (None, nothing written: no screen)."""
+    rows = collect_screens(exp_dir)
+    if not rows:
+        return None
+    table = typed_table(rows, SCREEN_COLUMNS)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    path = storage.join(exp_dir, SCREENS_FILE)
     storage.write_bytes_atomic(path, buf.getvalue())
     return path, table

@@ -18,12 +18,19 @@ from typing import Any
 import yaml
 
 from sslsearch import storage
-from sslsearch.config import PRUNING_KEYS, SearchSpace, load_space, space_from_mapping, spaces_dir
+from sslsearch.config import SearchSpace, load_space, space_from_mapping, spaces_dir
 from sslsearch.errors import UserError
+from sslsearch.report._rows import CHOICE_KEYS, pruning_choice
 from sslsearch.search._cluster import Cluster, check_trial_fits, connect, shutdown, tune_environment
 from sslsearch.search._experiment import JOBS_DIR, POINTS_DIR
 from sslsearch.search._params import points_per_ssl
-from sslsearch.search._results import TRIALS_FILE, UNFINISHED, collect_trials, write_trials
+from sslsearch.search._results import (
+    TRIALS_FILE,
+    UNFINISHED,
+    collect_trials,
+    write_screens,
+    write_trials,
+)
 from sslsearch.search._trainable import make_trainable
 from sslsearch.search._user import absolute_weights, look_beside, stage_weights, user_modules
 from sslsearch.trial import check_user_parts, validate_space
@@ -305,14 +312,29 @@ def _metadata(space: SearchSpace, study_url: str) -> dict[str, str]:
 def finish(
     exp_dir: str, space: SearchSpace, study_url: str
 ) -> tuple[str, dict[str, int], dict[str, Any] | None]:
-    """Write trials.parquet from the experiment directory and export the Pareto outputs."""
-    from sslsearch.report import NoResultsError, export_experiment
+    """Write trials.parquet and screens.parquet from the experiment directory, export the
+    Pareto outputs and log what the experiment holds (and whether its screen can be trusted)."""
+    from sslsearch.report import (
+        NoResultsError,
+        agreement_warning,
+        export_experiment,
+        headline,
+        screen_agreement,
+    )
 
     path, table = write_trials(exp_dir, _metadata(space, study_url))
+    screens = write_screens(exp_dir)
+    rows = table.to_pylist()
     counts: dict[str, int] = {}
-    for r in table.to_pylist():
+    for r in rows:
         if is_search_point(r):
             counts[r["status"]] = counts.get(r["status"], 0) + 1
+    log.info("%s", headline(rows, screens[1].to_pylist() if screens else []))
+    tau, n = screen_agreement(rows)
+    if tau is not None:
+        log.info("screen rank agreement (Kendall tau, %d fine-tuned points): %.2f", n, tau)
+    if agreement_warning(tau):
+        log.warning("%s", agreement_warning(tau))
     try:
         pareto = export_experiment(exp_dir)
     except NoResultsError as e:
@@ -484,8 +506,24 @@ def _baseline_before_points(space: SearchSpace, exp_dir: str, ref: Any) -> Any:
     return None
 
 
+def distinct_choices(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pruning choice per distinct (prune_type, prune_way, amount, blocks, min_width_share)
+    of ``rows`` (search points, in the order they were asked), each with its ssl_type and the
+    ``trial_id`` of its first point: the reference of that choice is ``ref-<trial_id>``, the
+    same id on every run of the experiment, so a resume finds it on disk."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        key = pruning_choice(r)
+        if key not in out:
+            keys = ("ssl_type", *CHOICE_KEYS, "trial_id")
+            out[key] = {k: r[k] for k in keys if r.get(k) is not None}
+    return list(out.values())
+
+
 def _run_references(space: SearchSpace, exp_dir: str) -> None:
-    """lambda = 0 reference points at the pruning choices of the finished search points."""
+    """lambda = 0 reference points, one per distinct pruning choice of the finished search
+    points (at lambda = 0 the SSL model is the same for all: a choice fine-tuned twice would
+    only list the same point twice)."""
     if not space.reference.lambda0:
         return
     import ray
@@ -493,12 +531,9 @@ def _run_references(space: SearchSpace, exp_dir: str) -> None:
     from sslsearch.search._results import collect_trials
     from sslsearch.search._trainable import reference_job
 
-    keys = ("ssl_type", "prune_type", "prune_way", *PRUNING_KEYS, "trial_id")
-    choices = [
-        {k: r[k] for k in keys if r.get(k) is not None}
-        for r in collect_trials(exp_dir)
-        if is_search_point(r) and r["status"] == "ok"
-    ]
+    choices = distinct_choices(
+        [r for r in collect_trials(exp_dir) if is_search_point(r) and r["status"] == "ok"]
+    )
     # One SSL model at lambda = 0 for every choice: the first task trains and stores it, then
     # the other choices are fine-tuned from it in up to budget.max_concurrent tasks at once.
     task = ray.remote(reference_job).options(
@@ -621,6 +656,7 @@ __all__ = [
     "SearchOptions",
     "SearchOutcome",
     "collect_trials",
+    "distinct_choices",
     "finish",
     "prepare",
     "run_search",

@@ -282,7 +282,10 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
         "ssl_top1": ssl.ssl_top1 if ssl is not None else None,
         **ssl_figures(ssl),
         "size_mb_before": ssl.size_mb if ssl is not None else None,
-        "ssl_cached": (not ssl.trained) if ssl is not None else False,
+        # False only for the point whose run trained the SSL model: its job's first point (an
+        # SSL model loaded from the job's own checkpoint after a crash was still trained by the
+        # job: SSLModel.trained is kept in the checkpoint); later points and store hits reuse it
+        "ssl_reused": (not (ssl.trained and run.point == 0)) if ssl is not None else None,
         "pruned_top1": run.extra.get("pruned_top1"),
         "flops_before": p.get("flops_before"),
         "params_before": p.get("params_before"),
