@@ -149,9 +149,9 @@ def time_to(c: list[dict[str, float]], hv: float) -> float | None:
 
 def kendall(pairs: list[list[float]]) -> float | None:
     """Kendall's tau-b of (screened, final) top-1 pairs (None under 3 pairs)."""
-    from sslsearch.report import screen_agreement
+    from sslsearch.report import kendall_tau
 
-    return screen_agreement([{"screen_top1": a, "top1": b, "status": "ok"} for a, b in pairs])[0]
+    return kendall_tau([a for a, _ in pairs], [b for _, b in pairs])
 
 
 def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dict[str, Any]:

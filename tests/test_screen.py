@@ -4,6 +4,7 @@ without training the SSL model again."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -440,7 +441,7 @@ def test_the_screen_grid_spans_the_range_exactly_on_its_own_scale() -> None:
     key, values = grid
     assert key == "flops_budget" and len(values) == 5
     assert values[0] == 0.03 and values[-1] == 0.5  # exp(log(0.03)) would be 0.0299999...
-    ratios = [b / a for a, b in zip(values, values[1:])]
+    ratios = [b / a for a, b in itertools.pairwise(values)]
     assert ratios == pytest.approx([ratios[0]] * 4)  # evenly spaced in log FLOPs
     assert screen_grid(space_from_mapping(with_changes())) is None  # screen 0: off
 

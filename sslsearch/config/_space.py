@@ -142,7 +142,9 @@ class Sampler:
     # to random sampling: then tpe.
     name: Literal["auto", "tpe", "nsga2", "gp", "random"] = "auto"
     seed: int = 0
-    n_startup_trials: int | None = None  # random trials before the model kicks in
+    # SSL models (jobs) proposed at random before the model kicks in (None: a third of the
+    # search's SSL models, 2 to 10); the points of one SSL model are not counted
+    n_startup_trials: int | None = None
     # A GP ask fits one Gaussian process per objective, cubic in the finished points: past this
     # many, GP hands over to TPE (benchmarks/bench_scale.py picked it; the log says when).
     gp_max_points: int = 100

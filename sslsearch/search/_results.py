@@ -42,8 +42,11 @@ UNFINISHED = "unfinished"  # the status of a point without a final result
 COLUMNS: list[tuple[str, pa.DataType]] = [
     ("trial_id", pa.string()),
     ("trial_dir", pa.string()),
-    ("status", pa.string()),  # ok | failed | stopped (early) | error | unfinished
+    ("status", pa.string()),  # ok | failed | stopped | error | unfinished
     ("error", pa.string()),
+    # what stopped a `stopped` point: early_stopping (during its fine-tune) or multi_fidelity
+    # (its SSL model, at a rung: never fine-tuned)
+    ("stopped_by", pa.string()),
     ("ssl_model_id", pa.string()),  # the SSL model the point was pruned from (null: baseline)
     ("role", pa.string()),  # search | reference (lambda = 0) | baseline (dense, unpruned)
     ("confirm_of", pa.string()),  # trial_id of the Pareto point this row re-evaluates

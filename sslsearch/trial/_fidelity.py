@@ -93,9 +93,7 @@ def _decide(
     now = SSLModel(
         id=f"rung{rung}", model=model, ssl_top1=math.nan, size_mb=size_mb(model), trained=True
     )
-    asked = cfg.amount().get(spec.key)
-    values = sorted(set(spec.values) | ({float(asked)} if asked is not None else set()))
-    rows = screen_model(run, cfg, now, ScreenSpec(spec.key, tuple(values), spec.objectives))
+    rows = screen_model(run, cfg, now, spec.with_asked(cfg))
     model.train(was)
     record = screen_record(run, cfg, now, spec, rows, time.perf_counter() - t0, rung=rung)
     record["ssl_model_id"] = None  # not a stored model: the SSL model part-way

@@ -258,6 +258,7 @@ def run_points(
             resume, model = None, None
             log.info("point %d stopped early: %s", i, e)
             final = {**base_final(run, cfg, ssl), "status": "stopped", "error": str(e)}
+            final["stopped_by"] = "early_stopping"
         final["trial_seconds"] = time.perf_counter() - started
         final["started_at"] = started_at
         final.update(_screen_columns(run))
@@ -278,10 +279,7 @@ def _screened(
     if run.screen is None:
         t0 = time.perf_counter()
         asked = points[0].amount().get(spec.key)
-        values = sorted(set(spec.values) | ({float(asked)} if asked is not None else set()))
-        rows = screen_model(
-            run, points[0], ssl, ScreenSpec(spec.key, tuple(values), spec.objectives)
-        )
+        rows = screen_model(run, points[0], ssl, spec.with_asked(points[0]))
         picks = choose(rows, len(points), spec.objectives)
         # the sampler's own value, when chosen, stays point 0's; the others by value
         picks.sort(key=lambda j: (rows[j]["value"] != asked, rows[j]["value"]))

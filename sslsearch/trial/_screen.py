@@ -56,6 +56,12 @@ class ScreenSpec:
         if len(self.values) < 1:
             raise ValueError("a screen needs at least one value")
 
+    def with_asked(self, cfg: TrialConfig) -> ScreenSpec:
+        """This screen with the value ``cfg`` asks for (the sampler's) among its values."""
+        asked = cfg.amount().get(self.key)
+        extra = {float(asked)} if asked is not None else set()
+        return ScreenSpec(self.key, tuple(sorted(set(self.values) | extra)), self.objectives)
+
 
 def screen_model(
     run: Run, cfg: TrialConfig, ssl: SSLModel, spec: ScreenSpec
