@@ -9,8 +9,8 @@ the lambda = 0 references off):
   default space's budget);
 * ``new``: one SSL training per 4 points (the points spread along the ratio range), the sampler
   ``auto`` picks (GP on this space), 32 points (a point costs 3 + 4 epochs instead of 12 + 4);
-* ``new_es``: ``new`` plus early stopping of dominated points during fine-tuning (after one
-  fine-tuning epoch, margin 1 top-1 point);
+* ``new_es``: ``new`` plus early stopping of dominated points during fine-tuning (compared with
+  finished points at the same fine-tune epoch, from epoch 3 of 4, margin 1 top-1 point);
 * ``new_k2``: ``new`` with 2 points per SSL model, 32 points;
 * ``old_gp``: ``old`` with GP: what the sampler alone gives, 16 points.
 
@@ -61,7 +61,7 @@ SCHEMES: dict[str, list[str]] = {
     ],
     "old": OLD,
     "new": [*NEW, "early_stopping.enabled=false"],
-    "new_es": [*NEW, "early_stopping.enabled=true", "early_stopping.grace_epochs=1"],
+    "new_es": [*NEW, "early_stopping.enabled=true"],
     "new_k2": ["economy.points_per_ssl=2", "sampler.name=auto", "early_stopping.enabled=false"],
     # the sampler alone: one SSL model per point as before, but GP (what sharing adds over it)
     "old_gp": ["economy.points_per_ssl=1", "sampler.name=gp", "early_stopping.enabled=false"],

@@ -11,7 +11,6 @@ import torch
 
 from sslsearch.config import TrialConfig
 from sslsearch.trial import dominated_reason, run_points, run_trial, ssl_model_id
-from sslsearch.trial._early import FrontStop
 
 from .test_trial import Recorder
 
@@ -103,7 +102,8 @@ def test_early_stopping_never_acts_during_ssl_training_and_stops_points(tmp_path
     def stop(candidate: dict[str, float]) -> str | None:
         ssl_seen = sum(1 for m in rec.metrics if m.get("phase") == "ssl")
         calls.append((ssl_seen, dict(candidate)))
-        return "early stopping: test"
+        # a fine-tune epoch's check (it knows the schedule): stop there
+        return "test: dominated" if "first_check" in candidate else None
 
     results = run_points(
         cfgs, rec, rec.store, point_ids=IDS, points_dir=str(tmp_path / "p"), stop=stop
@@ -114,11 +114,14 @@ def test_early_stopping_never_acts_during_ssl_training_and_stops_points(tmp_path
     for r in results:
         assert r.metrics.get("top1") is None
         assert r.metrics["flops"] < r.metrics["flops_before"]  # exact costs are kept
-        assert "early stopping" in str(r.error)
-    # the check sees exact costs and an optimistic top-1
-    cand = calls[0][1]
-    assert cand["flops"] == results[0].metrics["flops"]
-    assert cand["top1"] == results[0].metrics["pruned_top1"]  # right after pruning
+        assert r.error == "test: dominated"
+        assert len(r.metrics["finetune_val_top1"]) == 1  # stopped after fine-tune epoch 1 of 2
+    # the check sees exact costs, the best top-1 so far and the fine-tune's schedule
+    cand = next(c for _, c in calls if "first_check" in c)  # point 0, after epoch 1
+    m = results[0].metrics
+    assert cand["flops"] == m["flops"] and cand["epochs"] == 2.0 and cand["first_check"] == 2.0
+    assert cand["top1"] == pytest.approx(max(m["pruned_top1"], m["finetune_val_top1"][0]))
+    assert "latency_ms" not in cand and "top5" not in cand  # known only at the end
 
 
 def test_dominated_reason_matches_its_definition() -> None:
@@ -134,20 +137,6 @@ def test_dominated_reason_matches_its_definition() -> None:
     lat = [*obj, ("latency_ms", "min")]
     c = {"top1": 1.0, "flops": 999, "size_mb": 9.0, "latency_ms": 0.0}
     assert dominated_reason(c, [{**row, "latency_ms": 3.0}], lat) is None
-
-
-def test_front_stop_reads_finished_points_and_adds_its_margin(tmp_path: Path) -> None:
-    d = tmp_path / "points" / "x-0"
-    d.mkdir(parents=True)
-    (d / "result.json").write_text(
-        json.dumps({"status": "ok", "top1": 90.0, "flops": 100, "size_mb": 1.0})
-    )
-    (tmp_path / "points" / "y-0").mkdir()  # a point still running: no result yet
-    obj = [("top1", "max"), ("flops", "min"), ("size_mb", "min")]
-    cand = {"top1": 89.5, "flops": 120.0, "size_mb": 1.5, "epoch": 1.0}
-    assert FrontStop(str(tmp_path / "points"), obj, margin=0.0)(cand)
-    assert FrontStop(str(tmp_path / "points"), obj, margin=1.0)(cand) is None
-    assert FrontStop(str(tmp_path / "points"), obj, margin=0.0, grace_epochs=2)(cand) is None
 
 
 def test_ssl_model_id_holds_the_precision() -> None:

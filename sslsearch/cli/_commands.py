@@ -687,7 +687,7 @@ def add_search(p: argparse.ArgumentParser) -> None:
         "--early-stopping",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="stop points whose optimistic result is dominated (fine-tuning only)",
+        help="stop points a finished point beat at the same fine-tune epoch (fine-tuning only)",
     )
     p.add_argument(
         "--set",

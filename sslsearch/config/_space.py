@@ -161,18 +161,26 @@ class Sampler:
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """Stop a point during fine-tuning when even an optimistic result would be dominated.
+    """Stop a point during fine-tuning when a finished point was better at the same epoch.
 
     Never during SSL training: there, ratio and criterion have not acted yet. After pruning a
-    point's costs (FLOPs, params, size) are exact; its top-1 is bounded optimistically by the
-    best of the SSL model's and its own top-1 so far plus ``margin`` (top-1 points). A point
-    whose bound is dominated by a finished point of the experiment stops and never enters a
-    front or the study as COMPLETE (Optuna: PRUNED; trials.parquet: ``stopped``).
+    point's costs (FLOPs, params, size) are exact. After fine-tune epoch ``e`` its best top-1 so
+    far plus ``margin`` (top-1 points) is compared with each finished point's validation top-1
+    at the same epoch ``e`` (a multi-step schedule lifts top-1 after each drop: a finished
+    point's final top-1 would stop points that end on the front). A finished point at least as
+    good in every objective, better in one, stops it: status ``stopped`` with the reason in
+    ``error`` (trials.parquet), PRUNED in Optuna, never on a front.
+
+    Never at epoch 0 and never before the first epoch trained wholly after the first drop of the
+    fine-tune learning rate: multistep, the first milestone (20 epochs at 0.5: epoch 11); cosine
+    and constant, half the fine-tune epochs (4: epoch 3). ``grace_epochs`` can only delay the
+    first check further. An objective known only at the end (``latency_ms``, ``top5``) turns
+    early stopping off: the point cannot be bounded in it.
     """
 
     enabled: bool = False
-    margin: float = 1.0  # top-1 points added to the optimistic bound
-    grace_epochs: int = 0  # fine-tune epochs before the first check (0: right after pruning)
+    margin: float = 1.0  # top-1 points added to the point's best so far before comparing
+    grace_epochs: int = 0  # fine-tune epochs before the first check, at least (see above)
 
     def check(self) -> None:
         if self.margin < 0 or self.grace_epochs < 0:

@@ -1,10 +1,16 @@
-"""Early stopping of points that fits several objectives.
+"""Early stopping of points during fine-tuning, sound for several objectives.
 
-A point is stopped only for what it could still contribute: after pruning its costs are exact,
-and its top-1 is bounded by an optimistic value. If a finished point of the experiment is at
-least as good in every objective as that bound (and better in one), the stopped point could
-never have joined a front, so fine-tuning it further is waste. SSL models are never ranked:
-this runs only during fine-tuning.
+After pruning a point's costs (FLOPs, params, size) are exact; only its top-1 still moves, and
+how it moves depends on the fine-tune's learning-rate schedule (a multi-step schedule lifts
+top-1 by several points right after each drop). So a point is compared like with like: at
+fine-tune epoch ``e`` its best top-1 so far, plus ``margin``, against each finished point's
+validation top-1 at the same epoch ``e`` (``finetune_val_top1`` in its result), with the exact
+costs of both. A finished point at least as good in every objective (better in one) stops it.
+
+Never at epoch 0 (nothing fine-tuned yet), never before one whole epoch after the first drop of
+the learning rate (``first_check_epoch``), never after the last epoch (the point is done), and
+never on an objective it cannot bound before the end (latency, top-5: the point is then not
+dominated). SSL models are never ranked: this runs only during fine-tuning.
 """
 
 from __future__ import annotations
@@ -16,9 +22,30 @@ from collections.abc import Sequence
 from typing import Any
 
 from sslsearch import storage
+from sslsearch.config import Recipe
 from sslsearch.trial._run import RESULT_FILE
 
 log = logging.getLogger(__name__)
+
+CURVE_KEY = "finetune_val_top1"  # a point's validation top-1 after each fine-tune epoch
+# the point's own metrics known during fine-tuning (exact costs and its best top-1 so far)
+BOUNDED = ("top1", "flops", "params", "size_mb")
+
+
+def first_check_epoch(recipe: Recipe) -> int:
+    """The first fine-tune epoch at which a point may be stopped: the first epoch trained wholly
+    after the first drop of the fine-tune learning rate.
+
+    multistep: the first milestone (``min(milestones) * finetune_epochs``); cosine: half the
+    epochs (where the rate has halved); constant: half the epochs too (no drop: before it top-1
+    still climbs fastest). E.g. 20 epochs at milestones (0.5, 0.75): epoch 11; 4 cosine: 3.
+    """
+    n = recipe.finetune_epochs
+    if recipe.schedule == "multistep" and recipe.milestones:
+        drop = min(recipe.milestones) * n
+    else:
+        drop = n / 2
+    return math.ceil(drop - 1e-9) + 1
 
 
 def dominated_reason(
@@ -26,10 +53,11 @@ def dominated_reason(
     finished: Sequence[dict[str, Any]],
     objectives: Sequence[tuple[str, str]],
 ) -> str | None:
-    """Why ``candidate`` (optimistic values) is dominated by a finished row, or None.
+    """Why ``candidate`` is dominated by a finished row, or None.
 
-    ``objectives``: (metric, "max" | "min") pairs. Rows other than ``status == "ok"`` and
-    metrics the candidate does not know yet never dominate.
+    ``objectives``: (metric, "max" | "min") pairs. Rows other than ``status == "ok"`` never
+    dominate; an objective the candidate lacks (not known before the end) or a row lacks never
+    dominates either.
     """
     for row in finished:
         if row.get("status") != "ok":
@@ -46,15 +74,20 @@ def dominated_reason(
         else:
             if better:
                 vals = ", ".join(f"{m} {float(row[m]):.4g}" for m, _ in objectives)
-                return (
-                    f"early stopping: even its optimistic result is dominated by point "
-                    f"{row.get('trial_id', '?')} ({vals})"
-                )
+                return f"dominated by point {row.get('trial_id', '?')} ({vals})"
     return None
 
 
 class FrontStop:
-    """Stop a point whose optimistic result a finished point of the experiment dominates.
+    """Stop a point whose fine-tune so far a finished point's, at the same epoch, dominates.
+
+    Called after fine-tune epoch ``e`` with the point's ``candidate``: its exact costs, ``top1``
+    (its best validation top-1 up to ``e``), ``epoch`` (``e``), ``epochs`` (its fine-tune
+    epochs) and ``first_check`` (``first_check_epoch`` of its recipe). It stops (returns a
+    reason) only when ``e >= max(first_check, grace_epochs, 1)``, ``e < epochs`` and a finished
+    ``ok`` point with a curve of the same length had, at epoch ``e``, top-1 >= the candidate's
+    + ``margin`` at costs <= the candidate's (strictly better in one objective). A candidate
+    without these keys is never stopped.
 
     Reads the finished points from ``points_dir`` (shared by every node): at each check it
     lists the directory and reads only the results it has not read before (a finished point's
@@ -85,11 +118,25 @@ class FrontStop:
                 continue  # not finished yet: asked again at the next check
         return list(self._read.values())
 
-    def __call__(self, candidate: dict[str, float]) -> str | None:
-        if candidate.get("epoch", 0.0) < self.grace_epochs:
+    def __call__(self, candidate: dict[str, Any]) -> str | None:
+        epoch = int(candidate.get("epoch", 0))
+        epochs = int(candidate.get("epochs", 0))
+        first = candidate.get("first_check")
+        if first is None or epoch < max(int(first), self.grace_epochs, 1) or epoch >= epochs:
             return None
-        bound = dict(candidate)
-        for k in ("top1", "top5"):
-            if k in bound:
-                bound[k] = bound[k] + self.margin
-        return dominated_reason(bound, self.finished(), self.objectives)
+        if any(m not in BOUNDED for m, _ in self.objectives):
+            return None  # an objective known only at the end (latency, top-5): never dominated
+        bound = {m: float(candidate[m]) for m in BOUNDED if m in candidate}
+        bound["top1"] += self.margin
+        at_epoch = []  # each finished point as it was at this epoch: its top-1 then, exact costs
+        for row in self.finished():
+            curve = row.get(CURVE_KEY)
+            if row.get("status") == "ok" and isinstance(curve, list) and len(curve) == epochs:
+                at_epoch.append({**row, "top1": curve[epoch - 1]})
+        why = dominated_reason(bound, at_epoch, self.objectives)
+        if why is None:
+            return None
+        return (
+            f"fine-tune epoch {epoch}/{epochs}: its top-1 so far "
+            f"{float(candidate['top1']):.2f} + margin {self.margin:g} is {why} at the same epoch"
+        )

@@ -20,6 +20,7 @@ from sslsearch.metrics import Cost, measure_cost, size_mb
 from sslsearch.models import model_from_payload
 from sslsearch.pruning import LatencySpec, prune
 from sslsearch.trial._distill import SSL_MODEL_TEACHER, Distiller, read_teacher
+from sslsearch.trial._early import CURVE_KEY, first_check_epoch
 from sslsearch.trial._run import Run, StopCheck
 from sslsearch.trial._ssl import SSLModel
 from sslsearch.trial._train import evaluate, make_optimizer, recalibrate_bn, seed_everything
@@ -159,17 +160,16 @@ def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
 
 
 def optimistic(run: Run, ssl: SSLModel, best_top1: float) -> dict[str, float]:
-    """What the point could still reach: exact costs; its top-1 so far (after pruning, or its
-    best fine-tuning epoch), to which the early-stopping rule adds its margin."""
+    """What is known of the point while it fine-tunes: its exact costs and its best top-1 so far
+    (after pruning, or its best fine-tuning epoch). Latency and top-5 are known only at the end:
+    left out, so early stopping never counts them against the point."""
     p = run.extra["prune"]
     top1 = max(run.extra["pruned_top1"], best_top1)
     return {
         "top1": top1,
-        "top5": 100.0,
         "flops": float(p["flops_after"]),
         "params": float(p["params_after"]),
         "size_mb": float(run.extra["size_mb_after"]),
-        "latency_ms": 0.0,  # not measured before the end: never dominated
     }
 
 
@@ -181,8 +181,8 @@ def finetune_point(
     resume: dict[str, Any] | None,
     stop: StopCheck | None,
 ) -> nn.Module:
-    """Fine-tune without the penalty (``model``, or the one in ``resume``); ``stop`` may end
-    the point (PointStopped) after an epoch."""
+    """Fine-tune without the penalty (``model``, or the one in ``resume``); ``stop`` (FrontStop)
+    may end the point (PointStopped) after an epoch."""
     rec = cfg.recipe
     start = 0
     if resume is None:
@@ -201,7 +201,15 @@ def finetune_point(
         best[0] = max(best[0], float(metrics["val_top1"]))
         if stop is None:
             return None
-        return stop({**optimistic(run, ssl, best[0]), "epoch": float(epoch)})
+        # compared with finished points at the same epoch, from one epoch after the first LR drop
+        return stop(
+            {
+                **optimistic(run, ssl, best[0]),
+                "epoch": float(epoch),
+                "epochs": float(rec.finetune_epochs),
+                "first_check": float(first_check_epoch(rec)),
+            }
+        )
 
     run.train_phase(
         "finetune",
@@ -219,6 +227,13 @@ def finetune_point(
 
 def _this_point(h: dict[str, Any], run: Run) -> bool:
     return h.get("phase") == "finetune" and int(h.get("point", 0)) == run.point
+
+
+def finetune_curve(run: Run) -> list[float]:
+    """The point's validation top-1 after each fine-tune epoch so far, in epoch order (what early
+    stopping compares later points with, epoch by epoch)."""
+    by_epoch = {int(h["epoch"]): float(h["val_top1"]) for h in run.history if _this_point(h, run)}
+    return [round(by_epoch[e], 4) for e in sorted(by_epoch)]
 
 
 def measure_final(run: Run, cfg: TrialConfig, model: nn.Module) -> tuple[Any, Any, Cost]:
@@ -304,6 +319,7 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
         "device": str(run.device),
         "precision": run.precision,
         "global_epoch": run.global_epoch + 1,
+        CURVE_KEY: finetune_curve(run),  # per fine-tune epoch (early stopping reads it)
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
     if p:  # a stopped point's costs are exact: keep them
