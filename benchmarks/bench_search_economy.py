@@ -50,6 +50,9 @@ SCHEMES: dict[str, list[str]] = {
     # screen (each SSL model pruned at 16 budgets, the 4 that add the most hypervolume tuned)
     "spread": ["economy.points_per_ssl=4", "economy.screen=0"],
     "screen": ["economy.points_per_ssl=4", "economy.screen=16"],
+    # the screen's choice trusted more: 2 tuned points per SSL model, half the points (the
+    # same 4 SSL models, half the fine-tunes)
+    "screen_k2": ["economy.points_per_ssl=2", "economy.screen=16", "budget.num_samples=8"],
     # plus multi-fidelity: SSL models screened at 1/4 and 1/2 of their SSL epochs, the better
     # half by hypervolume contribution go on; twice the points asked (stopped ones are cheap)
     "screen_mf": [
@@ -342,6 +345,7 @@ def _plot(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "spread": "tab:gray",
         "screen": "tab:orange",
         "screen_mf": "tab:brown",
+        "screen_k2": "tab:olive",
         "old": "tab:gray",
         "new": "tab:blue",
         "new_es": "tab:green",

@@ -466,3 +466,18 @@ def test_the_end_of_a_search_never_overwrites_a_result_on_disk(tmp_path: Path) -
     assert s.close() == 0
     kept = json.loads((exp / "points" / "a-1" / "result.json").read_text())
     assert kept["status"] == "ok" and kept["top1"] == 91.0
+
+
+def test_a_budget_below_the_layer_floors_fails_its_point_not_its_job(tmp_path: Path) -> None:
+    base = _cfgs(tmp_path)[0]
+    cfgs = [base.with_(flops_budget=b) for b in (0.5, 0.001, 0.3)]
+    results = run_points(cfgs, point_ids=IDS, points_dir=str(tmp_path / "points"))
+    assert [r.status for r in results] == ["ok", "failed", "ok"]
+    assert "below what the layer floors allow" in str(results[1].error)
+    # and a screen leaves such values out instead of failing the job
+    rec = Recorder(tmp_path / "rec")
+    spec = ScreenSpec("flops_budget", (0.001, 0.1, 0.4), OBJ)
+    done = run_points(cfgs[:2], rec, rec.store, point_ids=IDS[:2], screen=spec)
+    assert [r.status for r in done] == ["ok", "ok"]
+    rows = json.loads((rec.state_dir / SCREEN_FILE).read_text())["rows"]
+    assert [r["value"] for r in rows] == [0.1, 0.4, 0.5]  # 0.5: the value the points asked

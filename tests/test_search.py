@@ -141,6 +141,53 @@ def test_failed_and_early_stopped_trials_never_enter_the_study_as_complete(
     assert "failed" in md and "excluded" in md
 
 
+def test_a_screened_multi_fidelity_search_keeps_study_rows_and_fronts_in_line(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """Screen + multi-fidelity end to end: every ok point's row equals its Optuna trial (with
+    the budget the screen chose), screened values are never rows, trials or front points, and
+    an SSL model the rule stopped is never fine-tuned."""
+    space = write_space(
+        tmp_path,
+        name="screened",
+        recipe={"epochs": 2, "finetune_epochs": 1, "batch_size": 64},
+        budget={"num_samples": 8, "max_concurrent": 1},
+        economy={"points_per_ssl": 2, "screen": 4, "rungs": [0.5], "keep": 0.5},
+    )
+    out = run_search(SearchOptions(space=str(space)))
+    exp = Path(out.exp_dir)
+    rows = _rows(out.exp_dir)
+    trials = {t.user_attrs["trial_id"]: t for t in _study(out.exp_dir).trials}
+    assert len(rows) == 8 and set(trials) == {r["trial_id"] for r in rows}
+    screens = pq.read_table(exp / "screens.parquet").to_pylist()
+    assert screens and not {s["point_id"] for s in screens if s["point_id"]} - set(trials)
+    pareto = pq.read_table(exp / "pareto.parquet").to_pylist()
+    by_id = {r["trial_id"]: r for r in rows}
+    assert all(by_id[p["trial_id"]]["status"] == "ok" for p in pareto)
+    for r in rows:
+        t = trials[r["trial_id"]]
+        if r["status"] == "ok":  # the row is its trial: the budget it ran, its final values
+            assert t.state.name == "COMPLETE"
+            assert t.params["flops_budget"] == r["flops_budget"]
+            assert t.params["ssl_lambda"] == r["ssl_lambda"]
+            assert t.values == pytest.approx([r["top1"], r["flops"], r["size_mb"]])
+            assert r["screen_candidates"] >= 4 and r["screen_top1"] is not None
+        else:
+            assert r["status"] == "stopped" and r["stopped_by"] == "multi_fidelity"
+            assert t.state.name == "PRUNED" and t.values is None
+    for job in {r["trial_dir"] for r in rows}:
+        rung = json.loads((exp / job / "screen-r0.json").read_text())
+        mine = [r for r in rows if r["trial_dir"] == job]
+        history = [json.loads(x) for x in (exp / job / "history.jsonl").read_text().splitlines()]
+        tuned = any(h["phase"] == "finetune" for h in history)
+        if rung["status"] == "stopped":  # never fine-tuned, no model, no final screen
+            assert {r["status"] for r in mine} == {"stopped"} and not tuned
+            assert not (exp / job / "screen.json").exists()
+            assert all(r["model_path"] is None for r in mine)
+        else:
+            assert {r["status"] for r in mine} == {"ok"} and tuned
+
+
 def test_resources_per_trial_reach_the_trial(ray_cluster: Any, tmp_path: Path) -> None:
     space = write_space(
         tmp_path,

@@ -25,6 +25,7 @@ from torch import nn
 
 from sslsearch import storage
 from sslsearch.config import TrialConfig
+from sslsearch.errors import NotPrunableError
 from sslsearch.models import save_model
 from sslsearch.storage import write_text_atomic
 from sslsearch.trial._fidelity import Rungs, rung_hook
@@ -250,7 +251,7 @@ def run_points(
                 model = finetune_point(run, cfg, ssl, model, None, stop)
             resume = None
             final = measure_point(run, cfg, ssl, model)
-        except NonFiniteLoss as e:
+        except (NonFiniteLoss, NotPrunableError) as e:  # this point fails, not its job
             resume, model = None, None
             log.warning("point %d failed: %s", i, e)
             final = {**base_final(run, cfg, ssl), "status": "failed", "error": str(e)}

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sslsearch.config import TrialConfig
+from sslsearch.errors import NotPrunableError
 from sslsearch.metrics import size_mb
 from sslsearch.report import hypervolume
 from sslsearch.trial._point import point_seed, pruned_copy
@@ -67,13 +68,18 @@ def screen_model(
     run: Run, cfg: TrialConfig, ssl: SSLModel, spec: ScreenSpec
 ) -> list[dict[str, Any]]:
     """Prune the SSL model at every value of ``spec`` (BN re-estimated, no fine-tune) and
-    measure each: validation top-1 and exact costs, one row per value, in order."""
+    measure each: validation top-1 and exact costs, one row per value, in order. A value the
+    model cannot be pruned to (a budget below its layer floors) is left out."""
     rows = []
     seed = point_seed(cfg.seed, 0)  # every value sees the same BN batches
     for v in spec.values:
         t0 = time.perf_counter()
         c = cfg.with_(**{**dict.fromkeys(SCREEN_KEYS), spec.key: float(v)})
-        model, pruned = pruned_copy(run, c, ssl, seed)
+        try:
+            model, pruned = pruned_copy(run, c, ssl, seed)
+        except NotPrunableError as e:  # below what the layer floors allow: not a candidate
+            log.info("screen %s=%.4g skipped: %s", spec.key, v, e)
+            continue
         s = pruned.summary()
         top1 = evaluate(
             model, run.data.val, batch_size=cfg.recipe.eval_batch_size, device=run.device
