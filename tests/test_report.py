@@ -151,7 +151,8 @@ def test_export_fronts_tables_and_files(tmp_path: Path) -> None:
         assert not any("e-0" in c or "e+0" in c for r in t["rows"] for c in r)
     # the headline counts each kind apart: search points, references, the baseline
     assert (
-        "30 search points (27 ok, 1 error, 1 failed, 1 stopped) from 30 SSL models; "
+        "30 search points (27 ok, 1 error, 1 failed, 1 stopped; only ok points are on the fronts, "
+        "the rest excluded) from 30 SSL models; "
         "12 references (lambda = 0); dense baseline." in md
     )
     assert "Dense baseline: vgg_small" in md and "no-SSL (lambda = 0) front" in md

@@ -74,7 +74,8 @@ def test_headline_counts_each_kind_apart() -> None:
     screens = screen_file("a", 0.01, [1] * 16)["rows"] * 4
     stopped = [{"job_id": "z", "status": "stopped", "rung": 0}] * 3
     assert headline([*search, *refs, redo, baseline()], screens + stopped) == (
-        "16 search points (14 ok, 1 failed, 1 stopped) from 4 SSL models; 67 screened "
+        "16 search points (14 ok, 1 failed, 1 stopped; only ok points are on the fronts, the rest "
+        "excluded) from 4 SSL models; 67 screened "
         "(1 SSL model stopped by multi-fidelity); 9 references (lambda = 0); "
         "1 re-evaluation (--confirm-front); dense baseline"
     )

@@ -112,7 +112,8 @@ def headline(rows: Sequence[Mapping[str, Any]], screens: Sequence[Mapping[str, A
     refs = [r for r in rows if role_of(r) == "reference" and not is_confirmation(r)]
     redo = [r for r in rows if is_confirmation(r)]
     base = [r for r in rows if role_of(r) == "baseline"]
-    parts = [f"{_n(len(search), 'search point')} ({_statuses(search)})"]
+    excluded = "" if _all_ok(search) else "; only ok points are on the fronts, the rest excluded"
+    parts = [f"{_n(len(search), 'search point')} ({_statuses(search)}{excluded})"]
     models = {r.get("ssl_model_id") for r in search if r.get("ssl_model_id")}
     if models:
         parts[0] += f" from {_n(len(models), 'SSL model')}"
