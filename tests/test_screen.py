@@ -15,6 +15,7 @@ from sslsearch.config import ConfigError, TrialConfig, space_from_mapping
 from sslsearch.trial import SCREEN_FILE, ScreenSpec, choose, run_points
 
 from .spaces import with_changes
+from .test_points import _ssl_epochs_trained
 from .test_trial import Recorder
 
 TINY = {"epochs": 2, "finetune_epochs": 1, "batch_size": 64}
@@ -86,22 +87,18 @@ def _spec() -> ScreenSpec:
     return ScreenSpec("flops_budget", GRID, OBJ)
 
 
-def _ssl_epochs(rec: Recorder) -> int:
-    return sum(1 for m in rec.metrics if m.get("phase") == "ssl" and not m["final"]) - sum(
-        1 for m in rec.replayed if m.get("phase") == "ssl"
+def _screened_job(tmp_path: Path, **kw: Any) -> tuple[Recorder, list[Any]]:
+    """One job of three points from ``_cfgs``, screened at ``GRID``, its states recorded."""
+    rec = Recorder(tmp_path / "rec")
+    points = str(tmp_path / "points")
+    results = run_points(
+        _cfgs(tmp_path), rec, rec.store, point_ids=IDS, points_dir=points, screen=_spec(), **kw
     )
+    return rec, results
 
 
 def test_a_screened_job_fine_tunes_only_the_chosen_values(tmp_path: Path) -> None:
-    rec = Recorder(tmp_path / "rec")
-    results = run_points(
-        _cfgs(tmp_path),
-        rec,
-        rec.store,
-        point_ids=IDS,
-        points_dir=str(tmp_path / "points"),
-        screen=_spec(),
-    )
+    rec, results = _screened_job(tmp_path)
     assert [r.status for r in results] == ["ok"] * 3
     screen = json.loads((rec.state_dir / SCREEN_FILE).read_text())
     rows = screen["rows"]
@@ -138,7 +135,7 @@ def test_a_crash_during_the_screen_resumes_without_training_the_ssl_model_again(
     kw: dict[str, Any] = {"point_ids": IDS, "points_dir": str(tmp_path / "points")}
     with pytest.raises(KeyboardInterrupt):
         run_points(_cfgs(tmp_path), rec, rec.store, screen=_spec(), **kw)
-    assert _ssl_epochs(rec) == 2 and not (rec.state_dir / SCREEN_FILE).exists()
+    assert _ssl_epochs_trained(rec) == 2 and not (rec.state_dir / SCREEN_FILE).exists()
 
     calls = []
 
@@ -149,7 +146,7 @@ def test_a_crash_during_the_screen_resumes_without_training_the_ssl_model_again(
     monkeypatch.setattr(pipeline, "screen_model", counted)
     again = Recorder(tmp_path / "rec2", resume=rec.state_dir)
     first = run_points(_cfgs(tmp_path), again, again.store, screen=_spec(), **kw)
-    assert _ssl_epochs(again) == 0  # the SSL model came from the state, not trained again
+    assert _ssl_epochs_trained(again) == 0  # the SSL model came from the state, not trained again
     assert calls == [1] and [r.status for r in first] == ["ok"] * 3
 
     # killed after the screen, during the second point: the same choices, no new screen
@@ -176,7 +173,7 @@ def test_a_crash_during_the_screen_resumes_without_training_the_ssl_model_again(
     monkeypatch.setattr(pipeline, "prune_point", real_prune)
     fourth = Recorder(tmp_path / "rec4", resume=third.state_dir)
     done = run_points(_cfgs(tmp_path), fourth, fourth.store, screen=_spec(), **kw)
-    assert _ssl_epochs(fourth) == 0
+    assert _ssl_epochs_trained(fourth) == 0
     assert [r.metrics["flops_budget"] for r in done] == [
         r.metrics["flops_budget"] for r in first
     ]  # the choices the state kept (the screen is deterministic: the same as before)
@@ -326,22 +323,13 @@ def test_an_ssl_model_stopped_at_a_rung_is_never_fine_tuned(tmp_path: Path) -> N
         asked.append((rung, record))
         return False, "rank 3 of 3"
 
-    rec = Recorder(tmp_path / "rec")
-    results = run_points(
-        _cfgs(tmp_path),
-        rec,
-        rec.store,
-        point_ids=IDS,
-        points_dir=str(tmp_path / "points"),
-        screen=_spec(),
-        rungs=_rungs(stop),
-    )
+    rec, results = _screened_job(tmp_path, rungs=_rungs(stop))
     assert [r.status for r in results] == ["stopped"] * 3
     for r in results:
         assert r.metrics["stopped_by"] == "multi_fidelity"
         assert "after 1 of 2 SSL epochs" in str(r.error) and "rank 3 of 3" in str(r.error)
         assert r.metrics.get("top1") is None and r.metrics.get("flops") is None
-    assert _ssl_epochs(rec) == 1  # stopped at the rung: half the SSL training
+    assert _ssl_epochs_trained(rec) == 1  # stopped at the rung: half the SSL training
     assert not any(m.get("phase") == "finetune" for m in rec.metrics)
     # the rung's screen is kept, marked stopped; the part-trained model is never stored
     [(rung, record)] = asked
@@ -375,7 +363,7 @@ def test_a_promoted_ssl_model_trains_on_and_a_decision_is_asked_once(
     again = Recorder(tmp_path / "rec2", resume=rec.state_dir)
     results = run_points(_cfgs(tmp_path), again, again.store, **kw)
     assert calls == [0, 0]  # decided again after the kill, then never asked once more
-    assert _ssl_epochs(again) == 1  # the epoch before the rung was not trained again
+    assert _ssl_epochs_trained(again) == 1  # the epoch before the rung was not trained again
     assert [r.status for r in results] == ["ok"] * 3
     kept = json.loads((again.state_dir / "screen-r0.json").read_text())
     assert kept["status"] == "ok" and kept["reason"] == "rank 1 of 2"
