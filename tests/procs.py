@@ -10,8 +10,8 @@ import socket
 from pathlib import Path
 
 
-def descendants(root: int) -> set[int]:
-    """``root`` and every process below it."""
+def descendants(*roots: int) -> set[int]:
+    """``roots`` and every process below them (one read of /proc for all)."""
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -22,7 +22,7 @@ def descendants(root: int) -> set[int]:
             continue
         children.setdefault(ppid, []).append(int(d.name))
     out: set[int] = set()
-    todo = [root]
+    todo = list(roots)
     while todo:
         pid = todo.pop()
         if pid not in out:

@@ -27,6 +27,7 @@ import pytest
 from sslsearch.report import compute_front
 from sslsearch.search._cluster import _LOOPBACK_ENV as LOOPBACK_ENV
 
+from .procs import descendants
 from .spaces import write_space
 
 pytestmark = pytest.mark.slow
@@ -50,25 +51,6 @@ def _pids_mentioning(text: str) -> list[int]:
             if text in cmd and int(d.name) != os.getpid():
                 pids.append(int(d.name))
     return pids
-
-
-def _with_descendants(roots: set[int]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name may hold spaces and ')'
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in out and pid != os.getpid():
-            out.add(pid)
-            todo.extend(children.get(pid, []))
-    return out
 
 
 class Cluster:
@@ -177,7 +159,7 @@ class Cluster:
         temp dir: the node's processes are the ones that name it and all their descendants,
         collected before anything is killed (a killed parent's children are re-parented)."""
         roots = {*_pids_mentioning(str(self.root / name)), self.procs[name].pid}
-        pids = sorted(_with_descendants(roots))
+        pids = sorted(descendants(*roots))
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -186,7 +168,7 @@ class Cluster:
 
     def stop(self) -> None:
         alive = {p.pid for p in self.procs.values() if p.poll() is None}
-        ours = _with_descendants({*_pids_mentioning(str(self.root)), *alive})
+        ours = descendants(*_pids_mentioning(str(self.root)), *alive)
         for name in reversed(list(self.procs)):
             p = self.procs[name]
             if p.poll() is None:

@@ -873,9 +873,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
             space = space_from_mapping(yaml.safe_load(storage.read_bytes(saved).decode()), saved)
             meta = {
-                "sslsearch.objectives": json.dumps(
-                    [[o.metric, o.direction] for o in space.objectives]
-                ),
+                "sslsearch.objectives": json.dumps(space.objective_pairs()),
                 "sslsearch.space": json.dumps(space.to_dict()),
             }
         log.info("rebuilding trials.parquet from the trial directories ...")

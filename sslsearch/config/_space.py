@@ -323,6 +323,10 @@ class SearchSpace:
                 "flops_budget, or set screen: 0",
             )
 
+    def objective_pairs(self) -> list[tuple[str, str]]:
+        """The objectives as (metric, "max" | "min") pairs."""
+        return [(o.metric, o.direction) for o in self.objectives]
+
     def param_specs(self) -> dict[str, Range | Choices | Any]:
         return {k: param_spec(k, v) for k, v in self.params.items()}
 

@@ -19,6 +19,7 @@ from sslsearch.report._fronts import (
     compute_front,
     front_specs,
     points_to_confirm,
+    reference_point,
     with_seed_means,
 )
 from sslsearch.report._pareto import (
@@ -64,6 +65,7 @@ __all__ = [
     "points_to_confirm",
     "read_screens",
     "read_trials",
+    "reference_point",
     "resolve_objectives",
     "screen_agreement",
     "seed_row",

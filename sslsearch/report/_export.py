@@ -25,7 +25,7 @@ from sslsearch.report._arrow import typed_table
 from sslsearch.report._fronts import Front
 from sslsearch.report._history import trial_history
 from sslsearch.report._markdown import console, markdown
-from sslsearch.report._rows import derived, objective_modes
+from sslsearch.report._rows import derived, objective_modes, status_counts
 from sslsearch.report._screen import headline
 from sslsearch.report._summary import Summary, summarize
 
@@ -240,9 +240,7 @@ def export_experiment(
     objs = resolve_objectives(objectives, meta)
     if not rows:
         raise NoResultsError(f"experiment {exp_dir} has no trials yet")
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    counts = status_counts(rows)
     if counts.get("ok", 0) == 0:
         reasons = sorted({str(r.get("error"))[:120] for r in rows})
         raise NoResultsError(

@@ -160,6 +160,14 @@ def _std(xs: Sequence[float]) -> float:
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def status_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How many rows have each ``status``, in order of first appearance."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    return counts
+
+
 def dense_value(
     metric: str, baseline: Baseline | None, rows: Sequence[Mapping[str, Any]]
 ) -> tuple[float | None, str]:

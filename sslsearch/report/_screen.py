@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sslsearch.report._rows import is_confirmation, number, role_of
+from sslsearch.report._rows import is_confirmation, number, role_of, status_counts
 
 AGREEMENT_FLOOR = 0.5  # below: the screen is not trusted to choose the points
 
@@ -140,9 +140,7 @@ def _n(n: int, word: str) -> str:
 
 
 def _statuses(rows: Sequence[Mapping[str, Any]]) -> str:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    counts = status_counts(rows)
     ok = counts.pop("ok", 0)
     return ", ".join([f"{ok} ok", *(f"{v} {k}" for k, v in sorted(counts.items()))])
 

@@ -47,7 +47,6 @@ class FrontPair:
 class Summary:
     title: str
     rows: list[dict[str, Any]]  # every trial, as read
-    counts: dict[str, int]  # trials per status
     objectives: list[tuple[str, str]]  # (metric, mode) as searched
     baseline: Baseline | None
     pairs: list[FrontPair]
@@ -74,9 +73,6 @@ def summarize(
     curves and counted, never on a front."""
     objs = objective_modes(objectives)
     every = [dict(r) for r in rows]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
     baseline = baseline_of(rows)
     ssl_rows, ref_rows = front_rows(rows, "search"), front_rows(rows, "reference")
     ok = completed(rows)
@@ -98,7 +94,6 @@ def summarize(
     return Summary(
         title,
         every,
-        counts,
         objs,
         baseline,
         pairs,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 from typing import Any
 
 import pyarrow as pa
@@ -31,12 +30,18 @@ from sslsearch.search._experiment import (
     read_error,
     read_jobs,
 )
-from sslsearch.trial import BASELINE_ID, MODEL_FILE, RESULT_FILE, read_history
+from sslsearch.trial import (
+    BASELINE_ID,
+    MODEL_FILE,
+    RESULT_FILE,
+    SCREEN_FILE,
+    read_history,
+    rung_of,
+)
 
 log = logging.getLogger(__name__)
 TRIALS_FILE = "trials.parquet"
 SCREENS_FILE = "screens.parquet"
-SCREEN_FILE = "screen.json"  # jobs/<job id>/screen.json; screen-r<rung>.json: earlier rungs
 UNFINISHED = "unfinished"  # the status of a point without a final result
 
 COLUMNS: list[tuple[str, pa.DataType]] = [
@@ -264,14 +269,13 @@ SCREEN_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("epochs_trained", pa.int64()),  # SSL epochs the screened model had
     ("seconds", pa.float64()),  # the whole screen's wall time
 ]
-_RUNG_FILE = re.compile(r"^screen-r(\d+)\.json$")
 
 
 def _screen_files(exp_dir: str, job_id: str) -> list[tuple[str, int | None]]:
     """A job's screen files with the rung their name gives: earlier rungs, then the last."""
     d = job_dir(exp_dir, job_id)
     names = storage.listdir(d)
-    rungs = sorted((int(m.group(1)), n) for n in names if (m := _RUNG_FILE.match(n)))
+    rungs = sorted((r, n) for n in names if (r := rung_of(n)) is not None)
     out: list[tuple[str, int | None]] = [(storage.join(d, n), r) for r, n in rungs]
     if SCREEN_FILE in names:
         out.append((storage.join(d, SCREEN_FILE), None))

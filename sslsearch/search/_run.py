@@ -301,7 +301,7 @@ def _metadata(space: SearchSpace, study_url: str) -> dict[str, str]:
 
     return {
         "sslsearch.space": json.dumps(space.to_dict()),
-        "sslsearch.objectives": json.dumps([[o.metric, o.direction] for o in space.objectives]),
+        "sslsearch.objectives": json.dumps(space.objective_pairs()),
         "sslsearch.study": study_url,
         "sslsearch.versions": json.dumps(
             {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch.__version__}
@@ -566,7 +566,7 @@ def confirm_jobs(
 
     if seeds <= 0:
         return []
-    objectives = [(o.metric, o.direction) for o in space.objectives]
+    objectives = space.objective_pairs()
     by_id = {r["trial_id"]: r for r in rows if not r.get("confirm_of")}
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for tid in points_to_confirm(rows, objectives):

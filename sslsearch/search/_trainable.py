@@ -42,17 +42,13 @@ def _front_stop(space: Any, points_dir: str) -> FrontStop | None:
     es = space.early_stopping
     if not es.enabled:
         return None
-    objectives = [(o.metric, o.direction) for o in space.objectives]
+    objectives = space.objective_pairs()
     key = (points_dir, json.dumps([objectives, es.margin, es.grace_epochs]))
     if key not in _FRONT_STOPS:
         _FRONT_STOPS[key] = FrontStop(
             points_dir, objectives, margin=es.margin, grace_epochs=es.grace_epochs
         )
     return _FRONT_STOPS[key]
-
-
-def objectives_of(space: SearchSpace) -> list[tuple[str, str]]:
-    return [(o.metric, o.direction) for o in space.objectives]
 
 
 def make_trainable(
@@ -105,10 +101,10 @@ def make_trainable(
         grid = screen_grid(space)
         screen: dict[str, Any] = {}
         if grid is not None:
-            screen["screen"] = ScreenSpec(grid[0], grid[1], tuple(objectives_of(space)))
+            screen["screen"] = ScreenSpec(grid[0], grid[1], tuple(space.objective_pairs()))
             epochs = rung_epochs(space.economy.rungs, space.recipe.epochs)
             if epochs:
-                promote = make_promote(exp_dir, job_id, space.economy.keep, objectives_of(space))
+                promote = make_promote(exp_dir, job_id, space.economy.keep, space.objective_pairs())
                 screen["rungs"] = Rungs(epochs, promote)
         try:
             run(

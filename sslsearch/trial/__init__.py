@@ -13,7 +13,7 @@ from sslsearch.trial._baseline import (
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._distill import Distiller, distill_kl, read_teacher
 from sslsearch.trial._early import dominated_reason
-from sslsearch.trial._fidelity import Promote, Rungs, rung_epochs, rung_file
+from sslsearch.trial._fidelity import Promote, Rungs, rung_epochs, rung_file, rung_of
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
 from sslsearch.trial._pipeline import (
     TrialResult,
@@ -88,6 +88,7 @@ __all__ = [
     "run_trial",
     "rung_epochs",
     "rung_file",
+    "rung_of",
     "ssl_model_id",
     "stored_point",
     "train_ssl_model",

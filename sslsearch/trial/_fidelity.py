@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,17 @@ Promote = Callable[[int, dict[str, Any]], tuple[bool, str]]
 
 
 def rung_file(rung: int) -> str:
+    """The name of a job's screen at ``rung`` (in its state directory)."""
     return f"screen-r{rung}.json"
+
+
+_RUNG_FILE = re.compile(r"^screen-r(\d+)\.json$")
+
+
+def rung_of(name: str) -> int | None:
+    """The rung a file name written by ``rung_file`` holds; None for any other name."""
+    m = _RUNG_FILE.match(name)
+    return int(m.group(1)) if m else None
 
 
 def rung_epochs(fractions: tuple[float, ...], epochs: int) -> tuple[int, ...]:
@@ -89,12 +100,10 @@ def _decide(
     model: nn.Module,
 ) -> str:
     t0 = time.perf_counter()
-    was = model.training
     now = SSLModel(
         id=f"rung{rung}", model=model, ssl_top1=math.nan, size_mb=size_mb(model), trained=True
     )
-    rows = screen_model(run, cfg, now, spec.with_asked(cfg))
-    model.train(was)
+    rows = screen_model(run, cfg, now, spec.with_asked(cfg))  # prunes copies: model untouched
     record = screen_record(run, cfg, now, spec, rows, time.perf_counter() - t0, rung=rung)
     record["ssl_model_id"] = None  # not a stored model: the SSL model part-way
     record["epochs_trained"] = epoch

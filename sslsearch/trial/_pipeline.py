@@ -207,28 +207,13 @@ def run_points(
             ssl = load_ssl_model(run)
     except SSLStopped as e:
         log.info("%s", e)
-        for i in range(run.point, len(points)):
-            run.point = i
-            run.extra = {}
-            final = {**base_final(run, points[i], None), "status": "stopped", "error": str(e)}
-            final["stopped_by"] = "multi_fidelity"
-            _point_done(run, points, ids, points_dir, final, None)
-        return _results(run)
+        end = {"status": "stopped", "error": str(e), "stopped_by": "multi_fidelity"}
+        return _end_without_ssl_model(run, points, ids, points_dir, end)
     except NonFiniteLoss as e:
         reason = f"SSL training failed: {e}"
         log.warning("%s", reason)
-        for i in range(run.point, len(points)):
-            run.point = i
-            run.extra = {}
-            _point_done(
-                run,
-                points,
-                ids,
-                points_dir,
-                {**base_final(run, points[i], None), "status": "failed", "error": reason},
-                None,
-            )
-        return _results(run)
+        end = {"status": "failed", "error": reason}
+        return _end_without_ssl_model(run, points, ids, points_dir, end)
 
     if screen is not None:
         points = _screened(run, points, ids, ssl, screen, state_dir)
@@ -264,6 +249,22 @@ def run_points(
         final["started_at"] = started_at
         final.update(_screen_columns(run))
         _point_done(run, points, ids, points_dir, final, model)
+    return _results(run)
+
+
+def _end_without_ssl_model(
+    run: Run,
+    points: Sequence[TrialConfig],
+    ids: Sequence[str | None],
+    points_dir: str | None,
+    end: dict[str, Any],
+) -> list[TrialResult]:
+    """Every point not yet done ends with ``end`` (its status and reason): there is no SSL
+    model to prune (SSL training failed, or the multi-fidelity rule stopped it)."""
+    for i in range(run.point, len(points)):
+        run.point = i
+        run.extra = {}
+        _point_done(run, points, ids, points_dir, {**base_final(run, points[i], None), **end}, None)
     return _results(run)
 
 
@@ -304,11 +305,9 @@ def _screened(
             record = _screen_record(run, points[0], ssl, spec, rows, seconds)
             storage.write_text_atomic(storage.join(state_dir, SCREEN_FILE), json.dumps(record))
         run.checkpoint(run.state("prune", 0, None, None))
-    values = run.screen["values"]
-    return [
-        p.with_(**{**dict.fromkeys(SCREEN_KEYS), run.screen["key"]: v}) if i < len(values) else p
-        for i, (p, v) in enumerate(zip(points, [*values, *[None] * len(points)]))
-    ]
+    key, values = run.screen["key"], run.screen["values"]
+    chosen = [p.with_(**{**dict.fromkeys(SCREEN_KEYS), key: v}) for p, v in zip(points, values)]
+    return chosen + list(points[len(values) :])  # more points than screened values: as asked
 
 
 def _screen_columns(run: Run) -> dict[str, Any]:

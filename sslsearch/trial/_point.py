@@ -28,7 +28,7 @@ from sslsearch.trial._train import evaluate, make_optimizer, recalibrate_bn, see
 log = logging.getLogger(__name__)
 
 
-def _scalar_lambda(cfg: TrialConfig) -> float:
+def scalar_lambda(cfg: TrialConfig) -> float:
     lam = cfg.ssl_lambda
     return float(lam) if not isinstance(lam, dict) else float(max(lam.values()))
 
@@ -40,7 +40,7 @@ def describe(cfg: TrialConfig) -> dict[str, Any]:
         "dataset": cfg.data.name,
         "image_size": cfg.data.image_size,
         "ssl_type": cfg.ssl_type,
-        "ssl_lambda": _scalar_lambda(cfg),
+        "ssl_lambda": scalar_lambda(cfg),
         "ssl_weighting": cfg.ssl_weighting,
         "prune_type": cfg.prune_type,
         "prune_way": cfg.prune_way,

@@ -27,8 +27,8 @@ import numpy as np
 from sslsearch.config import TrialConfig
 from sslsearch.errors import NotPrunableError
 from sslsearch.metrics import size_mb
-from sslsearch.report import hypervolume
-from sslsearch.trial._point import point_seed, pruned_copy
+from sslsearch.report import hypervolume, reference_point, to_minimization
+from sslsearch.trial._point import point_seed, pruned_copy, scalar_lambda
 from sslsearch.trial._run import Run
 from sslsearch.trial._ssl import SSLModel
 from sslsearch.trial._train import evaluate
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 SCREEN_FILE = "screen.json"
 SCREEN_KEYS = ("flops_budget", "params_budget", "ratio")  # amounts a screen can sweep
-# costs a screened value has, each with the dense value it is divided by
-_COSTS = {"flops": "flops_before", "params": "params_before", "size_mb": "size_mb_before"}
 
 
 @dataclass(frozen=True)
@@ -109,21 +107,19 @@ def screen_model(
     return rows
 
 
-def _losses(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> np.ndarray:
-    """Every row's objectives, each divided by its dense value and minimised (top-1 as a
-    share of 100 %, negated), so the reference point is (0, 1, 1, ...)."""
-    cols = []
-    for metric, direction in objectives:
-        if metric in _COSTS:
-            x = [r[metric] / max(r[_COSTS[metric]], 1e-12) for r in rows]
-        else:
-            x = [r[metric] / 100.0 if metric.startswith("top") else r[metric] for r in rows]
-        cols.append([-v if direction == "max" else v for v in x])
-    return np.array(cols, dtype=np.float64).T.reshape(len(rows), len(cols))
-
-
-def _reference(objectives: Sequence[tuple[str, str]]) -> np.ndarray:
-    return np.array([0.0 if d == "max" else 1.0 for _, d in objectives]) + 1e-9
+def _normalised(
+    rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's objectives and the reference point, as the report's hypervolume takes them
+    (``report.reference_point``: top-1 divided by 100 %, a cost by the dense model's, each
+    minimised), over the objectives the rows measure (top-1 alone when none)."""
+    objs = [(m, d) for m, d in objectives if rows and m in rows[0]] or [("top1", "max")]
+    names, directions = [m for m, _ in objs], [d for _, d in objs]
+    ref, scale, _ = reference_point(rows, objs, None)
+    s = np.array([scale[m] for m in names])
+    values = np.array([[float(r[m]) for m in names] for r in rows]).reshape(len(rows), len(names))
+    r = np.array([ref[m] for m in names]) / s
+    return to_minimization(values / s, directions), to_minimization(r[None, :], directions)[0]
 
 
 def choose(
@@ -133,11 +129,7 @@ def choose(
     hypervolume to those already chosen. When fewer than ``k`` add anything (the rest are
     dominated by the chosen ones), the others are spread: each time the row farthest (in
     the amount, on a log scale) from every chosen one, on the best remaining front first."""
-    objs = [(m, d) for m, d in objectives if rows and m in rows[0]]
-    if not objs:
-        objs = [("top1", "max")]
-    losses = _losses(rows, objs)
-    ref = _reference(objs)
+    losses, ref = _normalised(rows, objectives)
     chosen: list[int] = []
     hv = 0.0
     left = list(range(len(rows)))
@@ -176,9 +168,7 @@ def screen_record(
     return {
         "job_id": run.tags.get("job_id"),
         "ssl_model_id": ssl.id,
-        "ssl_lambda": float(cfg.ssl_lambda)
-        if not isinstance(cfg.ssl_lambda, dict)
-        else float(max(cfg.ssl_lambda.values())),
+        "ssl_lambda": scalar_lambda(cfg),
         "ssl_type": cfg.ssl_type,
         "key": spec.key,
         "objectives": [list(o) for o in spec.objectives],
@@ -197,20 +187,16 @@ def contributions(
     every screened value loses without that SSL model's values (0: all of them dominated by
     the others'). Objectives as ``choose`` takes them."""
     objs = [(m, d) for m, d in objectives if all(s and m in s[0] for s in screens)]
-    objs = objs or [("top1", "max")]
-    ref = _reference(objs)
-    losses = [_losses(s, objs) for s in screens]
-    every = np.concatenate(losses) if losses else np.zeros((0, len(objs)))
+    every, ref = _normalised([r for s in screens for r in s], objs)
+    ends = np.cumsum([0, *(len(s) for s in screens)])
     total = hypervolume(every, ref) if len(every) else 0.0
     out = []
     for i in range(len(screens)):
-        rest = [x for j, x in enumerate(losses) if j != i]
-        others = np.concatenate(rest) if rest else np.zeros((0, len(objs)))
+        others = np.delete(every, np.s_[ends[i] : ends[i + 1]], axis=0)
         out.append(total - (hypervolume(others, ref) if len(others) else 0.0))
     return out
 
 
 def own_hypervolume(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> float:
     """The hypervolume of one screen alone (ties between zero contributions are broken by it)."""
-    objs = [(m, d) for m, d in objectives if rows and m in rows[0]] or [("top1", "max")]
-    return hypervolume(_losses(rows, objs), _reference(objs)) if rows else 0.0
+    return hypervolume(*_normalised(rows, objectives)) if rows else 0.0
