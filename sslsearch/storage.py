@@ -56,6 +56,13 @@ def read_bytes(path: str) -> bytes:
         return bytes(f.read())
 
 
+def cache_root() -> Path:
+    """This machine's cache of derived files (latency tables, decoded images):
+    ``$SSLSEARCH_CACHE``, else ``~/.cache/sslsearch``. Safe to delete: all is rebuilt."""
+    root = os.environ.get("SSLSEARCH_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "sslsearch"
+
+
 TEMP_SUFFIX = ".sslsearch-tmp"  # what every temporary file of an atomic write ends with
 
 

@@ -258,3 +258,26 @@ def test_latency_budget_is_met_when_the_tables_mislead(
     )
     assert r.budget_achieved is not None and abs(r.budget_achieved - 0.5) <= 0.05, r.budget_note
     assert abs(clock.ms(r.model) / clock.ms(model) - 0.5) <= 0.1
+
+
+def test_a_latency_over_budget_beyond_the_tolerance_is_missed_not_ok() -> None:
+    from sslsearch.pruning._pruner import _missed, _Target
+
+    def target(kind: str) -> _Target:
+        return _Target(kind, 0.5, 10.0, lambda m: 0.0, 0.1)
+
+    lat = target("latency")
+    assert not _missed(lat, 5.4)  # 54% for 50%: inside the 10% tolerance
+    assert not _missed(lat, 3.0)  # faster than asked is no miss
+    assert _missed(lat, 5.6)  # 56%: over the target beyond the tolerance
+    assert not _missed(None, None)
+
+
+def test_budget_missed_points_reach_the_study_as_measured_but_not_ok() -> None:
+    optuna = pytest.importorskip("optuna")
+    from sslsearch.search._study import classify
+
+    state, values, _ = classify(
+        {"status": "budget_missed", "top1": 90.0, "flops": 1e6}, ["top1", "flops"]
+    )
+    assert state == optuna.trial.TrialState.COMPLETE and values == [90.0, 1e6]

@@ -48,7 +48,7 @@ def test_bad_space_exits_2_and_starts_nothing(
         (["--resume"], "nothing to resume"),
         (
             ["--set", "data.name=cifar10", "--data-root", "{tmp}/nodata"],
-            "cifar10 not found: looked for",
+            "cifar10 not found under",
         ),
         (["--storage-path", "{tmp}/afile/runs"], "not writable"),
         (
@@ -506,3 +506,22 @@ def test_confirm_front_flag_reaches_the_search_options(tmp_path: Path) -> None:
     assert search_options_from_args(a).confirm_front == 2
     a = build_parser().parse_args(["search"])
     assert search_options_from_args(a).confirm_front == 0
+
+
+def test_cifar10_tier_without_the_data_is_one_line_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    code, _, err = _run(
+        capsys,
+        "search",
+        "--space",
+        "cifar10_cpu",
+        "--data-root",
+        str(tmp_path / "nowhere"),
+        "--storage-path",
+        str(runs),
+    )
+    line = _one_clean_line(err)
+    assert code == 2 and "cifar10 not found" in line and "cifar10/train/<class>/" in line
+    assert not any(runs.iterdir())  # the storage path may exist; no experiment is started

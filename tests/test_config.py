@@ -336,3 +336,16 @@ def test_shipped_spaces_search_a_budget() -> None:
         metrics = [o.metric for o in space.objectives]
         kind = budgets[0].removesuffix("_budget")
         assert kind in ("flops", "params") or "latency_ms" in metrics, path.name
+
+
+def test_the_ssl_model_is_known_by_its_training_subset() -> None:
+    from dataclasses import replace
+
+    base = TrialConfig(ssl_lambda=0.3)
+    sub = base.with_(data=replace(base.data, per_class=100))
+    assert sub.ssl_key() != base.ssl_key()
+    assert sub.ssl_key() != base.with_(data=replace(base.data, per_class=200)).ssl_key()
+    assert base.with_(data=replace(base.data, in_memory=True)).ssl_key() != base.ssl_key()
+    # unset, the key is what it was before these keys existed (the value on main before them):
+    # SSL models stored by earlier searches still match
+    assert base.ssl_key() == "9275870b901e600134a0"

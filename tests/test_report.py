@@ -276,3 +276,21 @@ def test_export_reads_only_trials_parquet(tmp_path: Path) -> None:
     export_experiment(str(exp))
     assert (exp / "trials.parquet").read_bytes() == before
     assert pq.read_table(io.BytesIO(before)).num_rows == 43
+
+
+def test_fronts_say_which_split_chose_them_and_keep_budget_misses_off(tmp_path: Path) -> None:
+    rows = [
+        baseline(99.0, test_top1=98.0),
+        point("t001", 0.5, 97.0, test_top1=96.0),
+        # the best point, but its latency budget was missed: seen in trials.parquet, off fronts
+        point("t002", 0.6, 98.5, test_top1=97.5, status="budget_missed"),
+        point("r001", 0.5, 96.0, role="reference", test_top1=95.0),
+    ]
+    exp = experiment(tmp_path, rows)
+    out = export_experiment(str(exp))
+    md = (exp / "pareto.md").read_text()
+    assert "which chose every front" in md and "test top1" in md
+    assert "validation split" in (exp / "report.html").read_text()
+    for p in out["summary"].pairs:
+        assert "t002" not in {r["trial_id"] for f in p.fronts for r in f.rows}
+    assert "1 budget_missed" in md  # the headline counts it apart

@@ -85,24 +85,37 @@ def test_units_follow_each_table() -> None:
 
 
 def test_front_table_baseline_row_and_optional_columns() -> None:
-    rows = [point("t001", 0.5, 97.0, n_seeds=3, top1_mean=96.5, top1_std=0.4, on_mean_front=False)]
+    rows = [
+        point(
+            "t001",
+            0.5,
+            97.0,
+            n_seeds=3,
+            top1_mean=96.5,
+            top1_std=0.4,
+            test_top1_mean=95.0,
+            on_mean_front=False,
+        )
+    ]
     b = baseline_of([baseline(98.0), baseline(97.0, tid="b001")])
     assert b is not None and b.runs == 2 and b.get("top1") == pytest.approx(97.5)
     text, _ = front_table(rows, b, latency=True, confirmed=True)
     t = md_tables(text)[0]
-    assert t["header"][-5:] == [
+    assert t["header"][-6:] == [
         "latency/ms",
         "speed-up",
-        "seeds",
-        "top1 mean ± sd",
-        "on mean front",
+        "re-runs",
+        "re-run top1 mean ± sd",
+        "re-run test top1 mean",
+        "on re-run front",
     ]
     base, row = (dict(zip(t["header"], r)) for r in t["rows"])
     assert base["prune type"] == "dense baseline" and base["top1"] == "97.50"
-    assert row["top-1 drop"] == "0.50" and row["seeds"] == "3"
-    assert row["top1 mean ± sd"] == "96.50 ± 0.40" and row["on mean front"] == "no (dominated)"
+    assert row["top-1 drop"] == "0.50" and row["re-runs"] == "3"
+    assert row["re-run top1 mean ± sd"] == "96.50 ± 0.40"
+    assert row["re-run test top1 mean"] == "95.00" and row["on re-run front"] == "no (dominated)"
     plain = md_tables(front_table(rows, None)[0])[0]["header"]
-    assert "latency/ms" not in plain and "seeds" not in plain
+    assert "latency/ms" not in plain and "re-runs" not in plain
 
 
 def test_seed_row_keeps_the_seed_columns() -> None:
@@ -123,3 +136,21 @@ def test_speedup_only_against_a_baseline_timed_the_same_way() -> None:
     none = derived(point("t001", 0.5, 98.0), None)
     assert none["top1_drop"] is None and none["speedup"] is None
     assert none["flops_reduction"] == pytest.approx(4.0)  # against flops_before
+
+
+def test_front_tables_show_test_top1_beside_validation() -> None:
+    rows = [point("t001", 0.5, 97.0, test_top1=95.25), point("t002", 0.7, 93.0)]
+    text, _ = front_table(rows, baseline_of([baseline(98.0, test_top1=96.5)]))
+    t = md_tables(text)[0]
+    cells = [dict(zip(t["header"], r)) for r in t["rows"]]
+    assert t["header"].index("test top1") == t["header"].index("top5") + 1
+    assert [c["test top1"] for c in cells] == ["96.50", "95.25", "-"]  # baseline, point, unknown
+    assert [c["top1"] for c in cells] == ["98.00", "97.00", "93.00"]
+
+
+def test_the_baseline_line_gives_test_top1_too() -> None:
+    from sslsearch.report._markdown import baseline_text
+
+    b = baseline_of([baseline(98.0, test_top1=96.5)])
+    assert "top-1 98.00 % (test 96.50 %)" in baseline_text(b, "")
+    assert "(test" not in baseline_text(baseline_of([baseline(98.0)]), "")

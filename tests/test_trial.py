@@ -295,3 +295,18 @@ def test_cli_prints_json(tmp_path: Path) -> None:
     assert m["status"] == "ok" and m["arch"] == "vgg_small" and m["ratio"] == 0.3
     assert m["flops"] < m["flops_before"]
     assert (tmp_path / "run" / MODEL_FILE).exists()
+
+
+def test_ensure_ssl_model_trains_once_and_points_then_only_prune(tmp_path: Path) -> None:
+    from sslsearch.trial import ensure_ssl_model
+
+    cache = str(tmp_path / "cache")
+    quick = {**QUICK, "epochs": 1, "finetune_epochs": 0}
+    cfg = _cfg(cache_dir=cache, ssl_lambda=0.0, recipe=quick)
+    key = ensure_ssl_model(cfg)
+    assert [p.stem for p in (tmp_path / "cache").glob("*.pt")] == [key]
+    assert ensure_ssl_model(cfg) == key  # stored: nothing trained again
+    r = run_trial(cfg)
+    assert r.metrics["ssl_model_id"] == key and r.metrics["ssl_reused"] is True
+    with pytest.raises(ValueError, match="cache_dir"):
+        ensure_ssl_model(_cfg(ssl_lambda=0.0, recipe=quick))

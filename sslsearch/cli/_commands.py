@@ -90,6 +90,17 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="no training augmentation")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument(
+        "--per-class",
+        type=int,
+        default=None,
+        help="train on a stratified subset: this many training images per class",
+    )
+    p.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="imagefolder: decode every image once into a cached tensor",
+    )
+    p.add_argument(
         "--ssl-type",
         default=None,
         help="filter_wise | channel_wise | filter_and_channel_wise | shape_wise | "
@@ -243,6 +254,8 @@ def trial_config_from_args(a: argparse.Namespace) -> Any:
                 "augment": not a.no_augment,
                 "val_fraction": a.val_fraction,
                 "download": a.download,
+                "per_class": a.per_class,
+                "in_memory": a.in_memory,
             },
             "recipe": recipe,
             "ssl_type": ssl_type,
@@ -657,11 +670,13 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 def add_search(p: argparse.ArgumentParser) -> None:
     """Search SSL lambda and pruning ratio with Ray Tune + Optuna for Pareto fronts."""
+    from sslsearch.config import shipped_spaces
+
     p.add_argument(
         "--space",
         default=None,
-        help="a shipped space's name (default, cifar10_resnet20, vgg16_bn_cifar100, "
-        "resnet50_cifar100_depth) or a YAML file (default: default, digits)",
+        help=f"a shipped space's name ({', '.join(shipped_spaces())}) or a YAML file "
+        "(default: default, digits; cifar10_cpu: CIFAR-10 on CPUs)",
     )
     p.add_argument("--name", default=None, help="experiment name (directory under --storage-path)")
     p.add_argument("--storage-path", default=None, help="local dir or URI (s3://...) for results")

@@ -34,14 +34,22 @@ class DataConfig:
     image_size: int | None = None  # None: native size; 224 resizes like the seed
     augment: bool = True
     val_fraction: float = 0.2  # share of the training data held out for validation
-    split_seed: int = 0
+    split_seed: int = 0  # seeds the validation hold-out and the per_class subset
     download: bool = False  # only on explicit request: machines may be offline
+    # a stratified subset of the training images: this many per class, drawn with split_seed
+    # before validation is held out of them (None: all); the test split is never subset
+    per_class: int | None = None
+    # imagefolder: decode every image once into a uint8 tensor (resized to image_size),
+    # cached on disk, instead of decoding each epoch (cifar10/100 folders always are)
+    in_memory: bool = False
 
     def check(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         if self.image_size is not None and self.image_size < 1:
             raise ConfigError("image_size", f"must be >= 1, got {self.image_size}")
+        if self.per_class is not None and self.per_class < 2:
+            raise ConfigError("per_class", f"must be >= 2 (or null: all), got {self.per_class}")
 
 
 @dataclass(frozen=True)
@@ -217,8 +225,14 @@ class TrialConfig:
         ident = {
             "arch": self.arch,
             "data": {
-                k: getattr(d, k)
-                for k in ("name", "image_size", "augment", "val_fraction", "split_seed")
+                **{
+                    k: getattr(d, k)
+                    for k in ("name", "image_size", "augment", "val_fraction", "split_seed")
+                },
+                # the subset and the in-memory decoding (its augmentation) change the model;
+                # only when set, so that the ids of models trained before them stay the same
+                **({"per_class": d.per_class} if d.per_class is not None else {}),
+                **({"in_memory": True} if d.in_memory else {}),
             },
             # what happens after SSL training (fine-tune, distillation) does not change it
             "recipe": {

@@ -1,6 +1,7 @@
-"""CIFAR-10/100 in torchvision's on-disk format (the "python version" pickles).
+"""CIFAR-10/100 in torchvision's on-disk format (the "python version" pickles) or as an
+image-folder tree (``<root>/cifar10/{train,test}/<class>/*.jpg``, decoded once: data._decoded).
 
-Read with a restricted unpickler that only rebuilds numpy arrays and plain containers, so a
+Pickles are read with a restricted unpickler that only rebuilds numpy arrays and plain containers, so a
 tampered archive cannot run code. Downloading happens only when the user asks (``download``).
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from sslsearch.data._core import DATASETS, DataConfig, Datasets, DatasetSpec, tensor_datasets
+from sslsearch.data._decoded import decode_tree
 from sslsearch.errors import DataNotFoundError, UserError
 
 _ALLOWED = {
@@ -83,6 +85,57 @@ def _load_files(folder: Path, files: list[str], key: str) -> tuple[torch.Tensor,
     return torch.cat(xs), torch.cat(ys)
 
 
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+
+def _folder_root(root: Path, name: str) -> Path | None:
+    """Where an image-folder copy lives: ``root/<name>/{train,test}`` or ``root/{train,test}``."""
+    for base in (root / name, root):
+        if (base / "train").is_dir() and (base / "test").is_dir():
+            return base
+    return None
+
+
+def _from_folders(base: Path, classes: int) -> tuple[torch.Tensor, ...]:
+    """The train and test trees decoded once (uint8 tensors, cached on disk: data._decoded)."""
+    train = decode_tree(base / "train")
+    test = decode_tree(base / "test")
+    if len(train.classes) != classes or train.classes != test.classes:
+        raise UserError(
+            f"{base}: expected {classes} class folders, the same under train/ and test/; found "
+            f"{len(train.classes)} under train/ and {len(test.classes)} under test/"
+        )
+    if classes == len(CIFAR10_CLASSES) and train.classes != CIFAR10_CLASSES:
+        raise UserError(
+            f"{base}: class folders {', '.join(train.classes)} are not CIFAR-10's "
+            f"({', '.join(CIFAR10_CLASSES)})"
+        )
+    if tuple(train.images.shape[1:]) != (3, 32, 32):
+        raise UserError(f"{base}: images are {tuple(train.images.shape[1:])}, not 3x32x32")
+    return train.images, train.labels, test.images, test.labels
+
+
+def _not_found(name: str, root: Path, folder: Path) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"{name} not found under {root}: put torchvision's python version in {folder} "
+        f"(`sslsearch trial --dataset {name} --download` or "
+        f"torchvision.datasets.{name.upper()}('{root}', download=True), needs network) or an "
+        f"image-folder copy in {root / name}/train/<class>/ and {root / name}/test/<class>/, "
+        "or point data.root at where it is"
+    )
+
+
 def _loader(name: str) -> Any:
     folder_name, train_files, test_files, key, classes = _FORMATS[name]
 
@@ -90,17 +143,17 @@ def _loader(name: str) -> Any:
         root = Path(cfg.root).expanduser()
         folder = root / folder_name
         missing = [f for f in train_files + test_files if not (folder / f).is_file()]
-        if missing and cfg.download:
+        tree = _folder_root(root, name) if missing else None
+        if missing and tree is None and cfg.download:
             _download(name, root)
             missing = [f for f in train_files + test_files if not (folder / f).is_file()]
-        if missing:
-            raise DataNotFoundError(
-                f"{name} not found: looked for {folder / missing[0]}; pass --download to fetch "
-                f"it (needs network) or extract the 'CIFAR python version' archive from "
-                f"https://www.cs.toronto.edu/~kriz/cifar.html into {root}"
-            )
-        xtr, ytr = _load_files(folder, train_files, key)
-        xte, yte = _load_files(folder, test_files, key)
+        if missing and tree is None:
+            raise _not_found(name, root, folder)
+        if tree is not None:
+            xtr, ytr, xte, yte = _from_folders(tree, classes)
+        else:
+            xtr, ytr = _load_files(folder, train_files, key)
+            xte, yte = _load_files(folder, test_files, key)
         if int(ytr.max()) >= classes or int(ytr.min()) < 0:
             raise UserError(f"{folder}: labels outside 0..{classes - 1}")
         return tensor_datasets(cfg, xtr, ytr, xte, yte, num_classes=classes, pad=4, flip=True)

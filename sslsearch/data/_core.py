@@ -201,6 +201,21 @@ def stratified_split(
     return torch.cat(rest).sort().values, torch.cat(held).sort().values
 
 
+def subset_per_class(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``per_class`` items of every class, drawn at random with ``seed``:
+    the same seed gives the same subset, and a larger ``per_class`` keeps the smaller one's."""
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) < per_class:
+            raise UserError(
+                f"per_class={per_class} but class {int(c)} has only {len(idx)} training images"
+            )
+        picked.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.cat(picked).sort().values
+
+
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = images.float().div(255.0)
     mean = x.mean(dim=(0, 2, 3))
@@ -219,9 +234,13 @@ def tensor_datasets(
     pad: int,
     flip: bool,
 ) -> Datasets:
-    """Carve validation from train, normalise with train statistics, wrap as TensorSplits."""
+    """Subset train (``per_class``), carve validation from it, normalise with train
+    statistics, wrap as TensorSplits."""
     native = train_images.shape[-1]
     out_size = cfg.image_size or native
+    if cfg.per_class is not None:
+        chosen = subset_per_class(train_labels, cfg.per_class, cfg.split_seed)
+        train_images, train_labels = train_images[chosen], train_labels[chosen]
     keep, val = stratified_split(train_labels, cfg.val_fraction, cfg.split_seed)
     if len(val) == 0 or len(keep) == 0:
         raise UserError(

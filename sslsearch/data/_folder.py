@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,7 +23,10 @@ from sslsearch.data._core import (
     DatasetSpec,
     LoaderSplit,
     stratified_split,
+    subset_per_class,
+    tensor_datasets,
 )
+from sslsearch.data._decoded import decode_tree
 from sslsearch.errors import DataNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -80,6 +84,12 @@ def _load(cfg: DataConfig) -> Datasets:
         size = _pick_size(cfg.image_size, own_size([s[0] for s in train_aug.samples]), root)
     except (FileNotFoundError, RuntimeError, OSError) as e:
         raise DataNotFoundError(f"imagefolder at {root}: {e}") from None
+    if test.classes != train_aug.classes:
+        raise DataNotFoundError(
+            f"imagefolder at {root}: {test_dir} has other classes than {train_dir}"
+        )
+    if cfg.in_memory:
+        return _in_memory(cfg, train_dir, test_dir, size, len(train_aug.classes))
     norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train_tf = T.Compose(
         [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm]
@@ -91,12 +101,12 @@ def _load(cfg: DataConfig) -> Datasets:
     eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), norm])
     train_aug.transform = train_tf
     train_eval.transform = test.transform = eval_tf
-    if test.classes != train_aug.classes:
-        raise DataNotFoundError(
-            f"imagefolder at {root}: {test_dir} has other classes than {train_dir}"
-        )
     labels = torch.tensor(train_aug.targets)
-    keep, val = stratified_split(labels, cfg.val_fraction, cfg.split_seed)
+    pool = torch.arange(len(labels))
+    if cfg.per_class is not None:
+        pool = subset_per_class(labels, cfg.per_class, cfg.split_seed)
+    keep, val = stratified_split(labels[pool], cfg.val_fraction, cfg.split_seed)
+    keep, val = pool[keep], pool[val]
     workers = min(4, max(0, (os.cpu_count() or 1) - 1))
     return Datasets(
         train=LoaderSplit(
@@ -109,6 +119,25 @@ def _load(cfg: DataConfig) -> Datasets:
         num_classes=len(train_aug.classes),
         channels=3,
         image_size=size,
+    )
+
+
+def _in_memory(
+    cfg: DataConfig, train_dir: Path, test_dir: Path, size: int, classes: int
+) -> Datasets:
+    """Decoded once into uint8 tensors (data._decoded), augmented like CIFAR: shifts by up to
+    an eighth of the side (padded crops) and horizontal flips."""
+    train = decode_tree(train_dir, size)
+    test = decode_tree(test_dir, size)
+    return tensor_datasets(
+        replace(cfg, image_size=size),
+        train.images,
+        train.labels,
+        test.images,
+        test.labels,
+        num_classes=classes,
+        pad=max(1, size // 8),
+        flip=True,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sslsearch.pruning._latency import LatencySpec
 from sslsearch.pruning._pruner import (
+    BUDGET_MISSED,
     PRUNE_TYPES,
     PruneResult,
     export_onnx,
@@ -23,6 +24,7 @@ from sslsearch.pruning._weighting import (
 )
 
 __all__ = [
+    "BUDGET_MISSED",
     "CALIBRATION_BATCHES",
     "DEFAULT_SSL_WEIGHTING",
     "PRUNE_TYPES",

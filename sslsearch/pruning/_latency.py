@@ -31,6 +31,7 @@ from torch import nn
 from sslsearch.metrics import measure_latency
 from sslsearch.pruning._cost import CostModel, layer_shapes
 from sslsearch.sparsity import COLS, CONV_IN, ROWS, Group
+from sslsearch.storage import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,7 @@ class LatencySpec:
     cache_dir: str | None = None
 
     def cache_path(self) -> Path:
-        root = self.cache_dir or os.environ.get("SSLSEARCH_CACHE")
-        base = Path(root) if root else Path.home() / ".cache" / "sslsearch"
-        return base / "latency"
+        return (Path(self.cache_dir) if self.cache_dir else cache_root()) / "latency"
 
 
 def _signature(mod: nn.Module, in_shape: tuple[int, ...]) -> dict[str, Any]:

@@ -86,6 +86,9 @@ class PruneResult:
     budget: float | None = None
     budget_achieved: float | None = None
     budget_note: str = ""
+    # a latency budget whose closest try is still over the target beyond the tolerance (a
+    # count budget is always met): the point's status is then ``budget_missed``, not ``ok``
+    budget_missed: bool = False
     budget_step: float | None = None  # share of the dense cost of the finest step left out
     latency_ms_before: float | None = None
     latency_ms_after: float | None = None
@@ -109,6 +112,7 @@ class PruneResult:
             "budget": self.budget,
             "budget_achieved": self.budget_achieved,
             "budget_note": self.budget_note,
+            "budget_missed": self.budget_missed,
             "budget_step": self.budget_step,
             "latency_ms_before": self.latency_ms_before,
             "latency_ms_after": self.latency_ms_after,
@@ -259,6 +263,16 @@ class _Target:
     @property
     def absolute(self) -> float:
         return self.share * self.dense
+
+
+BUDGET_MISSED = "budget_missed"  # a point's status when its pruning missed the budget
+
+
+def _missed(target: _Target | None, achieved: float | None) -> bool:
+    """Over the budget beyond its tolerance (only a timed latency can be: counts are exact)."""
+    if target is None or achieved is None:
+        return False
+    return achieved / target.dense > target.share * (1 + target.tolerance) + 1e-12
 
 
 def _note(target: _Target, achieved: float, finest: tuple[str, float] | None) -> str:
@@ -785,6 +799,7 @@ def prune(
         budget=target.share if target else None,
         budget_achieved=achieved / target.dense if target and achieved is not None else None,
         budget_note=note,
+        budget_missed=_missed(target, achieved),
         budget_step=finest[1] / target.dense if target and finest else None,
         latency_ms_before=target.dense if target and target.kind == "latency" else None,
         latency_ms_after=achieved if target and target.kind == "latency" else None,

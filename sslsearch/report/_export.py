@@ -119,10 +119,11 @@ PARETO_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("flops_reduction", pa.float64()),  # x: dense FLOPs / FLOPs
     ("params_reduction", pa.float64()),
     ("speedup", pa.float64()),  # x: baseline latency / latency (same batch, device, threads)
-    ("n_seeds", pa.int64()),  # with --confirm-front: the point and its re-evaluations
+    ("n_seeds", pa.int64()),  # with --confirm-front: the point's re-runs (not the selected run)
     ("identical_points", pa.int64()),  # points this row stands for (identical rows: one line)
     ("top1_mean", pa.float64()),
     ("top1_std", pa.float64()),
+    ("test_top1_mean", pa.float64()),
     ("on_mean_front", pa.bool_()),
     ("model_path", pa.string()),
 ]

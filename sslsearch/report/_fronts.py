@@ -247,11 +247,15 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float | None]:
 
 
 def with_seed_means(front: Front, rows: Sequence[Mapping[str, Any]]) -> Front:
-    """``front`` with each point's mean and spread over its seeds (the point and its completed
-    re-evaluations, ``confirm_of`` = its id) and whether it stays non-dominated on the means.
+    """``front`` with each point's re-runs (its completed re-evaluations with other seeds,
+    ``confirm_of`` = its id) summarised apart from the selected run, and whether the point
+    stays non-dominated on the re-runs' means.
 
-    Adds per point ``n_seeds``, ``<objective>_mean``, ``top1_mean``, ``top1_std`` and
-    ``on_mean_front``; a front without any re-evaluation comes back unchanged.
+    The selected run was chosen because it scored well on validation, so it is kept out of the
+    means: they say what the same settings give again. Adds per point ``n_seeds`` (its
+    re-runs; 0 for none), ``<objective>_mean``, ``top1_mean``, ``top1_std`` (None below two
+    re-runs), ``test_top1_mean`` and ``on_mean_front`` (a point without re-runs is placed by its
+    own values); a front without any re-evaluation comes back unchanged.
     """
     redo: dict[str, list[Mapping[str, Any]]] = {}
     for r in completed(rows, front.objectives):
@@ -259,11 +263,12 @@ def with_seed_means(front: Front, rows: Sequence[Mapping[str, Any]]) -> Front:
             redo.setdefault(str(r["confirm_of"]), []).append(r)
     if not any(str(p.get("trial_id")) in redo for p in front.rows):
         return front
-    metrics = list(dict.fromkeys([*front.objectives, "top1"]))
+    metrics = list(dict.fromkeys([*front.objectives, "top1", "test_top1"]))
     means = []
     for p in front.rows:
-        runs = [p, *redo.get(str(p.get("trial_id")), [])]
+        runs = redo.get(str(p.get("trial_id")), [])
         p["n_seeds"] = len(runs)
+        p["top1_std"] = None
         for m in metrics:
             xs = [x for r in runs if (x := number(r.get(m))) is not None]
             if xs:

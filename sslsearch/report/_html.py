@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front, hypervolume_history
-from sslsearch.report._markdown import baseline_text, distill_text, identical_text
+from sslsearch.report._markdown import SPLITS, baseline_text, distill_text, identical_text
 from sslsearch.report._plot import axis_unit
 from sslsearch.report._rows import (
     ROLE_LABELS,
@@ -52,6 +52,7 @@ TRIAL_COLUMNS = (
     "at_floor",
     "top1",
     "top5",
+    "test_top1",
     "flops",
     "params",
     "size_mb",
@@ -124,6 +125,11 @@ def embedded_data(s: Summary) -> dict[str, Any]:
     }
 
 
+def _opt(v: Any) -> str:
+    x = number(v)
+    return "-" if x is None else f"{x:.2f}"
+
+
 def _hover(r: Mapping[str, Any], s: Summary) -> str:
     d = derived(r, s.baseline)
     bits = [
@@ -131,7 +137,8 @@ def _hover(r: Mapping[str, Any], s: Summary) -> str:
         f"ssl {r.get('ssl_type')} lambda={number(r.get('ssl_lambda')) or 0:.3g}",
         f"prune {r.get('prune_type')} / {r.get('prune_way')} {pruning_target(r) or ''}"
         f" actual ratio={number(r.get('actual_ratio')) or 0:.3f}",
-        f"top1 {number(r.get('top1')) or 0:.2f}  top5 {number(r.get('top5')) or 0:.2f}",
+        f"top1 {number(r.get('top1')) or 0:.2f}  top5 {number(r.get('top5')) or 0:.2f}"
+        f" (validation)  test top1 {_opt(r.get('test_top1'))}",
         f"FLOPs {r.get('flops')}  params {r.get('params')}  size {r.get('size_mb')} MB",
         f"latency {r.get('latency_ms')} ms",
     ]
@@ -143,8 +150,8 @@ def _hover(r: Mapping[str, Any], s: Summary) -> str:
         bits.append(f"speed-up {d['speedup']:.2f}x")
     if r.get("n_seeds"):
         bits.append(
-            f"{r['n_seeds']} seeds: top1 {number(r.get('top1_mean')) or 0:.2f}"
-            f" ± {number(r.get('top1_std')) or 0:.2f}"
+            f"{r['n_seeds']} re-runs: top1 {number(r.get('top1_mean')) or 0:.2f}"
+            f" ± {number(r.get('top1_std')) or 0:.2f}, test top1 {_opt(r.get('test_top1_mean'))}"
         )
     return "<br>".join(html.escape(b) for b in bits)
 
@@ -458,7 +465,7 @@ def render(s: Summary, history: Callable[[Mapping[str, Any]], list[dict[str, Any
     parts.append(
         f'<p class="note">{html.escape(headline(s.rows, s.screens))}. '
         f"Objectives: {html.escape(', '.join(f'{o} ({d})' for o, d in s.objectives))}. "
-        "FLOPs are multiply-adds counted by fvcore; top-1 on the validation split.</p>"
+        f"FLOPs are multiply-adds counted by fvcore. {html.escape(SPLITS)}</p>"
     )
     parts.append(f"<p>{html.escape(baseline_text(s.baseline, s.latency_setup))}</p>")
     agreement = agreement_text(*s.agreement)

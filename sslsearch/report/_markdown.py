@@ -58,7 +58,9 @@ def baseline_text(b: Baseline | None, latency_setup: str) -> str:
         lat += f" ({latency_setup})" if latency_setup else ""
     return (
         f"Dense baseline: {v.get('arch')} {how}: "
-        f"top-1 {value_text('top1', b.get('top1'))}{runs}, "
+        f"top-1 {value_text('top1', b.get('top1'))}{runs}"
+        + (f" (test {value_text('top1', b.get('test_top1'))})" if b.get("test_top1") else "")
+        + ", "
         f"{value_text('flops', b.get('flops'))} FLOPs, {value_text('params', b.get('params'))} "
         f"params, {value_text('size_mb', b.get('size_mb'))}{lat}."
     )
@@ -127,8 +129,10 @@ def _front_section(f: Front, s: Summary, level: str, latency: bool) -> list[str]
     if confirmed:
         out += [
             "",
-            "Seeds: each point with its re-evaluations (`confirm_of`); top1 mean ± sample sd; "
-            '"no (dominated)": another point is better on the means.',
+            "Seeds: each point's re-runs with other seeds (`confirm_of`), apart from the run "
+            "the search selected (which scored well on validation, so its own top1 is "
+            "optimistic); re-run top1 mean ± sample sd (validation), re-run test top1 mean; "
+            '"no (dominated)": another point is better on the re-runs\' means.',
         ]
     return out
 
@@ -164,6 +168,12 @@ def screen_lines(s: Summary) -> list[str]:
     return [text] if text else []
 
 
+SPLITS = (
+    "top1/top5 are on the validation split, which chose every front (and every other choice "
+    "of the search); test top1 is on the test split, which chose nothing: quote it."
+)
+
+
 def markdown(s: Summary) -> str:
     """The whole pareto.md."""
     lines = [f"# Pareto fronts: {s.title}", "", _counts_text(s), ""]
@@ -173,8 +183,8 @@ def markdown(s: Summary) -> str:
         "FLOPs are multiply-adds counted by fvcore (one fused multiply-add = one flop); each table "
         "states its units in the column headers (K = 10^3, M = 10^6, G = 10^9). Model size is the "
         'fp32 state (MB = 10^6 bytes); the seed\'s "model size/MB" column held parameter counts, '
-        "shown here as params. top1/top5 are on the validation split; top-1 drop is in points "
-        "(baseline minus point), reductions and speed-up are dense / pruned. Each front is sorted "
+        f"shown here as params. {SPLITS} "
+        "top-1 drop is in points (validation; baseline minus point), reductions and speed-up are dense / pruned. Each front is sorted "
         "by its own cost."
     )
     lines += ["", baseline_text(s.baseline, s.latency_setup)]
@@ -187,7 +197,12 @@ def markdown(s: Summary) -> str:
 
 def console(s: Summary) -> str:
     """What the search and ``sslsearch export`` print: the fronts of two objectives."""
-    lines = [_counts_text(s), *screen_lines(s), baseline_text(s.baseline, s.latency_setup)]
+    lines = [
+        _counts_text(s),
+        *screen_lines(s),
+        baseline_text(s.baseline, s.latency_setup),
+        SPLITS,
+    ]
     for pair in s.pairs:
         if pair.name != ALL_OBJECTIVES:
             lines += pair_section(pair, s, ("Pareto front ", ""))

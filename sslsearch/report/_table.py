@@ -122,6 +122,7 @@ def front_columns(units: TableUnits, latency: bool = False, confirmed: bool = Fa
         f"params after pruning/{p}" if p else "params after pruning",
         "top1",
         "top5",
+        "test top1",
         "top-1 drop",
         "FLOPs reduction",
         "params reduction",
@@ -129,7 +130,7 @@ def front_columns(units: TableUnits, latency: bool = False, confirmed: bool = Fa
     if latency:
         cols += ["latency/ms", "speed-up"]
     if confirmed:
-        cols += ["seeds", "top1 mean ± sd", "on mean front"]
+        cols += ["re-runs", "re-run top1 mean ± sd", "re-run test top1 mean", "on re-run front"]
     return cols
 
 
@@ -159,13 +160,15 @@ def front_cells(
         fmt(m.get("params"), units.params),
         _fixed(m.get("top1")),
         _fixed(m.get("top5")),
+        _fixed(m.get("test_top1")),
         "-" if d["top1_drop"] is None else f"{d['top1_drop']:.2f}",
         _times(d["flops_reduction"]),
         _times(d["params_reduction"]),
         fmt(m.get("latency_ms"), None, 3),
         _times(d["speedup"]),
-        str(m.get("n_seeds") or 1),
+        str(m.get("n_seeds") or 0),
         _mean_sd(m),
+        _fixed(m.get("test_top1_mean")),
         ""
         if m.get("on_mean_front") is None
         else ("yes" if m["on_mean_front"] else "no (dominated)"),

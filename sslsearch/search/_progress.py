@@ -10,6 +10,7 @@ from typing import Any
 from ray.tune import Callback
 
 from sslsearch.config import AMOUNT_KEYS
+from sslsearch.pruning import BUDGET_MISSED
 from sslsearch.search._cluster import PendingWatch
 
 log = logging.getLogger("sslsearch.progress")
@@ -117,13 +118,15 @@ class ProgressCallback(Callback):
         self._done += 1
         pid = r.get("point_id") or r.get("trial_id", "?")  # Tune's trial id in trial_id
         head = f"[{self._done}/{self.num_samples}] {pid} {describe_params(r)}"
-        if r.get("status") == "ok":
+        if r.get("status") in ("ok", BUDGET_MISSED):
             floor = [x for x in str(r.get("at_floor") or "").split(",") if x]
             log.info(
-                "%s: top1 %s  FLOPs %sM%s  size %sMB  actual ratio %s%s  SSL: zero %s%% "
+                "%s: %stop1 %s (test %s)  FLOPs %sM%s  size %sMB  actual ratio %s%s  SSL: zero %s%% "
                 "removable FLOPs %s%%%s  (%ss)",
                 head,
+                "BUDGET MISSED (off the fronts): " if r.get("status") == BUDGET_MISSED else "",
                 _fmt(r.get("top1"), ".2f"),
+                _fmt(r.get("test_top1"), ".2f"),
                 _fmt(float(r.get("flops", math.nan)) / 1e6, ".3f"),
                 f" (budget reached: {_fmt(100 * r['budget_achieved'], '.1f')}%)"
                 if isinstance(r.get("budget_achieved"), (int, float))

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from sslsearch import storage
 from sslsearch.config import AMOUNT_KEYS, PRUNING_KEYS
+from sslsearch.pruning import BUDGET_MISSED
 from sslsearch.report._arrow import typed_table
 from sslsearch.search._experiment import (
     CONFIRM_DIR,
@@ -47,7 +48,7 @@ UNFINISHED = "unfinished"  # the status of a point without a final result
 COLUMNS: list[tuple[str, pa.DataType]] = [
     ("trial_id", pa.string()),
     ("trial_dir", pa.string()),
-    ("status", pa.string()),  # ok | failed | stopped | error | unfinished
+    ("status", pa.string()),  # ok | budget_missed | failed | stopped | error | unfinished
     ("error", pa.string()),
     # what stopped a `stopped` point: early_stopping (during its fine-tune) or multi_fidelity
     # (its SSL model, at a rung: never fine-tuned)
@@ -196,7 +197,7 @@ def _point_row(
         row["status"] = result.get("status", "ok")
         row["last_epoch"] = result.get("global_epoch")
         model = f"{POINTS_DIR}/{pid}/{MODEL_FILE}"
-        if row["status"] == "ok" and storage.exists(storage.join(exp_dir, model)):
+        if row["status"] in ("ok", BUDGET_MISSED) and storage.exists(storage.join(exp_dir, model)):
             row["model_path"] = model
     row.update(trial_id=pid, trial_dir=f"{JOBS_DIR}/{job_id}", role="search")
     if row["blocks"] is not None and int(row["blocks"]) < 0:

@@ -414,6 +414,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         progress = ProgressCallback(space.budget.num_samples, opts.progress_every_s, searcher.done)
         tuner = _tuner(runs, exp_dir, searcher, progress, opts)
         baseline = _start_baseline(runs, exp_dir)
+        reference_model = _start_reference_model(runs, exp_dir)
         # Tune's hint after a Ctrl-C ("resume with Tuner.restore") is not how a search resumes,
         # and its result grid looks for per-trial logs a search does not write
         logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
@@ -427,7 +428,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             cut = budget_s is not None and time.monotonic() - t_fit >= budget_s
             interrupted = not searcher.ended_by_itself() and not cut
             if not interrupted:
-                _run_references(runs, exp_dir)
+                _run_references(runs, exp_dir, reference_model)
                 _wait_baseline(baseline)
                 _confirm_front(runs, exp_dir, opts.confirm_front)
         except KeyboardInterrupt:
@@ -520,10 +521,27 @@ def distinct_choices(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def _run_references(space: SearchSpace, exp_dir: str) -> None:
+def _start_reference_model(space: SearchSpace, exp_dir: str) -> Any:
+    """The references' lambda = 0 model as a Ray task beside the trials (it depends on no
+    choice of the search), so that at the end only its points are left to fine-tune, on every
+    slot at once, instead of one slot training it while the others wait."""
+    if not space.reference.lambda0:
+        return None
+    import ray
+
+    from sslsearch.search._trainable import reference_model_job
+
+    task = ray.remote(reference_model_job).options(
+        num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
+    )
+    return task.remote(space.to_dict(), exp_dir, max(1, int(space.resources.cpus)))
+
+
+def _run_references(space: SearchSpace, exp_dir: str, model_task: Any = None) -> None:
     """lambda = 0 reference points, one per distinct pruning choice of the finished search
     points (at lambda = 0 the SSL model is the same for all: a choice fine-tuned twice would
-    only list the same point twice)."""
+    only list the same point twice). ``model_task``: the task training their model (waited
+    for; if it failed, the first reference task trains it)."""
     if not space.reference.lambda0:
         return
     import ray
@@ -531,22 +549,39 @@ def _run_references(space: SearchSpace, exp_dir: str) -> None:
     from sslsearch.search._results import collect_trials
     from sslsearch.search._trainable import reference_job
 
+    trained = False
+    if model_task is not None:
+        log.info("references (lambda = 0): waiting for their model, trained beside the trials")
+        try:
+            log.info("reference model (lambda = 0): %s", ray.get(model_task))
+            trained = True
+        except Exception as e:  # the first reference task trains it instead
+            log.warning(
+                "the reference model task failed: %s", str(e).strip().splitlines()[-1][:300]
+            )
     choices = distinct_choices(
         [r for r in collect_trials(exp_dir) if is_search_point(r) and r["status"] == "ok"]
     )
-    # One SSL model at lambda = 0 for every choice: the first task trains and stores it, then
-    # the other choices are fine-tuned from it in up to budget.max_concurrent tasks at once.
+    # One SSL model at lambda = 0 for every choice (reference_job): trained beside the trials,
+    # else by the first task before the other choices are fine-tuned from it, in up to
+    # budget.max_concurrent tasks at once.
     task = ray.remote(reference_job).options(
         num_cpus=space.resources.cpus, num_gpus=space.resources.gpu, max_retries=2
     )
-    lead = choices[0].get("ssl_type") if choices else None
-    if lead is not None:  # every task must ask for the same SSL model (reference_job)
-        choices = [{**c, "ssl_type": lead} for c in choices]
     threads = max(1, int(space.resources.cpus))
     k = max(1, space.budget.max_concurrent)
+    log.info(
+        "references (lambda = 0): pruning and fine-tuning %d point(s), one per distinct pruning "
+        "choice of the search, %d at a time",
+        len(choices),
+        min(k, max(1, len(choices))),
+    )
     try:
-        n = ray.get(task.remote(space.to_dict(), exp_dir, threads, choices[:1]))
-        rest = [choices[1 + i :: k] for i in range(k)]
+        n = 0
+        if not trained and choices:
+            n = ray.get(task.remote(space.to_dict(), exp_dir, threads, choices[:1]))
+            choices = choices[1:]
+        rest = [choices[i::k] for i in range(k)]
         n += sum(ray.get([task.remote(space.to_dict(), exp_dir, threads, c) for c in rest if c]))
         log.info("reference points (lambda = 0): %d", n)
     except Exception as e:  # the search's results stand without them

@@ -30,6 +30,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from sslsearch.config import Choices, Range, SearchSpace
+from sslsearch.pruning import BUDGET_MISSED
 from sslsearch.search._experiment import point_result
 from sslsearch.search._params import SPREAD_PARAMS
 
@@ -44,6 +45,9 @@ REASON_ATTR = "reason"  # why a point is not COMPLETE
 # whose Tune trial failed for good at the end of a search.
 STATES: dict[str, TrialState] = {
     "ok": TrialState.COMPLETE,
+    # measured truly (its objectives are what it is), so the sampler learns from it; it is
+    # kept off the fronts, which take ok points only
+    BUDGET_MISSED: TrialState.COMPLETE,
     "stopped": TrialState.PRUNED,
     "failed": TrialState.FAIL,
     "error": TrialState.FAIL,

@@ -147,6 +147,33 @@ def baseline_job(space_dict: dict[str, Any], exp_dir: str, threads: int) -> str:
     return run_baseline(cfg, exp_dir).status
 
 
+def reference_ssl_type(space: SearchSpace) -> str:
+    """The ssl type every lambda = 0 reference is trained under: at lambda = 0 it trains
+    nothing, but it is part of the SSL model's id, so one fixed name gives one plain model (the
+    space's ssl type, or prune type, or the first of their choices)."""
+    for key in ("ssl_type", "prune_type"):
+        spec = space.params.get(key)
+        if isinstance(spec, str):
+            return spec
+        if isinstance(spec, dict) and spec.get("choices"):
+            return str(spec["choices"][0])
+    return "filter_wise"
+
+
+def reference_model_job(space_dict: dict[str, Any], exp_dir: str, threads: int) -> str:
+    """The lambda = 0 model of the references, trained beside the trials (a Ray task started
+    with the search) into ``ssl_models/``: at the end only its pruning and fine-tuning are left.
+    Returns its SSL model id."""
+    from sslsearch.trial import ensure_ssl_model
+
+    space = space_from_mapping(space_dict)
+    params = {"ssl_lambda": 0.0, "ssl_type": reference_ssl_type(space)}
+    cfg = trial_config(
+        space, params, threads=threads, cache_dir=_storage.join(exp_dir, SSL_MODELS_DIR)
+    )
+    return ensure_ssl_model(cfg.with_(allow_unmatched_prune=True))
+
+
 def reference_job(
     space_dict: dict[str, Any], exp_dir: str, threads: int, choices: list[dict[str, Any]]
 ) -> int:
@@ -157,14 +184,17 @@ def reference_job(
     """
     space = space_from_mapping(space_dict)
     # at lambda = 0 the ssl type trains nothing: one SSL model serves every prune type
-    ssl_type = choices[0].get("ssl_type") if choices else None
+    ssl_type = reference_ssl_type(space)
     cfgs = [
         trial_config(
             space,
-            {**c, "ssl_lambda": 0.0, "ssl_type": ssl_type or c.get("prune_type", "filter_wise")},
+            {**c, "ssl_lambda": 0.0, "ssl_type": ssl_type},
             threads=threads,
             cache_dir=_storage.join(exp_dir, SSL_MODELS_DIR),
-        ).with_(teacher=distill_teacher(space, exp_dir))  # fine-tuned as the search's points
+        ).with_(
+            teacher=distill_teacher(space, exp_dir),  # fine-tuned as the search's points
+            allow_unmatched_prune=True,  # at lambda = 0 no structure was targeted
+        )
         for c in choices
     ]
     if not cfgs:

@@ -17,6 +17,7 @@ from sslsearch.trial._fidelity import Promote, Rungs, rung_epochs, rung_file, ru
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
 from sslsearch.trial._pipeline import (
     TrialResult,
+    ensure_ssl_model,
     point_id,
     run_points,
     run_trial,
@@ -73,6 +74,7 @@ __all__ = [
     "describe",
     "distill_kl",
     "dominated_reason",
+    "ensure_ssl_model",
     "evaluate",
     "finetune",
     "load_weights",

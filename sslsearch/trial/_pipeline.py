@@ -376,6 +376,19 @@ def _rereport(run: Run) -> list[TrialResult]:
     return _results(run)
 
 
+def ensure_ssl_model(cfg: TrialConfig | dict[str, Any], report: Report | None = None) -> str:
+    """Train ``cfg``'s SSL model into its store (``cfg.cache_dir``) unless it is there; no
+    pruning. Returns its id: a later ``run_points`` of the same SSL model only prunes and
+    fine-tunes (the search trains its lambda = 0 model this way beside the trials)."""
+    c = cfg if isinstance(cfg, TrialConfig) else TrialConfig.from_dict(cfg)
+    if not c.cache_dir:
+        raise ValueError("ensure_ssl_model needs cfg.cache_dir: where the SSL model is stored")
+    validate_trial(c)
+    run = Run(c, report or _log_report, {}, None)
+    check_trial_start(c, run.data)
+    return train_ssl_model(run).id
+
+
 def run_trial(
     cfg: TrialConfig | dict[str, Any],
     report: Report | None = None,

@@ -18,7 +18,7 @@ from torch import nn
 from sslsearch.config import BUDGET_KEYS, TrialConfig
 from sslsearch.metrics import Cost, measure_cost, size_mb
 from sslsearch.models import model_from_payload
-from sslsearch.pruning import LatencySpec, prune
+from sslsearch.pruning import BUDGET_MISSED, LatencySpec, prune
 from sslsearch.trial._distill import SSL_MODEL_TEACHER, Distiller, read_teacher
 from sslsearch.trial._early import CURVE_KEY, first_check_epoch
 from sslsearch.trial._run import Run, StopCheck
@@ -257,10 +257,13 @@ def measure_final(run: Run, cfg: TrialConfig, model: nn.Module) -> tuple[Any, An
 def measure_point(run: Run, cfg: TrialConfig, ssl: SSLModel, model: nn.Module) -> dict[str, Any]:
     """Final metrics of a fine-tuned point (validation top-1 is what the search optimises)."""
     val, test, cost = measure_final(run, cfg, model)
+    p = run.extra.get("prune") or {}
+    missed = bool(p.get("budget_missed"))
     return {
         **base_final(run, cfg, ssl),
-        "status": "ok",
-        "error": None,
+        # measured like any point, but it did not meet what was asked: off the fronts
+        "status": BUDGET_MISSED if missed else "ok",
+        "error": f"budget missed: {p.get('budget_note')}" if missed else None,
         "top1": val.top1,
         "top5": val.top5,
         "val_top1": val.top1,
