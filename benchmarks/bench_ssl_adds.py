@@ -192,11 +192,8 @@ def pilot_choice(args: argparse.Namespace, rows: Rows) -> float | None:
     pilots = rows.where(phase="pilot")
     if len(pilots) < len(args.wd_grid):
         return None
-    score = {
-        r["wd"]: front_scores(points_of(r))["hv_val"] + front_scores(points_of(r))["hv_log_val"]
-        for r in pilots
-    }
-    return max(score, key=lambda w: score[w])
+    fronts = {r["wd"]: front_scores(points_of(r)) for r in pilots}
+    return max(fronts, key=lambda w: fronts[w]["hv_val"] + fronts[w]["hv_log_val"])
 
 
 def summarize(args: argparse.Namespace, rows: Rows, wd: float) -> dict[str, Any]:
