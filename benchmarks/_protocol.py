@@ -1,4 +1,4 @@
-"""One protocol for every benchmark that compares methods (README: "How we compare").
+"""One protocol for every benchmark that compares methods (docs/results.md: "How we compare").
 
 * **Paired seeds.** Each seed runs every method; what is compared is the per-seed difference.
   At least ``MIN_SEEDS`` seeds.
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import Col
 
 from sslsearch.report._pareto import hypervolume
 
@@ -137,6 +138,18 @@ def interval_text(stats: Mapping[str, Any], digits: int = 3) -> str:
     )
 
 
+def paired_columns(a: str, b: str) -> list[Col]:
+    """The table columns of ``paired_interval`` rows: seeds, each side's median, the median
+    difference with its interval, and in how many seeds ``a`` was ahead."""
+    return [
+        Col("n", "seeds", "d"),
+        Col("median_a", a, ".4f"),
+        Col("median_b", b, ".4f"),
+        Col("text", f"{a} - {b} [95% CI]", "s"),
+        Col("a_wins", f"{a} ahead in", "d"),
+    ]
+
+
 class Rows:
     """An append-only JSON-lines file of finished units of work, keyed: resume by skipping."""
 
@@ -201,6 +214,7 @@ __all__ = [
     "hv_log",
     "interval_text",
     "log_axis",
+    "paired_columns",
     "paired_interval",
     "seeds_or_die",
 ]

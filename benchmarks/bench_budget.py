@@ -114,14 +114,19 @@ def top1(model: nn.Module, split: Any) -> float:
 
 
 def _meta_pruner(
-    m: nn.Module, example: torch.Tensor, global_pruning: bool, ratio: float, steps: int
+    m: nn.Module,
+    example: torch.Tensor,
+    global_pruning: bool,
+    ratio: float,
+    steps: int,
+    importance: Any = None,
 ) -> Any:
     import torch_pruning as tp
 
     return tp.pruner.MetaPruner(
         m,
         example,
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        importance=importance or tp.importance.GroupMagnitudeImportance(p=2),
         global_pruning=global_pruning,
         pruning_ratio=ratio,
         iterative_steps=steps,
@@ -154,17 +159,23 @@ def fast_flops(model: nn.Module, example: torch.Tensor) -> float:
     return total[0]
 
 
-def tp_global(model: nn.Module, shape: tuple[int, ...], budget: float, steps: int) -> nn.Module:
+def tp_global(
+    model: nn.Module,
+    shape: tuple[int, ...],
+    budget: float,
+    steps: int,
+    importance: Any = None,
+) -> nn.Module:
     """Torch-Pruning's global pruning as its reproduce/main.py runs it: pruning_ratio=1.0 over
     ``steps`` iterative steps, stepped until the FLOPs are within the budget (a hook count
-    between steps, fvcore's to decide)."""
+    between steps, fvcore's to decide). ``importance``: default TP's GroupMagnitudeImportance."""
     m = copy.deepcopy(model).eval()
     example = torch.zeros(1, *shape)
     dense_fv = count_flops(m, shape)
     dense = fast_flops(m, example)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pruner = _meta_pruner(m, example, True, 1.0, steps)
+        pruner = _meta_pruner(m, example, True, 1.0, steps, importance)
         while pruner.current_step < steps:
             if (
                 fast_flops(m, example) <= budget * dense
@@ -175,7 +186,9 @@ def tp_global(model: nn.Module, shape: tuple[int, ...], budget: float, steps: in
     return m
 
 
-def tp_uniform(model: nn.Module, shape: tuple[int, ...], budget: float) -> nn.Module:
+def tp_uniform(
+    model: nn.Module, shape: tuple[int, ...], budget: float, importance: Any = None
+) -> nn.Module:
     """The same ratio in every layer (MetaPruner, global_pruning=False, one shot): the largest
     kept FLOPs within the budget, the ratio found by bisection."""
     example = torch.zeros(1, *shape)
@@ -188,7 +201,7 @@ def tp_uniform(model: nn.Module, shape: tuple[int, ...], budget: float) -> nn.Mo
         for _ in range(14):
             mid = (lo + hi) / 2
             m = copy.deepcopy(model).eval()
-            _meta_pruner(m, example, False, mid, 1).step()
+            _meta_pruner(m, example, False, mid, 1, importance).step()
             flops = count_flops(m, shape)
             if least is None or flops < least[0]:
                 least = (flops, m)

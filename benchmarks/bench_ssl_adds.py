@@ -41,6 +41,7 @@ from _protocol import (
     best_on_val,
     front_scores,
     interval_text,
+    paired_columns,
     paired_interval,
     seeds_or_die,
 )
@@ -314,11 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         out["table"],
         [
             Col("figure", "figure", "s"),
-            Col("n", "seeds", "d"),
-            Col("median_a", "SSL", ".4f"),
-            Col("median_b", "no-SSL", ".4f"),
-            Col("text", "SSL - no-SSL [95% CI]", "s"),
-            Col("a_wins", "SSL ahead in", "d"),
+            *paired_columns("SSL", "no-SSL"),
         ],
     )
     write_results(

@@ -28,6 +28,27 @@ _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-
 _search_dirs: list[str] = []
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message ('' when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def call_user(what: str, path: str, call: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``: the user's own code (``what`` ``path``, called as ``call``); what
+    it raises becomes one UserError that names it: "arch 'm:f': m:f(...) raised ValueError: ..".
+    A UserError it raises passes as it is."""
+    try:
+        return fn(*args, **kwargs)
+    except UserError:
+        raise
+    except Exception as e:
+        text = first_line(e)
+        raise UserError(
+            f"{what} {path!r}: {call} raised {type(e).__name__}{': ' + text if text else ''}"
+        ) from None
+
+
 def is_import_path(name: object) -> bool:
     """``True`` for ``module:attribute`` (a user's factory), ``False`` for a registered name."""
     return isinstance(name, str) and ":" in name

@@ -86,6 +86,17 @@ def min_width(width: int, share: float = MIN_WIDTH_SHARE, round_to: int = ROUND_
     return min(width, math.ceil(n / round_to) * round_to)
 
 
+# What a pruning budget can be a share of; its key is "<kind>_budget", its value the share of
+# the dense model's cost to keep, in (0, 1]. Defined here, for config and the pruner alike.
+BUDGET_KINDS: tuple[str, ...] = ("flops", "params", "latency")
+
+
+def budget_problem(kind: str, share: object) -> str | None:
+    """What is wrong with ``share`` as a ``<kind>_budget``, if anything."""
+    ok = isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 < share <= 1.0
+    return None if ok else f"a share of the dense {kind} in (0, 1], got {share}"
+
+
 # SSL types and the lambda key(s) each reads: n filters, c channels, s shapes, d depth (residual
 # blocks), g whole groups. Defined here, at the bottom layer, so config validation and the
 # penalty agree; the reference project's names and keys (n, c, s, d) stay valid.

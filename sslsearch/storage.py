@@ -11,11 +11,13 @@ shared storage path can read the results as they read Ray's files beside them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -54,6 +56,24 @@ def read_bytes(path: str) -> bytes:
     fs, p = resolve(path)
     with fs.open_input_stream(p) as f:
         return bytes(f.read())
+
+
+# a trial directory's epochs, one JSON line each (written by the trial, read by the report)
+HISTORY_FILE = "history.jsonl"
+
+
+def read_json_lines(path: str) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, in order; a line that does not parse (cut by a
+    kill mid-write) is skipped. OSError when the file cannot be read."""
+    out = []
+    for line in read_bytes(path).decode(errors="replace").splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            out.append(item)
+    return out
 
 
 def cache_root() -> Path:

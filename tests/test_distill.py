@@ -317,7 +317,13 @@ def test_a_distilled_search_trains_its_baseline_first_and_says_so(tmp_path: Path
         economy={"points_per_ssl": 2},
         reference={"baseline": True, "lambda0": True},
     )
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     try:
         out = run_search(SearchOptions(space=str(space)))
     finally:

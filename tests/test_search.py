@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from sslsearch.search import SearchOptions, run_search
 from sslsearch.search._run import distinct_choices
@@ -22,7 +23,13 @@ optuna = pytest.importorskip("optuna")
 def ray_cluster() -> Any:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
 
@@ -70,12 +77,25 @@ def test_existing_name_is_refused_and_resume_of_a_finished_search_reruns_nothing
 ) -> None:
     from sslsearch.errors import UserError
 
+    # a budget range that reaches below vgg_small's layer floors (about 0.03 at 8x8)
+    params = {"ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True}}
+    params["flops_budget"] = {"low": 0.001, "high": 0.8, "log": True}
     space = write_space(
         tmp_path,
+        params=params,
         budget={"num_samples": 2, "max_concurrent": 2},
         reference={"baseline": True, "lambda0": True},
     )
     out = run_search(SearchOptions(space=str(space)))
+    # the range starts at the floors: as stated and as searched, kept with the experiment
+    saved = yaml.safe_load((Path(out.exp_dir) / "space.yaml").read_text())
+    low = saved["params"]["flops_budget"]["low"]
+    assert 0.02 < low < 0.05 and saved["params"]["flops_budget"]["high"] == 0.8
+    clamped = json.loads((Path(out.exp_dir) / "clamped_ranges.json").read_text())
+    assert clamped["params.flops_budget"]["stated"]["low"] == 0.001
+    meta = pq.read_table(Path(out.exp_dir) / "trials.parquet").schema.metadata
+    assert json.loads(meta[b"sslsearch.clamped"]) == clamped
+    assert all(r["flops_budget"] >= low for r in _rows(out.exp_dir) if r["role"] == "search")
     base = [r for r in _rows(out.exp_dir) if r["role"] == "baseline"]
     assert len(base) == 1 and base[0]["status"] == "ok" and base[0]["ssl_model_id"] is None
     assert base[0]["flops"] == base[0]["flops_before"] and base[0]["top1"] > 50
@@ -231,6 +251,16 @@ def test_export_of_a_real_experiment(tiny: Any, capsys: pytest.CaptureFixture[st
     assert main(["evaluate", "--model", str(model_file), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["split"] == "val" and got["top1"] == pytest.approx(point["top1"])
+    # --rescan rebuilds trials.parquet from the trial directories, with the search's metadata
+    before = pq.read_table(exp / "trials.parquet")
+    (exp / "trials.parquet").unlink()
+    assert main(["export", str(exp), "--rescan", "--format", "md"]) == 0
+    after = pq.read_table(exp / "trials.parquet")
+    key = "trial_id"
+    assert sorted(after.column(key).to_pylist()) == sorted(before.column(key).to_pylist())
+    meta = {k.decode() for k in (after.schema.metadata or {})}
+    assert meta == {k.decode() for k in (before.schema.metadata or {})}
+    assert {"sslsearch.space", "sslsearch.objectives", "sslsearch.versions"} <= meta
 
 
 def test_confirm_front_on_the_default_space_reruns_each_pareto_point_with_more_seeds(

@@ -21,7 +21,12 @@ def ray_with_fake_gpus() -> Any:
 
     # 2 real cores: 0.5 CPU + 0.5 GPU per trial packs 4 trials, as num_cpus=4 with 1 CPU would.
     ray.init(
-        num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False
+        address="local",
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
     )
     yield ray
     ray.shutdown()

@@ -57,6 +57,13 @@ def _weights(tmp_path: Path, arch: str, classes: int = 10) -> str:
         ({"weights": "{tmp}/none.pt"}, "weights file not found"),
         ({"reference": {"baseline": "weights"}}, "'weights' measures the space's weights"),
         ({"arch": "not a path:x"}, "is not an import path"),
+        (
+            {
+                "arch": "{models}:small_cnn",
+                "params": {"ssl_lambda": 0.01, "flops_budget": {"low": 0.01, "high": 0.1}},
+            },
+            "'params.flops_budget': the whole range 0.01..0.1 is below what pruning can reach",
+        ),
     ],
 )
 def test_user_parts_that_fail_stop_the_search_before_anything_is_written(

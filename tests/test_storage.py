@@ -69,3 +69,16 @@ def test_temporary_files_of_killed_writers_are_swept(tmp_path: Path) -> None:
     assert young.exists() and (exp / "keep.tmp").exists()
     assert storage.remove_temp_files(str(exp)) == [str(young)]
     assert (exp / "jobs" / "a" / "job.json").read_text() == "{}"
+
+
+def test_json_lines_skip_a_line_cut_by_a_kill_and_a_missing_file_is_an_oserror(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / storage.HISTORY_FILE
+    path.write_text('{"epoch": 1, "top1": 50.0}\n{"epoch": 2, "top1": 61.5}\n{"epoch": 3, "to')
+    assert storage.read_json_lines(str(path)) == [
+        {"epoch": 1, "top1": 50.0},
+        {"epoch": 2, "top1": 61.5},
+    ]
+    with pytest.raises(OSError):
+        storage.read_json_lines(str(tmp_path / "none.jsonl"))

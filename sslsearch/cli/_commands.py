@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sslsearch.config import PRUNE_TYPE_NAMES, PRUNE_WAY_NAMES, SSL_TYPE_NAMES
 from sslsearch.errors import UserError
 
 log = logging.getLogger("sslsearch")
@@ -103,8 +104,7 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ssl-type",
         default=None,
-        help="filter_wise | channel_wise | filter_and_channel_wise | shape_wise | "
-        "depth_wise (default: the prune type)",
+        help=" | ".join(SSL_TYPE_NAMES) + " (default: the prune type)",
     )
     p.add_argument(
         "--ssl-lambda",
@@ -124,10 +124,8 @@ def add_trial(p: argparse.ArgumentParser) -> None:
         help="prune with a prune type whose structures the SSL penalty did not target "
         "(shape_wise SSL: no prune type removes shapes)",
     )
-    p.add_argument("--prune-type", default="filter_wise")
-    p.add_argument(
-        "--prune-way", default="group_lasso", help="group_lasso | mean_abs | mean | sum_abs | sum"
-    )
+    p.add_argument("--prune-type", default="filter_wise", help=" | ".join(PRUNE_TYPE_NAMES))
+    p.add_argument("--prune-way", default="group_lasso", help=" | ".join(PRUNE_WAY_NAMES))
     add_pruning_arguments(p)
     p.add_argument(
         "--latency-batch-size", type=int, default=1, help="batch size latency is measured at"
@@ -411,8 +409,8 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 def add_prune(p: argparse.ArgumentParser) -> None:
     """Prune a saved model (the seed's prune step) and write the smaller model."""
     add_model_argument(p, "the model file to prune (written by a trial, finetune or prune)")
-    p.add_argument("--prune-type", required=True)
-    p.add_argument("--prune-way", default="group_lasso")
+    p.add_argument("--prune-type", required=True, help=" | ".join(PRUNE_TYPE_NAMES))
+    p.add_argument("--prune-way", default="group_lasso", help=" | ".join(PRUNE_WAY_NAMES))
     add_pruning_arguments(p)
     p.add_argument("--batch-size", type=int, default=1, help="latency budget: batch size")
     p.add_argument("--threads", type=int, default=None, help="latency budget: CPU threads")
@@ -877,23 +875,10 @@ def cmd_export(a: argparse.Namespace) -> int:
     if not storage.is_dir(exp):
         raise UserError(f"experiment directory not found: {exp}")
     if a.rescan or not storage.exists(storage.join(exp, "trials.parquet")):
-        from sslsearch.search._results import write_screens, write_trials
+        from sslsearch.search import rebuild_trials
 
-        meta = None
-        saved = storage.join(exp, "space.yaml")
-        if storage.exists(saved):
-            import yaml
-
-            from sslsearch.config import space_from_mapping
-
-            space = space_from_mapping(yaml.safe_load(storage.read_bytes(saved).decode()), saved)
-            meta = {
-                "sslsearch.objectives": json.dumps(space.objective_pairs()),
-                "sslsearch.space": json.dumps(space.to_dict()),
-            }
         log.info("rebuilding trials.parquet from the trial directories ...")
-        write_trials(exp, meta)
-        write_screens(exp)  # the screened values beside it (none: nothing written)
+        rebuild_trials(exp)
     formats = [f.strip() for f in a.format.split(",") if f.strip()]
     objectives = [o.strip() for o in a.objectives.split(",")] if a.objectives else None
     _print_fronts(export_experiment(exp, formats, objectives))

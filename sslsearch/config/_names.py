@@ -12,7 +12,7 @@ from typing import Any
 
 from sslsearch.config._typed import ConfigError
 from sslsearch.imports import is_import_path
-from sslsearch.registry import SSL_WEIGHTINGS
+from sslsearch.registry import SSL_TYPE_KEYS, SSL_WEIGHTINGS
 
 
 @dataclass(frozen=True)
@@ -124,14 +124,7 @@ DATASET_NAMES: dict[str, int | None] = {
     "digits": 8,
     "imagefolder": None,
 }
-SSL_TYPE_NAMES = (
-    "filter_wise",
-    "channel_wise",
-    "filter_and_channel_wise",
-    "shape_wise",
-    "depth_wise",
-    "group_wise",
-)
+SSL_TYPE_NAMES = tuple(SSL_TYPE_KEYS)  # defined once, with the lambda keys each reads
 PRUNE_TYPE_NAMES = ("channel_wise", "depth_wise", "filter_and_channel_wise", "filter_wise")
 PRUNE_WAY_NAMES = ("group_lasso", "mean", "mean_abs", "sum", "sum_abs")
 

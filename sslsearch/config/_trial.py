@@ -9,17 +9,19 @@ from typing import Any, Literal
 
 from sslsearch.config._typed import ConfigError, from_mapping, to_mapping
 from sslsearch.registry import (
+    BUDGET_KINDS,
     DEFAULT_SSL_WEIGHTING,
     LAMBDA_KEYS,
     MIN_WIDTH_SHARE,
     SSL_WEIGHTINGS,
+    budget_problem,
     unknown_name_message,
 )
 
 # How much a point prunes: a budget (share of the dense model's cost kept) or the reference
 # project's ratio; depth_wise may give ``blocks`` instead. A point's whole pruning choice adds
 # the prune type and way (PRUNING_KEYS are the numeric and per-point parts).
-BUDGET_KEYS = ("flops_budget", "params_budget", "latency_budget")
+BUDGET_KEYS = tuple(f"{k}_budget" for k in BUDGET_KINDS)
 AMOUNT_KEYS = (*BUDGET_KEYS, "ratio")
 PRUNING_KEYS = (*AMOUNT_KEYS, "blocks", "min_width_share")
 DEFAULT_FLOPS_BUDGET = 0.5  # what a trial prunes to when it is given no budget, ratio or blocks
@@ -173,8 +175,9 @@ class TrialConfig:
             raise ConfigError("blocks", f"must be >= 0, got {self.blocks}")
         budgets = [k for k in BUDGET_KEYS if getattr(self, k) is not None]
         for k in budgets:
-            if not 0.0 < float(getattr(self, k)) <= 1.0:
-                raise ConfigError(k, f"a share of the dense cost in (0, 1], got {getattr(self, k)}")
+            problem = budget_problem(k.removesuffix("_budget"), getattr(self, k))
+            if problem:
+                raise ConfigError(k, problem)
         given = budgets + [k for k in ("ratio", "blocks") if getattr(self, k) is not None]
         if len(given) > 1 and given != ["ratio", "blocks"]:
             raise ConfigError(given[1], f"{' and '.join(given)} are alternatives: give one")

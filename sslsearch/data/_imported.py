@@ -28,7 +28,7 @@ from torch.utils.data import Subset
 from sslsearch.config import DataConfig
 from sslsearch.data._core import Datasets, DatasetSpec, LoaderSplit, stratified_split
 from sslsearch.errors import UserError
-from sslsearch.imports import load_object
+from sslsearch.imports import call_user, load_object
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,7 @@ def imported_dataset_spec(path: str) -> DatasetSpec:
 
 
 def _call(path: str, fn: Callable[..., Any], root: str) -> tuple[Any, Any, Any]:
-    try:
-        out = fn(root)
-    except UserError:
-        raise
-    except Exception as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(
-            f"data.name {path!r}: {path}({root!r}) raised {type(e).__name__}"
-            f"{': ' + text if text else ''}"
-        ) from None
+    out = call_user("data.name", path, f"{path}({root!r})", fn, root)
     if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
         raise UserError(
             f"data.name {path!r} returned {type(out).__name__}; it must return (train, test) "

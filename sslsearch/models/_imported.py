@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sslsearch.errors import UserError
-from sslsearch.imports import load_object
+from sslsearch.imports import call_user, first_line, load_object
 from sslsearch.models._blocks import residual_blocks
 from sslsearch.models._registry import ModelSpec
 
@@ -34,14 +34,10 @@ def imported_model_spec(path: str) -> ModelSpec:
 
 def _checked(path: str, factory: Callable[..., object]) -> Callable[..., nn.Module]:
     def build(num_classes: int, in_channels: int = 3) -> nn.Module:
-        try:
-            model = factory(num_classes=num_classes, in_channels=in_channels)
-        except Exception as e:
-            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise UserError(
-                f"arch {path!r}: {path}(num_classes={num_classes}, in_channels={in_channels}) "
-                f"raised {type(e).__name__}{': ' + text if text else ''}"
-            ) from None
+        call = f"{path}(num_classes={num_classes}, in_channels={in_channels})"
+        model = call_user(
+            "arch", path, call, factory, num_classes=num_classes, in_channels=in_channels
+        )
         if not isinstance(model, nn.Module):
             raise UserError(
                 f"arch {path!r} returned {type(model).__name__}, not a torch.nn.Module "
@@ -64,7 +60,7 @@ def check_user_model(
         with torch.no_grad():
             out = model.eval()(torch.zeros(shape))
     except Exception as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = first_line(e) or type(e).__name__
         raise UserError(
             f"arch {path!r}: the model fails on a {'x'.join(map(str, shape[1:]))} input "
             f"({type(e).__name__}: {text})"

@@ -24,8 +24,6 @@ from torch import nn
 
 from sslsearch.sparsity import Group
 
-COST_KINDS = ("flops", "params", "latency")
-
 
 def layer_shapes(
     model: nn.Module, example: torch.Tensor

@@ -38,7 +38,14 @@ from sslsearch.models import ResidualShortcut, residual_blocks, residual_branch_
 from sslsearch.pruning._cost import CostModel
 from sslsearch.pruning._latency import LatencyModel, LatencySpec, TableCostModel
 from sslsearch.pruning._select import select_for_budget
-from sslsearch.registry import MIN_WIDTH_SHARE, ROUND_TO, Registry, min_width
+from sslsearch.registry import (
+    BUDGET_KINDS,
+    MIN_WIDTH_SHARE,
+    ROUND_TO,
+    Registry,
+    budget_problem,
+    min_width,
+)
 from sslsearch.sparsity import (
     CRITERIA,
     NORMALIZERS,
@@ -53,10 +60,9 @@ log = logging.getLogger(__name__)
 
 # How unit scores are made comparable across layers, and how a budget weighs a unit's cost: a
 # chunk's key is its mean score / (cost saved per unit) ** DEFAULT_COST_POWER. Both chosen by
-# measurement at equal FLOPs (benchmarks/bench_budget.py, README "Budgets").
+# measurement at equal FLOPs (benchmarks/bench_budget.py, docs/results.md "Budgets, measured").
 DEFAULT_NORMALIZER = "mean"
 DEFAULT_COST_POWER = 0.0
-BUDGET_KINDS = ("flops", "params", "latency")
 BUDGET_TOLERANCE = 0.01  # a budget is met within 1% of the dense cost, or one rounding step
 LATENCY_TOLERANCE = 0.10  # a latency budget: within 10% of the target (measured, noisy)
 _TRIES = 8  # prunes of a fresh copy while the true cost misses the budget
@@ -578,6 +584,40 @@ def list_prune_types() -> list[str]:
     return PRUNE_TYPES.names()
 
 
+def floor_share(
+    model: nn.Module,
+    example_inputs: torch.Tensor | tuple[int, ...],
+    *,
+    prune_type: str,
+    kind: str = "flops",
+    min_width_share: float = MIN_WIDTH_SHARE,
+    round_to: int = ROUND_TO,
+) -> float:
+    """The least share of the dense FLOPs (``kind`` "flops") or parameters ("params") that
+    ``prune_type`` can reach on ``model``: every prunable layer cut to its floor. ``prune``
+    refuses a budget below it. depth_wise has no layer floors: ValueError."""
+    if kind not in ("flops", "params"):
+        raise ValueError(f"kind must be 'flops' or 'params', got {kind!r}")
+    if prune_type == "depth_wise" or prune_type not in PRUNE_TYPES:
+        raise ValueError(f"floor_share needs a channel prune type, got {prune_type!r}")
+    work = copy.deepcopy(model).eval()
+    example = _example(work, example_inputs)
+    shape = _shape(example)
+
+    def count(m: nn.Module) -> float:
+        return float(count_flops(m, shape) if kind == "flops" else count_params(m))
+
+    dense = count(work)
+    groups = build_groups(work, example)
+    candidates = candidate_groups(groups[0].channel, prune_type)
+    if not candidates or dense <= 0:
+        return 1.0
+    removed = np.asarray([g.units - g.min_units(min_width_share, round_to) for g in candidates])
+    scores = [torch.arange(g.units, dtype=torch.float32) for g in candidates]  # which: any
+    _apply_plan(work, example, _plan_from_counts(candidates, scores, removed), groups)
+    return count(work) / dense
+
+
 def _example(
     model: nn.Module, example_inputs: torch.Tensor | tuple[int, ...] | None
 ) -> torch.Tensor:
@@ -592,15 +632,8 @@ def _example(
 def _budget_of(
     flops_budget: float | None, params_budget: float | None, latency_budget: float | None
 ) -> tuple[str, float] | None:
-    given = [
-        (k, v)
-        for k, v in (
-            ("flops", flops_budget),
-            ("params", params_budget),
-            ("latency", latency_budget),
-        )
-        if v is not None
-    ]
+    values = dict(zip(BUDGET_KINDS, (flops_budget, params_budget, latency_budget)))
+    given = [(k, v) for k, v in values.items() if v is not None]
     if len(given) > 1:
         raise UserError(
             f"give one budget, not {len(given)}: {', '.join(f'{k}_budget' for k, _ in given)}"
@@ -608,8 +641,9 @@ def _budget_of(
     if not given:
         return None
     kind, v = given[0]
-    if isinstance(v, bool) or not (0.0 < float(v) <= 1.0):
-        raise UserError(f"{kind}_budget must be a share of the dense {kind} in (0, 1], got {v}")
+    problem = budget_problem(kind, v)
+    if problem:
+        raise UserError(f"{kind}_budget must be {problem}")
     return kind, float(v)
 
 

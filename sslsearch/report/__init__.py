@@ -23,7 +23,9 @@ from sslsearch.report._fronts import (
     with_seed_means,
 )
 from sslsearch.report._pareto import (
+    dominates,
     hypervolume,
+    minimization_signs,
     non_dominated_mask,
     pareto_front,
     to_minimization,
@@ -52,6 +54,7 @@ __all__ = [
     "baseline_of",
     "compute_front",
     "derived",
+    "dominates",
     "export_experiment",
     "front_specs",
     "front_table",
@@ -59,6 +62,7 @@ __all__ = [
     "hypervolume",
     "kendall_tau",
     "markdown_table",
+    "minimization_signs",
     "non_dominated_mask",
     "objective_modes",
     "pareto_front",

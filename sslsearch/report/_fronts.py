@@ -17,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from sslsearch.report._pareto import hypervolume, non_dominated_mask, to_minimization
+from sslsearch.report._pareto import (
+    hypervolume,
+    minimization_signs,
+    non_dominated_mask,
+    to_minimization,
+)
 from sslsearch.report._rows import (
     ACCURACY_METRICS,
     Baseline,
@@ -193,7 +198,7 @@ def hypervolume_history(
     """
     objs = objective_modes(objectives)
     names = [o for o, _ in objs]
-    signs = np.array([-1.0 if d == "max" else 1.0 for _, d in objs])
+    signs = minimization_signs([d for _, d in objs])
     ok = sorted(
         completed(rows, names),
         key=lambda r: (number(r.get("finished_at")) or 0.0, str(r.get("trial_dir") or "")),

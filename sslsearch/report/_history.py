@@ -52,21 +52,12 @@ def trial_history(exp_dir: str, row: Mapping[str, Any]) -> list[dict[str, Any]]:
     trial_dir = row.get("trial_dir")
     if not trial_dir:
         return []
-    text = None
-    for name in ("history.jsonl", "result.json"):
+    # result.json: the JSON lines Ray Tune wrote for trials of older versions
+    for name in (storage.HISTORY_FILE, "result.json"):
         path = storage.join(exp_dir, str(trial_dir), name)
         try:
             if storage.exists(path):
-                text = storage.read_bytes(path).decode(errors="replace")
-                break
+                return _epochs(storage.read_json_lines(path))
         except OSError as e:
             log.warning("cannot read %s: %s", path, e)
-    if text is None:
-        return []
-    items = []
-    for line in text.splitlines():
-        try:
-            items.append(json.loads(line))
-        except ValueError:
-            continue
-    return _epochs(items)
+    return []

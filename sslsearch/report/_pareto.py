@@ -12,14 +12,19 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def minimization_signs(directions: Sequence[str]) -> np.ndarray:
+    """One factor per objective that turns it into a minimisation: -1 for "max", else 1."""
+    return np.array([-1.0 if d == "max" else 1.0 for d in directions])
+
+
 def to_minimization(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """(n, k) values -> the same with "max" columns negated."""
     v = np.asarray(values, dtype=np.float64).reshape(len(values), len(directions))
-    sign = np.array([-1.0 if d == "max" else 1.0 for d in directions])
-    return v * sign
+    return v * minimization_signs(directions)
 
 
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    """Minimisation vector ``a`` is no worse than ``b`` everywhere and better somewhere."""
     return bool(np.all(a <= b) and np.any(a < b))
 
 

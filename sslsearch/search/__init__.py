@@ -9,13 +9,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sslsearch.search._run import SearchOptions, SearchOutcome
 
-__all__ = ["SearchOptions", "SearchOutcome", "run_search"]
+__all__ = ["SearchOptions", "SearchOutcome", "rebuild_trials", "run_search"]
 
 
 def run_search(options: SearchOptions) -> SearchOutcome:
     from sslsearch.search._run import run_search as _run
 
     return _run(options)
+
+
+def rebuild_trials(exp_dir: str) -> None:
+    """trials.parquet and screens.parquet written again from an experiment's trial directories."""
+    from sslsearch.search._run import rebuild_trials as _rebuild
+
+    _rebuild(exp_dir)
 
 
 def __getattr__(name: str) -> Any:

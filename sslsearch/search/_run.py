@@ -33,10 +33,11 @@ from sslsearch.search._results import (
 )
 from sslsearch.search._trainable import make_trainable
 from sslsearch.search._user import absolute_weights, look_beside, stage_weights, user_modules
-from sslsearch.trial import check_user_parts, validate_space
+from sslsearch.trial import check_user_parts, clamp_budget_ranges, validate_space
 
 log = logging.getLogger(__name__)
 SPACE_FILE = "space.yaml"
+CLAMPED_FILE = "clamped_ranges.json"  # budget ranges raised to the model's floors
 STUDY_FILE = "optuna.db"
 STUDY_URL_FILE = "study_url"  # the Optuna storage URL, kept with the experiment for --resume
 TUNE_DIR = "tune"  # Ray Tune's own files (its snapshots, trial directories): never read back
@@ -294,19 +295,40 @@ def ssl_trainings(space: SearchSpace) -> int:
     return -(-space.budget.num_samples // points_per_ssl(space))
 
 
-def _metadata(space: SearchSpace, study_url: str) -> dict[str, str]:
+def _metadata(space: SearchSpace, study_url: str, exp_dir: str) -> dict[str, str]:
     import optuna
     import ray
     import torch
 
+    clamped = storage.join(exp_dir, CLAMPED_FILE)
     return {
         "sslsearch.space": json.dumps(space.to_dict()),
+        # ranges raised to the model's floors (clamp_budget_ranges): as stated and as searched
+        **(
+            {"sslsearch.clamped": storage.read_bytes(clamped).decode()}
+            if storage.exists(clamped)
+            else {}
+        ),
         "sslsearch.objectives": json.dumps(space.objective_pairs()),
         "sslsearch.study": study_url,
         "sslsearch.versions": json.dumps(
             {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch.__version__}
         ),
     }
+
+
+def rebuild_trials(exp_dir: str) -> None:
+    """trials.parquet and screens.parquet written again from the trial directories, with the
+    metadata a search gives them when the experiment's space file is there."""
+    meta = None
+    saved = storage.join(exp_dir, SPACE_FILE)
+    if storage.exists(saved):
+        space = space_from_mapping(yaml.safe_load(storage.read_bytes(saved).decode()), saved)
+        url_file = storage.join(exp_dir, STUDY_URL_FILE)
+        url = storage.read_bytes(url_file).decode().strip() if storage.exists(url_file) else ""
+        meta = _metadata(space, url, exp_dir)
+    write_trials(exp_dir, meta)
+    write_screens(exp_dir)  # the screened values beside it (none: nothing written)
 
 
 def finish(
@@ -322,7 +344,7 @@ def finish(
         screen_agreement,
     )
 
-    path, table = write_trials(exp_dir, _metadata(space, study_url))
+    path, table = write_trials(exp_dir, _metadata(space, study_url, exp_dir))
     screens = write_screens(exp_dir)
     rows = table.to_pylist()
     counts: dict[str, int] = {}
@@ -346,11 +368,19 @@ def finish(
 def run_search(opts: SearchOptions) -> SearchOutcome:
     space, exp_dir = prepare(opts)
     data = None
+    clamped: dict[str, Any] = {}
     if opts.address is None:
         data = _check_local_data(space)
         _check_local_gpus(space, opts.num_gpus)
     if not opts.resume:  # a resume reads the experiment's copy of the weights
         check_user_parts(space, data)
+        stated = space
+        space = clamp_budget_ranges(space, data)  # written to the experiment as sampled
+        clamped = {
+            f"params.{k}": {"stated": stated.params[k], "searched": v}
+            for k, v in space.params.items()
+            if v != stated.params.get(k)
+        }
     modules = user_modules(space)
     study_url = _study_url(opts, exp_dir, space)
     tune_environment()
@@ -398,6 +428,10 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             storage.makedirs(exp_dir)
             storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
             storage.write_text_atomic(storage.join(exp_dir, STUDY_URL_FILE), study_url + "\n")
+            if clamped:  # the range the user stated, beside the one searched
+                storage.write_text_atomic(
+                    storage.join(exp_dir, CLAMPED_FILE), json.dumps(clamped, indent=1)
+                )
         else:
             if _budget_raised(exp_dir, space):
                 storage.write_text_atomic(storage.join(exp_dir, SPACE_FILE), text)
@@ -694,5 +728,6 @@ __all__ = [
     "distinct_choices",
     "finish",
     "prepare",
+    "rebuild_trials",
     "run_search",
 ]

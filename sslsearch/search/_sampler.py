@@ -28,6 +28,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from sslsearch.config import Choices, SearchSpace
+from sslsearch.report import minimization_signs, non_dominated_mask
 from sslsearch.search._params import points_per_ssl
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,9 @@ def first_fronts(losses: np.ndarray, need: int) -> list[int]:
     idx = np.arange(len(losses))
     chosen: list[int] = []
     while idx.size and len(chosen) < need:
-        sub = losses[idx]
-        le = (sub[:, None, :] <= sub[None, :, :]).all(-1)
-        lt = (sub[:, None, :] < sub[None, :, :]).any(-1)
-        dominated = (le & lt).any(0)  # column j: some row dominates it
-        chosen += idx[~dominated].tolist()
-        idx = idx[dominated]
+        front = non_dominated_mask(losses[idx])
+        chosen += idx[front].tolist()
+        idx = idx[~front]
     return chosen
 
 
@@ -135,7 +133,7 @@ class SamplerView:
     def __init__(self, space: SearchSpace, define_by_run: Callable[[Any], dict[str, Any]]) -> None:
         self.space = space
         self.define_by_run = define_by_run
-        self.signs = np.array([-1.0 if o.direction == "max" else 1.0 for o in space.objectives])
+        self.signs = minimization_signs([o.direction for o in space.objectives])
         self.kind = sampler_name(space)
         bounded = self.kind in ("gp", "tpe")  # NSGA-II keeps generations on its own trials
         self.max_history = space.sampler.max_history if bounded else None

@@ -40,6 +40,7 @@ from sslsearch.trial._train import EvalStats, NonFiniteLoss, evaluate, pick_devi
 from sslsearch.trial._validate import (
     check_combination,
     check_user_parts,
+    clamp_budget_ranges,
     validate_space,
     validate_trial,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "check_combination",
     "check_user_parts",
     "choose",
+    "clamp_budget_ranges",
     "contributions",
     "describe",
     "distill_kl",

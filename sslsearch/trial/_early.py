@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from sslsearch import storage
 from sslsearch.config import Recipe
 from sslsearch.trial._run import RESULT_FILE
@@ -59,23 +61,28 @@ def dominated_reason(
     dominate; an objective the candidate lacks (not known before the end) or a row lacks never
     dominates either.
     """
+    from sslsearch.report import dominates, minimization_signs
+
+    names = [m for m, _ in objectives]
+    signs = minimization_signs([d for _, d in objectives])
+    cand = _vector(candidate, names)
+    if cand is None:
+        return None
     for row in finished:
-        if row.get("status") != "ok":
-            continue
-        better = False
-        for metric, mode in objectives:
-            c, r = candidate.get(metric), row.get(metric)
-            if c is None or r is None or not math.isfinite(float(r)):
-                break
-            c, r = float(c), float(r)
-            if (r < c) if mode == "max" else (r > c):
-                break
-            better = better or r != c
-        else:
-            if better:
-                vals = ", ".join(f"{m} {float(row[m]):.4g}" for m, _ in objectives)
-                return f"dominated by point {row.get('trial_id', '?')} ({vals})"
+        r = _vector(row, names) if row.get("status") == "ok" else None
+        if r is not None and dominates(r * signs, cand * signs):
+            vals = ", ".join(f"{m} {float(row[m]):.4g}" for m in names)
+            return f"dominated by point {row.get('trial_id', '?')} ({vals})"
     return None
+
+
+def _vector(values: dict[str, Any], names: Sequence[str]) -> np.ndarray | None:
+    """The named values as floats; None when one is missing or not finite."""
+    got = [values.get(n) for n in names]
+    if any(v is None for v in got):
+        return None
+    out = np.asarray(got, dtype=np.float64)
+    return out if bool(np.all(np.isfinite(out))) else None
 
 
 class FrontStop:

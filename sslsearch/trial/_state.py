@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from sslsearch import storage
+from sslsearch.storage import HISTORY_FILE
 
 log = logging.getLogger(__name__)
 
-HISTORY_FILE = "history.jsonl"
 _STATE = re.compile(r"^state-(\d+)\.pt$")
 
 
@@ -97,15 +97,7 @@ class StateStore:
 
 def read_history(directory: str) -> list[dict[str, Any]]:
     """The epochs ``StateStore.write_history`` left in ``directory`` ([] when none)."""
-    path = storage.join(directory, HISTORY_FILE)
     try:
-        text = storage.read_bytes(path).decode(errors="replace")
+        return storage.read_json_lines(storage.join(directory, HISTORY_FILE))
     except OSError:
         return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from dataclasses import replace
 from typing import Any
 
 from sslsearch.config import AMOUNT_KEYS, Choices, ConfigError, Range, SearchSpace, TrialConfig
@@ -11,6 +14,8 @@ from sslsearch.imports import is_import_path
 from sslsearch.models import check_user_model, create_model, get_model_spec
 from sslsearch.pruning import PRUNE_TYPES
 from sslsearch.sparsity import CRITERIA, SSL_TYPES
+
+log = logging.getLogger(__name__)
 
 
 def _check(key: str, fn: Any, *args: Any) -> Any:
@@ -163,17 +168,22 @@ def check_user_parts(space: SearchSpace, data: Datasets | None = None) -> None:
     _check_user_parts(space, data)
 
 
+def _model_shape(space: SearchSpace, data: Datasets | None) -> tuple[int, int, int] | None:
+    """(classes, channels, image size) of the space's data: loaded, else as registered; None
+    for a dataset of the user's own that is not loaded here."""
+    if data is not None:
+        return (data.num_classes, data.channels, data.image_size)
+    spec = get_dataset_spec(space.data.name)
+    size = space.data.image_size or spec.native_size
+    known = spec.num_classes > 0 and spec.channels > 0 and size is not None
+    return (spec.num_classes, spec.channels, int(size or 0)) if known else None
+
+
 def _check_user_parts(space: SearchSpace, data: Datasets | None) -> None:
     user_arch = is_import_path(space.arch)
     if not user_arch and not space.weights:
         return
-    if data is not None:
-        shape: tuple[int, int, int] | None = (data.num_classes, data.channels, data.image_size)
-    else:
-        spec = get_dataset_spec(space.data.name)
-        size = space.data.image_size or spec.native_size
-        known = spec.num_classes > 0 and spec.channels > 0 and size is not None
-        shape = (spec.num_classes, spec.channels, int(size or 0)) if known else None
+    shape = _model_shape(space, data)
     if shape is None:
         if space.weights:
             from sslsearch.trial._weights import read_weights
@@ -202,3 +212,58 @@ def check_trial_start(cfg: TrialConfig, data: Datasets) -> None:
             data.image_size,
             "depth_wise" in (cfg.prune_type, cfg.ssl_type),
         )
+
+
+FLOOR_MARGIN = 1.02  # a budget this far above the floors' share is met by every prune type
+
+
+def clamp_budget_ranges(space: SearchSpace, data: Datasets | None = None) -> SearchSpace:
+    """The space with each FLOPs or parameter budget range raised to what its model can reach.
+
+    Every prunable layer keeps its floor (``min_width_share``), so a model has a least share of
+    its dense cost that pruning can reach (``sslsearch.pruning.floor_share``); a point asking
+    less fails. A range whose low end is below it starts at the floors' share (plus
+    ``FLOOR_MARGIN``), said in one log line; a range wholly below it is a ConfigError. Channel
+    prune types only (depth_wise removes blocks, not widths); the least floor over the prune
+    types and ``min_width_share`` values the space can give."""
+    specs = space.param_specs()
+    keys = [k for k in ("flops_budget", "params_budget") if isinstance(specs.get(k), Range)]
+    prune_types = _values(specs.get("prune_type", "filter_wise"))
+    shape = _model_shape(space, data)
+    if not keys or not prune_types or "depth_wise" in prune_types or shape is None:
+        return space
+    from sslsearch.pruning import floor_share
+    from sslsearch.registry import MIN_WIDTH_SHARE
+
+    mws = specs.get("min_width_share", MIN_WIDTH_SHARE)
+    share = float(mws.low if isinstance(mws, Range) else min(_values(mws)))
+    num_classes, channels, size = shape
+    model = create_model(space.arch, num_classes, channels)
+    params = dict(space.params)
+    for k in keys:
+        kind, rng = k.split("_")[0], specs[k]
+        assert isinstance(rng, Range)
+        floor = min(
+            floor_share(
+                model, (channels, size, size), prune_type=t, kind=kind, min_width_share=share
+            )
+            for t in prune_types
+        )
+        lowest = floor * FLOOR_MARGIN
+        why = (
+            f"{space.arch}'s layer floors keep about {floor:.3g} of its dense {kind} "
+            f"(min_width_share {share:g})"
+        )
+        if rng.high <= lowest:
+            raise ConfigError(
+                f"params.{k}",
+                f"the whole range {rng.low:g}..{rng.high:g} is below what pruning can reach: "
+                f"{why}; raise it above {lowest:.3g} or lower min_width_share",
+            )
+        if rng.low < lowest:
+            low = float(f"{math.ceil(lowest * 1e4) / 1e4:.4g}")
+            if rng.step:
+                low = rng.low + math.ceil((lowest - rng.low) / rng.step) * rng.step
+            log.info("params.%s: %s; the search samples %g..%g", k, why, low, rng.high)
+            params[k] = {**space.params[k], "low": low}
+    return replace(space, params=params)
