@@ -499,7 +499,7 @@ def test_warm_start_from_a_pruned_model_says_what_to_use(
 
 
 def test_confirm_front_flag_reaches_the_search_options(tmp_path: Path) -> None:
-    from sslsearch.cli._commands import search_options_from_args
+    from sslsearch.cli._experiment_commands import search_options_from_args
     from sslsearch.cli._main import build_parser
 
     a = build_parser().parse_args(["search", "--confirm-front", "2"])

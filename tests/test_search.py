@@ -62,6 +62,7 @@ def test_tiny_search_end_to_end(tiny: Any) -> None:
     # the study is multi-objective, in the space's order, and holds the true final values
     study = _study(out.exp_dir)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["top1", "flops", "size_mb"]  # named for optuna-dashboard
     by_id = {r["trial_id"]: r for r in rows}
     for t in study.trials:
         assert t.state.name == "COMPLETE"

@@ -42,7 +42,9 @@ def _did_you_mean(word: str, known: Sequence[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sslsearch.cli import _commands as c
+    from sslsearch.cli import _experiment_commands as e
+    from sslsearch.cli import _model_commands as m
+    from sslsearch.cli import _trial_commands as t
 
     p = _Parser(
         prog="sslsearch",
@@ -53,14 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     adders = {
-        "search": c.add_search,
-        "trial": c.add_trial,
-        "finetune": c.add_finetune,
-        "prune": c.add_prune,
-        "profile": c.add_profile,
-        "export": c.add_export,
-        "evaluate": c.add_evaluate,
-        "list": c.add_list,
+        "search": e.add_search,
+        "trial": t.add_trial,
+        "finetune": t.add_finetune,
+        "prune": m.add_prune,
+        "profile": m.add_profile,
+        "export": e.add_export,
+        "evaluate": m.add_evaluate,
+        "list": e.add_list,
     }
     for name in COMMANDS:
         adder = adders[name]

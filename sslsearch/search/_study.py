@@ -148,6 +148,9 @@ class StudyBook:
                 sampler=optuna.samplers.RandomSampler(seed=space.sampler.seed),
                 load_if_exists=True,
             )
+            if self.study.metric_names != self.metrics:
+                # optuna-dashboard and load_study show "top1", "flops"..., not "Objective 0"
+                self.study.set_metric_names(self.metrics)
         self.finished: set[str] = {
             str(t.user_attrs[POINT_ID_ATTR])
             for t in self.study.get_trials(deepcopy=False)
