@@ -363,9 +363,21 @@ def _prune_channels_to_budget(
         )
     if isinstance(cm, TableCostModel):
         return _prune_to_latency(
-            model, example, candidates, scores, np_scores, target, cm, floors, steps, cost_power,
-            fresh, groups, floor_plan, floor_ms,
-        )  # fmt: skip
+            model,
+            example,
+            candidates,
+            scores,
+            np_scores,
+            target,
+            cm,
+            floors,
+            steps,
+            cost_power,
+            fresh,
+            groups,
+            floor_plan,
+            floor_ms,
+        )
     goal = target.absolute
     best: _Attempt | None = None
     for attempt in range(_TRIES):
@@ -438,8 +450,12 @@ def _prune_to_latency(
             finest = (candidates[sel.finest_step[0]].name, sel.finest_step[1])
         if best is None or abs(true - aim) < abs(best.cost - aim):
             best = _Attempt(work, plan, removed, true, finest)
-        log.info("latency budget: %.4g ms at %.1f%% of the FLOPs, target %.4g ms", true,
-                 100 * f / dense_flops, aim)  # fmt: skip
+        log.info(
+            "latency budget: %.4g ms at %.1f%% of the FLOPs, target %.4g ms",
+            true,
+            100 * f / dense_flops,
+            aim,
+        )
         return abs(true - aim) <= 0.03 * aim
 
     goal = aim
@@ -731,86 +747,191 @@ def prune(
     example = _example(model, example_inputs)
     input_shape = _shape(example)
     flops_before, params_before = count_flops(model, input_shape), count_params(model)
-    lat_model: LatencyModel | None = None
-    target: _Target | None = None
-    if budget is not None:
-        kind, share = budget
-        if kind == "latency":
-            lat_model = LatencyModel(latency or LatencySpec(), input_shape)
-            dense_ms = lat_model.measure(model)
-            reference = copy.deepcopy(model).eval()  # timed beside every pruned model
-            lm = lat_model
-
-            def timed(m: nn.Module) -> float:
-                return dense_ms * lm.relative(m, reference)
-
-            target = _Target(kind, share, dense_ms, timed, LATENCY_TOLERANCE)
-        else:
-            dense = float(flops_before if kind == "flops" else params_before)
-            count: Callable[[nn.Module], float] = (
-                (lambda m: float(count_flops(m, input_shape)))
-                if kind == "flops"
-                else (lambda m: float(count_params(m)))
-            )
-            target = _Target(kind, share, dense, count, BUDGET_TOLERANCE)
-
+    target, lat_model = _make_target(
+        model, budget, latency, input_shape, flops_before, params_before
+    )
     backup = copy.deepcopy(model) if inplace and target is not None else model
     work = model if inplace else copy.deepcopy(model)
     was_training = work.training
     work.eval()
-    removed_channels: dict[str, list[int]] = {}
-    removed_blocks: list[str] = []
-    removed_units: dict[str, list[int]] = {}
-    at_floor: list[str] = []
+    if prune_type == "depth_wise":
+        done = _remove_blocks(work, example, prune_way, target, norm, cost_power, blocks, ratio)
+    else:
+        done = _remove_channels(
+            work,
+            backup,
+            example,
+            prune_type,
+            prune_way,
+            norm,
+            target,
+            ratio,
+            min_width_share,
+            round_to,
+            cost_power,
+            lat_model,
+        )
+    done.model.train(was_training)
+    return _result(
+        done,
+        target,
+        prune_type,
+        prune_way,
+        ratio,
+        min_width_share,
+        input_shape,
+        flops_before,
+        params_before,
+    )
+
+
+@dataclass
+class _Removal:
+    """What one pruning removed (the steps of ``prune``)."""
+
+    model: nn.Module
+    total: int  # groups (or blocks) that could go
+    gone: int
+    removed_channels: dict[str, list[int]] = field(default_factory=dict)
+    removed_blocks: list[str] = field(default_factory=list)
+    removed_units: dict[str, list[int]] = field(default_factory=dict)
+    at_floor: list[str] = field(default_factory=list)
+    achieved: float | None = None  # the cost reached, in the budget's unit
+    finest: tuple[str, float] | None = None  # the finest step left out: (layer, its cost)
+
+
+def _make_target(
+    model: nn.Module,
+    budget: tuple[str, float] | None,
+    latency: LatencySpec | None,
+    input_shape: tuple[int, ...],
+    flops_before: int,
+    params_before: int,
+) -> tuple[_Target | None, LatencyModel | None]:
+    """The budget as a target to meet (its dense cost and how a model's cost is measured)."""
+    if budget is None:
+        return None, None
+    kind, share = budget
+    if kind == "latency":
+        lat_model = LatencyModel(latency or LatencySpec(), input_shape)
+        dense_ms = lat_model.measure(model)
+        reference = copy.deepcopy(model).eval()  # timed beside every pruned model
+
+        def timed(m: nn.Module) -> float:
+            return dense_ms * lat_model.relative(m, reference)
+
+        return _Target(kind, share, dense_ms, timed, LATENCY_TOLERANCE), lat_model
+    dense = float(flops_before if kind == "flops" else params_before)
+    count: Callable[[nn.Module], float] = (
+        (lambda m: float(count_flops(m, input_shape)))
+        if kind == "flops"
+        else (lambda m: float(count_params(m)))
+    )
+    return _Target(kind, share, dense, count, BUDGET_TOLERANCE), None
+
+
+def _remove_blocks(
+    work: nn.Module,
+    example: torch.Tensor,
+    prune_way: str,
+    target: _Target | None,
+    norm: str,
+    cost_power: float,
+    blocks: int | None,
+    ratio: float | None,
+) -> _Removal:
+    """depth_wise: residual blocks become their shortcut, to the budget or by count."""
+    total = len(residual_blocks(work))
+    if target is not None:
+        removed, achieved, finest = _prune_blocks_to_budget(
+            work, example, prune_way, target, norm, cost_power
+        )
+        return _Removal(
+            work, total, len(removed), removed_blocks=removed, achieved=achieved, finest=finest
+        )
+    n = int(blocks) if blocks is not None else round(float(ratio or 0.0) * total)
+    total, gone, removed = _prune_blocks(work, example, prune_way, n)
+    return _Removal(work, total, gone, removed_blocks=removed)
+
+
+def _remove_channels(
+    work: nn.Module,
+    backup: nn.Module,
+    example: torch.Tensor,
+    prune_type: str,
+    prune_way: str,
+    norm: str,
+    target: _Target | None,
+    ratio: float | None,
+    min_width_share: float,
+    round_to: int,
+    cost_power: float,
+    lat_model: LatencyModel | None,
+) -> _Removal:
+    """The channel prune types: score every unit of the candidate groups, then remove to the
+    budget (``_prune_channels_to_budget``) or the lowest ``ratio`` of them."""
+    groups = build_groups(work, example)
+    candidates = candidate_groups(groups[0].channel, prune_type)
+    if not candidates:
+        raise NotPrunableError(f"{type(work).__name__} has no channel group prunable {prune_type}")
+    scores = [unit_scores(g, prune_type, prune_way, norm) for g in candidates]
+    total = sum(g.units for g in candidates)
     achieved: float | None = None
     finest: tuple[str, float] | None = None
-    if prune_type == "depth_wise":
-        total = len(residual_blocks(work))
-        if target is not None:
-            removed_blocks, achieved, finest = _prune_blocks_to_budget(
-                work, example, prune_way, target, norm, cost_power
-            )
-            gone = len(removed_blocks)
-        else:
-            n = int(blocks) if blocks is not None else round(float(ratio or 0.0) * total)
-            total, gone, removed_blocks = _prune_blocks(work, example, prune_way, n)
+    if target is not None:
+
+        def fresh() -> nn.Module:
+            m = copy.deepcopy(backup)
+            m.eval()
+            return m
+
+        work, units, channels, achieved, finest = _prune_channels_to_budget(
+            work,
+            example,
+            candidates,
+            scores,
+            target,
+            min_width_share,
+            round_to,
+            cost_power,
+            lat_model,
+            fresh,
+            groups,
+        )
     else:
-        groups = build_groups(work, example)
-        candidates = candidate_groups(groups[0].channel, prune_type)
-        if not candidates:
-            raise NotPrunableError(
-                f"{type(model).__name__} has no channel group prunable {prune_type}"
-            )
-        scores = [unit_scores(g, prune_type, prune_way, norm) for g in candidates]
-        total = sum(g.units for g in candidates)
-        if target is not None:
+        units = _plan_ratio(candidates, scores, float(ratio or 0.0), min_width_share, round_to)
+        channels = _apply_plan(work, example, units, groups)
+    return _Removal(
+        work,
+        total,
+        sum(len(v) for v in units.values()),
+        removed_channels=channels,
+        removed_units=units,
+        at_floor=_at_floor(candidates, units, min_width_share, round_to),
+        achieved=achieved,
+        finest=finest,
+    )
 
-            def fresh() -> nn.Module:
-                m = copy.deepcopy(backup)
-                m.eval()
-                return m
 
-            work, removed_units, removed_channels, achieved, finest = _prune_channels_to_budget(
-                work,
-                example,
-                candidates,
-                scores,
-                target,
-                min_width_share,
-                round_to,
-                cost_power,
-                lat_model,
-                fresh,
-                groups,
-            )
-        else:
-            removed_units = _plan_ratio(
-                candidates, scores, float(ratio or 0.0), min_width_share, round_to
-            )
-            removed_channels = _apply_plan(work, example, removed_units, groups)
-        gone = sum(len(v) for v in removed_units.values())
-        at_floor = _at_floor(candidates, removed_units, min_width_share, round_to)
-    work.train(was_training)
+def _result(
+    done: _Removal,
+    target: _Target | None,
+    prune_type: str,
+    prune_way: str,
+    ratio: float | None,
+    min_width_share: float,
+    input_shape: tuple[int, ...],
+    flops_before: int,
+    params_before: int,
+) -> PruneResult:
+    """The PruneResult of a finished pruning, logged in one line (and its floored layers)."""
+    work, achieved, finest, total, gone = (
+        done.model,
+        done.achieved,
+        done.finest,
+        done.total,
+        done.gone,
+    )
     note = _note(target, achieved / target.dense, finest) if target and achieved else ""
     result = PruneResult(
         model=work,
@@ -826,9 +947,9 @@ def prune(
         else count_flops(work, input_shape),
         params_before=params_before,
         params_after=count_params(work),
-        removed_channels=removed_channels,
-        removed_blocks=removed_blocks,
-        removed_units=removed_units,
+        removed_channels=done.removed_channels,
+        removed_blocks=done.removed_blocks,
+        removed_units=done.removed_units,
         budget_kind=target.kind if target else None,
         budget=target.share if target else None,
         budget_achieved=achieved / target.dense if target and achieved is not None else None,
@@ -838,7 +959,7 @@ def prune(
         latency_ms_before=target.dense if target and target.kind == "latency" else None,
         latency_ms_after=achieved if target and target.kind == "latency" else None,
         min_width_share=min_width_share,
-        at_floor=at_floor,
+        at_floor=done.at_floor,
     )
     log.info(
         "pruned %s/%s (%s): actual ratio %.3f, FLOPs %d -> %d, params %d -> %d%s",
@@ -852,8 +973,10 @@ def prune(
         result.params_after,
         f"; {note}" if note else "",
     )
-    if at_floor:
-        log.info("layers cut to their floor (min_width_share %g): %s", min_width_share, at_floor)
+    if done.at_floor:
+        log.info(
+            "layers cut to their floor (min_width_share %g): %s", min_width_share, done.at_floor
+        )
     return result
 
 
