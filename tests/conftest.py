@@ -5,8 +5,24 @@ import os
 import pytest
 import torch
 
-# Tests are small: keep torch from spreading over more threads than the CI machine has.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): two test modules at a time on 2 cores, at most 4.
+    Much of a search test is waiting (Ray starting, subprocesses, polls), so two overlap."""
+    return max(2, min(4, _usable_cores() // 2))
+
+
+# Tests are small: keep torch from spreading over more threads than the CI machine has, shared
+# among the worker processes.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, _usable_cores()) // _WORKERS))
 
 
 @pytest.fixture(autouse=True)
