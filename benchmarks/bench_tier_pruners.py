@@ -204,14 +204,15 @@ def tp_unit(args: argparse.Namespace, seed: int, method: str, budget: float, key
     from sslsearch.data import load_datasets
     from sslsearch.metrics import count_flops
     from sslsearch.pruning import prune
-    from sslsearch.trial import ensure_ssl_model
+    from sslsearch.trial import ssl_model_id
     from sslsearch.trial._cache import SSLCache
 
     torch.set_num_threads(1)
     t0 = time.time()
     cfg = ssl_config(args, seed)
-    hit = SSLCache(str(cfg.cache_dir)).get(ensure_ssl_model(cfg))
-    assert hit is not None
+    # stored by this seed's distill unit (CPU: fp32); looked up by id, not by building a run
+    hit = SSLCache(str(cfg.cache_dir)).get(ssl_model_id(cfg, "fp32"))
+    assert hit is not None, "the distill unit trains and stores the SSL model first"
     ssl = hit[0].eval()
     data = load_datasets(cfg.data)
     shape = (data.channels, data.image_size, data.image_size)
