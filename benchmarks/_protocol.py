@@ -1,4 +1,4 @@
-"""One protocol for every benchmark that compares methods (docs/results.md: "How we compare").
+"""One protocol for every benchmark that compares methods (benchmarks/README.md: "How we compare").
 
 * **Paired seeds.** Each seed runs every method; what is compared is the per-seed difference.
   At least ``MIN_SEEDS`` seeds.

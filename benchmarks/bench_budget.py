@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(a.threads)
     machine = machine_info()
     print_header("bench_budget: FLOPs budgets, ours vs Torch-Pruning", machine)
-    from sslsearch.pruning._pruner import DEFAULT_COST_POWER, DEFAULT_NORMALIZER
+    from sslsearch.pruning._units import DEFAULT_COST_POWER, DEFAULT_NORMALIZER
 
     library = f"{DEFAULT_NORMALIZER}:{DEFAULT_COST_POWER}"
     variants = list(dict.fromkeys([*a.variants, library]))

@@ -14,7 +14,7 @@ from sslsearch.models import create_model
 from sslsearch.pruning import LatencySpec, prune
 from sslsearch.pruning._cost import CostModel
 from sslsearch.pruning._latency import LatencyModel
-from sslsearch.pruning._pruner import _apply_plan, _plan_from_counts, candidate_groups, unit_scores
+from sslsearch.pruning._units import _apply_plan, _plan_from_counts, candidate_groups, unit_scores
 from sslsearch.registry import min_width
 from sslsearch.sparsity import SSLPenalty, build_groups
 
@@ -262,7 +262,7 @@ def test_latency_budget_is_met_when_the_tables_mislead(
 
 
 def test_a_latency_over_budget_beyond_the_tolerance_is_missed_not_ok() -> None:
-    from sslsearch.pruning._pruner import _missed, _Target
+    from sslsearch.pruning._budget import _missed, _Target
 
     def target(kind: str) -> _Target:
         return _Target(kind, 0.5, 10.0, lambda m: 0.0, 0.1)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -384,10 +385,11 @@ def test_a_users_model_data_and_weights_reach_nodes_that_never_saw_them(
     from sslsearch.models import create_model, save_model
 
     from .spaces import with_changes
-    from .user_code import write_user_code
+    from .user_code import write_user_code, write_user_objectives
 
     project = tmp_path / "project"  # on no node's Python path: only the driver reads it
     models, data = write_user_code(project)
+    metrics = write_user_objectives(project)
     monkeypatch.chdir(project)
     monkeypatch.setattr(sys, "path", list(sys.path))
     arch = f"{models}:small_cnn"
@@ -408,6 +410,12 @@ def test_a_users_model_data_and_weights_reach_nodes_that_never_saw_them(
         },
         budget={"num_samples": 2, "max_concurrent": 2},
         economy={"points_per_ssl": 1},  # two trials, on whichever of the 1-CPU nodes is free
+        # an objective of the user's own, shipped like the model: parameters at 8 bits
+        objectives=[
+            {"metric": "top1"},
+            {"metric": "flops"},
+            {"metric": f"{metrics}:weight_bytes_int8", "direction": "min"},
+        ],
     )
     path = project / "space.yaml"
     path.write_text(yaml.safe_dump(space))
@@ -425,3 +433,30 @@ def test_a_users_model_data_and_weights_reach_nodes_that_never_saw_them(
     loaded = (data_root / "loaded_from.txt").read_text().split()
     assert loaded and str(project / f"{data}.py") not in loaded, loaded
     assert all(p.endswith(f"/{data}.py") for p in loaded), loaded
+    _assert_user_objective(tmp_path / "runs" / "own", rows)
+
+
+def _assert_user_objective(exp: Path, rows: list[dict[str, Any]]) -> None:
+    """The user's objective (parameters at one byte each) is a column of trials.parquet and
+    pareto.parquet, measured on the point and on the model it was pruned from, has its front in
+    pareto.md and report.html, and is the study's third value."""
+    import optuna
+
+    for r in rows:
+        assert r["weight_bytes_int8"] == r["params"] > 0
+        assert r["weight_bytes_int8_before"] == r["params_before"] > r["params"]
+    pareto = pq.read_table(exp / "pareto.parquet").to_pylist()
+    assert pareto and all(r["weight_bytes_int8"] == r["params"] for r in pareto)
+    from .report_data import md_tables
+
+    tables = md_tables((exp / "pareto.md").read_text())
+    assert any("top1 vs weight_bytes_int8" in t["h2"] for t in tables)
+    assert any("weight_bytes_int8" in t["header"] for t in tables)
+    assert "top1 vs weight_bytes_int8" in (exp / "report.html").read_text()
+    study = optuna.load_study(study_name="own", storage=f"sqlite:///{exp}/optuna.db")
+    assert study.metric_names == ["top1", "flops", "weight_bytes_int8"]
+    by_id = {r["trial_id"]: r for r in rows}
+    done = [t for t in study.trials if t.values]
+    assert done and all(
+        t.values[2] == by_id[t.user_attrs["trial_id"]]["weight_bytes_int8"] for t in done
+    )

@@ -65,3 +65,44 @@ def test_measure_cost_bundles_everything() -> None:
     assert cost.params == count_params(model)
     assert cost.latency_ms is not None and cost.latency_batch_size == 1
     assert model.training  # measuring does not leave the model in eval mode
+
+
+def test_peak_activation_is_the_widest_layers_input_plus_output() -> None:
+    from torch import nn
+
+    from sslsearch.metrics import peak_activation_mb
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)
+    )
+    # conv 64 + 256, ReLU 256 + 256, Flatten 256 + 256, Linear 256 + 10 floats: 512 at most,
+    # for one image whatever the batch given
+    assert peak_activation_mb(model, torch.zeros(5, 1, 8, 8)) == 4 * 512 / 1e6
+
+
+def test_every_objective_is_defined_once_and_a_users_adds_its_columns() -> None:
+    from sslsearch.config import BUILTIN, defs_from_json, defs_to_json, objective
+    from sslsearch.report import pareto_columns, reserved_columns, trial_columns
+
+    assert objective("top1").direction == "max" and objective("flops").direction == "min"
+    assert objective("flops", "max").direction == "max"  # a space's mode wins
+    mine = objective("my_metrics:energy_mj", "min")
+    assert (mine.name, mine.before, mine.measure) == (
+        "energy_mj",
+        "energy_mj_before",
+        "my_metrics:energy_mj",
+    )
+    assert defs_from_json(defs_to_json([mine, BUILTIN["flops"]])) == [mine, BUILTIN["flops"]]
+    with pytest.raises(KeyError, match="needs a direction"):
+        objective("my_metrics:energy_mj")
+    # every built-in has its column (and its dense column) in both tables, typed as defined
+    import pyarrow as pa
+
+    trial, pareto = dict(trial_columns()), dict(pareto_columns())
+    for d in BUILTIN.values():
+        typ = pa.int64() if d.column_type == "int64" else pa.float64()
+        assert trial[d.name] == typ == pareto[d.name]
+        assert d.before is None or trial[d.before] == typ
+    assert "energy_mj" not in trial and "energy_mj" not in reserved_columns()
+    assert {"energy_mj", "energy_mj_before"} <= set(dict(trial_columns([mine])))
+    assert {"energy_mj", "energy_mj_before"} <= set(dict(pareto_columns([mine])))

@@ -200,3 +200,40 @@ def test_the_wheel_runs_a_search_with_no_space_given(tmp_path: Path) -> None:
     assert "trials: 2 ok" in run.stdout, run.stdout
     assert "Pareto front" in run.stdout
     assert (work / "runs" / "default" / "trials.parquet").is_file()
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    import re
+
+    out = set()
+    for line in text.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
+
+
+def test_every_link_of_the_docs_reaches_a_file_and_heading() -> None:
+    """README, docs/ and benchmarks/README.md: each relative link's file exists and its
+    #anchor is a heading there (sections that moved out of the README stay reachable)."""
+    import re
+
+    pages = [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        ROOT / "benchmarks/README.md",
+    ]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"^[a-z]+:", target):
+                continue  # http(s), mailto
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.name}: {target} (no file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest.read_text()):
+                broken.append(f"{page.name}: {target} (no heading)")
+    assert not broken, broken

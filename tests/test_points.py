@@ -151,16 +151,16 @@ def test_resume_continues_the_random_stream_that_dropout_draws_from(
 ) -> None:
     """Dropout draws from torch's global RNG: a resumed run must draw what the uninterrupted
     one drew (the restored RNG state is not overwritten by seeding)."""
-    import sslsearch.trial._run as run_mod
+    import sslsearch.trial._train as train_mod
 
     draws: list[float] = []
-    real = run_mod.train_one_epoch
+    real = train_mod.train_one_epoch
 
     def with_dropout(*a: Any, **kw: Any) -> Any:
         draws.append(float(torch.rand(1)))  # what a dropout layer would consume
         return real(*a, **kw)
 
-    monkeypatch.setattr(run_mod, "train_one_epoch", with_dropout)
+    monkeypatch.setattr(train_mod, "train_one_epoch", with_dropout)
     cfg = _cfgs(tmp_path, ratios=(0.3,), cache_dir=None)[0]
     run_trial(cfg)
     full = list(draws)

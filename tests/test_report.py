@@ -294,3 +294,32 @@ def test_fronts_say_which_split_chose_them_and_keep_budget_misses_off(tmp_path: 
     for p in out["summary"].pairs:
         assert "t002" not in {r["trial_id"] for f in p.fronts for r in f.rows}
     assert "1 budget_missed" in md  # the headline counts it apart
+
+
+def test_a_users_objective_gets_its_column_front_table_and_axis(tmp_path: Path) -> None:
+    """Read from the definitions the experiment saved: no code of the user's is imported."""
+    from sslsearch.config import defs_to_json, objective, user_objective
+    from sslsearch.report import OBJECTIVE_DEFS_KEY, export_experiment
+    from sslsearch.search._results import trials_table
+
+    mine = user_objective("my_meter_q:energy_mj", "min", unit="mJ", axis="log")
+    rows = [
+        point(f"t{i:03d}", ratio, 95.0 - 10 * ratio**2, energy_mj=5.0 * (1 - ratio) + 1)
+        for i, ratio in enumerate((0.1, 0.4, 0.7))
+    ] + [baseline(energy_mj=6.0)]
+    exp = tmp_path / "mine"
+    exp.mkdir()
+    objectives = [("top1", "max"), ("energy_mj", "min")]
+    meta = {
+        "sslsearch.objectives": json.dumps(objectives),
+        OBJECTIVE_DEFS_KEY: defs_to_json([objective("top1"), mine]),
+    }
+    pq.write_table(trials_table(rows, meta, [mine]), exp / "trials.parquet")
+    out = export_experiment(str(exp))
+    pareto = pq.read_table(exp / "pareto.parquet").to_pylist()
+    assert {r["energy_mj"] for r in pareto if r["front"] != "baseline"} == {5.5, 4.0, 2.5}
+    (table,) = [t for t in md_tables(out["markdown"]) if "energy_mj" in t["h2"] and t["rows"]][:1]
+    assert "energy_mj/mJ" in table["header"]
+    page = (exp / "report.html").read_text()
+    assert "top1 vs energy_mj" in page and '"type":"log"' in page.replace(" ", "")
+    assert out["hypervolume"]["top1_vs_energy_mj"]["reference"]["energy_mj"] == 6.0

@@ -1,4 +1,4 @@
-"""search/_run.py's pure parts: the lambda = 0 references' choices."""
+"""The lambda = 0 references' choices (search/_references.py) and finish (search/_finish.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from sslsearch.search._run import distinct_choices
+from sslsearch.search._references import distinct_choices
 
 
 def _point(tid: str, **choice: Any) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def test_finish_writes_the_screens_and_says_when_the_screen_ranks_unlike_fine_tu
 ) -> None:
     from sslsearch.config import SearchSpace
     from sslsearch.search._experiment import Job, write_job
-    from sslsearch.search._run import finish
+    from sslsearch.search._finish import finish
 
     from .report_data import point, screen_file
 
@@ -76,7 +76,7 @@ def test_finish_writes_the_screens_and_says_when_the_screen_ranks_unlike_fine_tu
         result = point(f"{job}-0", 0.5, final, lam=s["ssl_lambda"], screen_top1=screened)
         (tmp_path / "points" / f"{job}-0").mkdir(parents=True)
         (tmp_path / "points" / f"{job}-0" / "result.json").write_text(json.dumps(result))
-    with caplog.at_level(logging.INFO, logger="sslsearch.search._run"):
+    with caplog.at_level(logging.INFO, logger="sslsearch.search._finish"):
         _, counts, pareto = finish(exp, SearchSpace(), "sqlite:///x.db")
     assert counts == {"ok": 3} and pareto is not None
     assert pq.read_table(tmp_path / "screens.parquet").num_rows == 9

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sslsearch.search import SearchOptions, run_search
-from sslsearch.search._run import distinct_choices
+from sslsearch.search._references import distinct_choices
 
 from .spaces import write_space
 

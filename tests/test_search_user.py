@@ -17,7 +17,7 @@ from sslsearch.models import create_model, save_model
 from sslsearch.search._user import stage_weights, user_modules
 
 from .spaces import with_changes
-from .user_code import write_user_code
+from .user_code import write_user_code, write_user_objectives
 
 
 @pytest.fixture
@@ -64,6 +64,38 @@ def _weights(tmp_path: Path, arch: str, classes: int = 10) -> str:
             },
             "'params.flops_budget': the whole range 0.01..0.1 is below what pruning can reach",
         ),
+        (
+            {"objectives": [{"metric": "top1"}, {"metric": "{metrics}:weight_byts_int8"}]},
+            "is your own objective: give direction: min or max",
+        ),
+        (
+            {
+                "objectives": [
+                    {"metric": "top1"},
+                    {"metric": "{metrics}:weight_byts_int8", "direction": "min"},
+                ]
+            },
+            "has no 'weight_byts_int8' (did you mean 'weight_bytes_int8'?)",
+        ),
+        (
+            {
+                "objectives": [
+                    {"metric": "top1"},
+                    {"metric": "{metrics}:needs_batch", "mode": "min"},
+                ]
+            },
+            "raised RuntimeError: no energy meter on this machine",
+        ),
+        (
+            {
+                "objectives": [
+                    {"metric": "top1"},
+                    {"metric": "{metrics}:not_a_number", "mode": "min"},
+                ]
+            },
+            "returned 'fast', not a finite number",
+        ),
+        ({"objectives": [{"metric": "top1"}, {"metric": "flopz"}]}, "(did you mean 'flops'?)"),
     ],
 )
 def test_user_parts_that_fail_stop_the_search_before_anything_is_written(
@@ -74,7 +106,8 @@ def test_user_parts_that_fail_stop_the_search_before_anything_is_written(
     text: str,
 ) -> None:
     folder, models, data = project
-    fill = {"models": models, "data": data, "tmp": str(tmp_path)}
+    metrics = write_user_objectives(folder)
+    fill = {"models": models, "data": data, "tmp": str(tmp_path), "metrics": metrics}
     resolved = yaml.safe_load(yaml.safe_dump(changes).format(**fill))
     if resolved.get("weights") == "resnet20":
         resolved["weights"] = _weights(tmp_path, "resnet20")
@@ -90,7 +123,7 @@ def test_user_parts_that_fail_stop_the_search_before_anything_is_written(
 def test_the_users_modules_are_shipped_and_the_weights_copied_into_the_experiment(
     project: tuple[Path, str, str], tmp_path: Path
 ) -> None:
-    from sslsearch.search._run import SearchOptions, prepare
+    from sslsearch.search._setup import SearchOptions, prepare
 
     folder, _, data = project
     weights = _weights(tmp_path, "vgg_small")

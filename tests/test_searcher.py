@@ -86,7 +86,7 @@ def test_a_space_searching_only_ssl_settings_asks_one_point_per_ssl_model(
     tmp_path: Path,
 ) -> None:
     from sslsearch.search._params import points_per_ssl
-    from sslsearch.search._run import ssl_trainings
+    from sslsearch.search._setup import ssl_trainings
 
     space, s = _searcher(
         tmp_path,
@@ -227,7 +227,7 @@ def test_the_ssl_type_follows_a_searched_prune_type_within_a_trial(tmp_path: Pat
 
 
 def test_resume_accepts_the_same_overrides_and_names_real_changes() -> None:
-    from sslsearch.search._run import _changed_keys
+    from sslsearch.search._setup import _changed_keys
 
     saved = with_changes(budget={"num_samples": 6, "max_concurrent": 2})
     assert _changed_keys(saved, ["budget.num_samples=6", "sampler.name=tpe"]) == []
@@ -270,7 +270,7 @@ def test_progress_line_shows_the_ssl_models_exact_zeros_and_layers_at_the_floor(
 
 def test_an_experiment_of_an_older_version_is_refused_on_resume(tmp_path: Path) -> None:
     from sslsearch.errors import UserError
-    from sslsearch.search._run import SearchOptions, prepare
+    from sslsearch.search._setup import SearchOptions, prepare
 
     from .spaces import write_space
 
@@ -323,6 +323,8 @@ def test_trials_parquet_carries_the_ssl_models_figures(tmp_path: Path) -> None:
     assert 0.9 < r["removable_flops_share"] < 1 and 0.9 < r["removable_params_share"] < 1
     assert len(r["ssl_at_floor"].split(",")) == 6  # every layer held at its floor
     assert json.loads(r["narrowest_width"])["features.0"] == 8
+    # a built-in measured objective, on the point and on the model it was pruned from
+    assert 0 < r["peak_activation_mb"] <= r["peak_activation_mb_before"]
 
 
 def _docstring_lines(tree: Any) -> set[int]:

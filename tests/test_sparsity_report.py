@@ -13,7 +13,8 @@ from torch import nn
 import sslsearch
 from sslsearch.metrics import count_flops, count_params
 from sslsearch.models import create_model
-from sslsearch.pruning._pruner import _apply_plan, _plan_from_counts, _replace_blocks
+from sslsearch.pruning._block_removal import _replace_blocks
+from sslsearch.pruning._units import _apply_plan, _plan_from_counts
 from sslsearch.sparsity import model_groups
 from sslsearch.sparsity._groups import IN, NORM, OUT
 

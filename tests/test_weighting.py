@@ -13,7 +13,7 @@ from sslsearch.errors import UserError
 from sslsearch.metrics import count_flops
 from sslsearch.models import create_model
 from sslsearch.pruning import build_penalty, penalty_weights
-from sslsearch.pruning._pruner import _apply_plan
+from sslsearch.pruning._units import _apply_plan
 from sslsearch.registry import SSL_WEIGHTINGS
 from sslsearch.sparsity import SSLPenalty, ssl_penalty
 

@@ -26,6 +26,14 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("allow_abbrev", False)  # --num-sample must not pass for --num-samples
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # subcommand parsers, by name
+
+    def option_names(self, command: str | None = None) -> list[str]:
+        """Every option this parser (and ``command``'s parser) lists in its help."""
+        texts = [self.format_help()]
+        if command in self.commands:
+            texts.append(self.commands[command].format_help())
+        return sorted({o for t in texts for o in re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", t)})
 
     def error(self, message: str) -> None:  # type: ignore[override]
         # main() adds the one "sslsearch: error:" prefix; argparse's own prog prefix would double it
@@ -41,7 +49,7 @@ def _did_you_mean(word: str, known: Sequence[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     from sslsearch.cli import _experiment_commands as e
     from sslsearch.cli import _model_commands as m
     from sslsearch.cli import _trial_commands as t
@@ -66,17 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name in COMMANDS:
         adder = adders[name]
-        adder(sub.add_parser(name, help=adder.__doc__, description=adder.__doc__))
+        p.commands[name] = sub.add_parser(name, help=adder.__doc__, description=adder.__doc__)
+        adder(p.commands[name])
     return p
-
-
-def _options(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
-    """Every option string of ``command`` (and the global ones)."""
-    opts = list(parser._option_string_actions)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            opts += list(action.choices[command]._option_string_actions)
-    return opts
 
 
 def _unrecognized(extra: list[str], known: list[str]) -> str:
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra:
-            raise UserError(_unrecognized(extra, _options(parser, args.command)))
+            raise UserError(_unrecognized(extra, parser.option_names(args.command)))
         if not args.command:
             parser.print_help()
             return 2

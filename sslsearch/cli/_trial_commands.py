@@ -27,6 +27,17 @@ log = logging.getLogger("sslsearch")
 
 def add_trial(p: argparse.ArgumentParser) -> None:
     """Run one trial: SSL training, pruning, fine-tuning, evaluation and cost measurement."""
+    _add_model_and_data_arguments(p)
+    _add_ssl_arguments(p)
+    _add_pruning_choice_arguments(p)
+    _add_recipe_arguments(p)
+    add_distill_arguments(p, "default: the SSL model before pruning")
+    _add_run_arguments(p)
+    p.set_defaults(func=cmd_trial)
+
+
+def _add_model_and_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The model and the data it trains on (each node's own copy)."""
     p.add_argument(
         "--arch",
         default="vgg_small",
@@ -53,6 +64,10 @@ def add_trial(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="imagefolder: decode every image once into a cached tensor",
     )
+
+
+def _add_ssl_arguments(p: argparse.ArgumentParser) -> None:
+    """The SSL penalty: its grouping, strength and weighting."""
     p.add_argument(
         "--ssl-type",
         default=None,
@@ -76,12 +91,20 @@ def add_trial(p: argparse.ArgumentParser) -> None:
         help="prune with a prune type whose structures the SSL penalty did not target "
         "(shape_wise SSL: no prune type removes shapes)",
     )
+
+
+def _add_pruning_choice_arguments(p: argparse.ArgumentParser) -> None:
+    """What is pruned, how units are scored and how far (the budget)."""
     p.add_argument("--prune-type", default="filter_wise", help=" | ".join(PRUNE_TYPE_NAMES))
     p.add_argument("--prune-way", default="group_lasso", help=" | ".join(PRUNE_WAY_NAMES))
     add_pruning_arguments(p)
     p.add_argument(
         "--latency-batch-size", type=int, default=1, help="batch size latency is measured at"
     )
+
+
+def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The training recipe; unset: the trial's defaults."""
     p.add_argument("--epochs", type=int, default=None, help="SSL training epochs")
     p.add_argument("--finetune-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -91,7 +114,10 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=("cosine", "multistep", "constant"), default=None)
     p.add_argument("--warmup-epochs", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=None)
-    add_distill_arguments(p, "default: the SSL model before pruning")
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the trial runs, what it starts from and where its results go."""
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
@@ -108,7 +134,6 @@ def add_trial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="reuse SSL-trained models across trials")
     p.add_argument("--out", default=None, help="write model.pt and result.json here")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    p.set_defaults(func=cmd_trial)
 
 
 def trial_config_from_args(a: argparse.Namespace) -> Any:

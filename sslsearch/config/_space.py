@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 import yaml
 
+from sslsearch.config._objectives import Objective, ObjectiveDef
 from sslsearch.config._trial import AMOUNT_KEYS, BUDGET_KEYS, DataConfig, Recipe
 from sslsearch.config._typed import ConfigError, convert, did_you_mean, from_mapping, to_mapping
+from sslsearch.imports import is_import_path
 from sslsearch.registry import LAMBDA_KEYS
 
 # Parameters a trial takes from the space: fixed (a scalar) or searched (a range or choices).
@@ -31,15 +33,6 @@ PARAM_TYPES: dict[str, type] = {
     "latency_budget": float,
     "min_width_share": float,
     "allow_unmatched_prune": bool,
-}
-
-OBJECTIVE_MODES = {
-    "top1": "max",
-    "top5": "max",
-    "flops": "min",
-    "params": "min",
-    "size_mb": "min",
-    "latency_ms": "min",
 }
 
 
@@ -84,24 +77,6 @@ class Range:
 @dataclass(frozen=True)
 class Choices:
     choices: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    mode: Literal["max", "min"] | None = None
-
-    def check(self) -> None:
-        if self.metric not in OBJECTIVE_MODES:
-            hint = did_you_mean(self.metric, OBJECTIVE_MODES)
-            raise ConfigError(
-                "metric",
-                f"unknown objective {self.metric!r}{hint}; known: {', '.join(OBJECTIVE_MODES)}",
-            )
-
-    @property
-    def direction(self) -> str:
-        return self.mode or OBJECTIVE_MODES[self.metric]
 
 
 @dataclass(frozen=True)
@@ -282,7 +257,7 @@ class SearchSpace:
             raise ConfigError("name", f"must be a plain directory name, got {self.name!r}")
         if not self.objectives:
             raise ConfigError("objectives", "needs at least one objective")
-        metrics = [o.metric for o in self.objectives]
+        metrics = [o.column for o in self.objectives]
         if len(set(metrics)) != len(metrics):
             raise ConfigError("objectives", f"an objective is listed twice: {metrics}")
         for name, value in self.params.items():
@@ -324,8 +299,15 @@ class SearchSpace:
             )
 
     def objective_pairs(self) -> list[tuple[str, str]]:
-        """The objectives as (metric, "max" | "min") pairs."""
-        return [(o.metric, o.direction) for o in self.objectives]
+        """The objectives as (column, "max" | "min") pairs."""
+        return [(d.name, d.direction) for d in self.objective_defs()]
+
+    def objective_defs(self) -> list[ObjectiveDef]:
+        return [o.definition for o in self.objectives]
+
+    def user_objectives(self) -> tuple[str, ...]:
+        """The import paths of the user's own objectives (``module:function``)."""
+        return tuple(o.metric for o in self.objectives if is_import_path(o.metric))
 
     def param_specs(self) -> dict[str, Range | Choices | Any]:
         return {k: param_spec(k, v) for k, v in self.params.items()}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sslsearch.config._typed import ConfigError, from_mapping, to_mapping
+from sslsearch.imports import is_import_path
 from sslsearch.registry import (
     BUDGET_KINDS,
     DEFAULT_SSL_WEIGHTING,
@@ -24,6 +25,9 @@ from sslsearch.registry import (
 BUDGET_KEYS = tuple(f"{k}_budget" for k in BUDGET_KINDS)
 AMOUNT_KEYS = (*BUDGET_KEYS, "ratio")
 PRUNING_KEYS = (*AMOUNT_KEYS, "blocks", "min_width_share")
+# A trial's parameters that determine its SSL model (with the arch, data, SSL recipe, seed and
+# starting weights: TrialConfig.ssl_key); every point of one SSL model shares them
+SSL_PARAMS = ("ssl_type", "ssl_lambda", "ssl_weighting", "min_width_share")
 DEFAULT_FLOPS_BUDGET = 0.5  # what a trial prunes to when it is given no budget, ratio or blocks
 
 
@@ -150,6 +154,9 @@ class TrialConfig:
     out_dir: str | None = None  # where the pruned model is written
     latency_repeats: int = 20
     latency_batch_size: int = 1
+    # the user's own objectives (module:function, see sslsearch.config.ObjectiveDef.measure):
+    # measured on the finished point and on the model it was pruned from
+    objectives: tuple[str, ...] = ()
 
     def amount(self) -> dict[str, float]:
         """How far this trial prunes: the budget, ratio or blocks given, else the default
@@ -169,6 +176,9 @@ class TrialConfig:
         return None
 
     def check(self) -> None:
+        for path in self.objectives:
+            if not is_import_path(path):
+                raise ConfigError("objectives", f"{path!r} is not an import path (module:function)")
         if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
             raise ConfigError("ratio", f"must be in [0, 1), got {self.ratio}")
         if self.blocks is not None and self.blocks < 0:
@@ -243,14 +253,13 @@ class TrialConfig:
                 for k, v in to_mapping(self.recipe).items()
                 if not k.startswith(("finetune", "distill"))
             },
-            "ssl_type": self.ssl_type,
-            "ssl_lambda": self.ssl_lambda,
-            # what the penalty does (at lambda = 0 it does nothing: one plain model for all)
-            **(
-                {"ssl_weighting": self.ssl_weighting, "min_width_share": self.min_width_share}
-                if any(v > 0 for v in lams)
-                else {}
-            ),
+            # SSL_PARAMS; at lambda = 0 the penalty does nothing: its weighting and floor do not
+            # count (one plain model for all)
+            **{
+                k: getattr(self, k)
+                for k in SSL_PARAMS
+                if any(v > 0 for v in lams) or k in ("ssl_type", "ssl_lambda")
+            },
             "seed": self.seed,
             "warm_start": self.warm_start,
             "extra": extra or {},

@@ -12,6 +12,7 @@ from sslsearch.metrics._cost import (
     measure_latency,
     size_mb,
 )
+from sslsearch.metrics._measured import measure_objectives, peak_activation_mb
 
 __all__ = [
     "Cost",
@@ -20,5 +21,7 @@ __all__ = [
     "count_params",
     "measure_cost",
     "measure_latency",
+    "measure_objectives",
+    "peak_activation_mb",
     "size_mb",
 ]

@@ -4,18 +4,13 @@ model's zeros would save (``sparsity_report``) and the SSL weightings that need 
 
 from __future__ import annotations
 
+from sslsearch.pruning._budget import BUDGET_MISSED
+from sslsearch.pruning._export import export_onnx
 from sslsearch.pruning._latency import LatencySpec
-from sslsearch.pruning._pruner import (
-    BUDGET_MISSED,
-    PRUNE_TYPES,
-    PruneResult,
-    export_onnx,
-    floor_share,
-    list_prune_types,
-    prune,
-    round_keep,
-)
+from sslsearch.pruning._pruner import PRUNE_TYPES, floor_share, list_prune_types, prune
 from sslsearch.pruning._report import SparsityMeter, sparsity_report
+from sslsearch.pruning._result import PruneResult
+from sslsearch.pruning._units import round_keep
 from sslsearch.pruning._weighting import (
     CALIBRATION_BATCHES,
     DEFAULT_SSL_WEIGHTING,

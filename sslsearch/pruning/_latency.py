@@ -4,8 +4,8 @@ does), and the measured latency of a whole model that the budget is judged by.
 Each conv and Linear is timed alone at a grid of (input, output) widths on the device, batch size
 and threads asked for; between grid points the table is interpolated bilinearly. The table only
 has to rank moves and land near the target: the pruner then times the whole pruned model and
-moves its goal by the miss (``_pruner``), because a model's latency is more than the sum of its
-layers' (activations, pooling, memory traffic, launch overheads).
+moves its goal by the miss (``_channel_removal``), because a model's latency is more than the sum
+of its layers' (activations, pooling, memory traffic, launch overheads).
 
 Tables are cached per layer signature, input size, batch size, device, threads and torch
 version in ``LatencySpec.cache_dir`` (default ``$SSLSEARCH_CACHE`` or ``~/.cache/sslsearch``)

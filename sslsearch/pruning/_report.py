@@ -30,7 +30,7 @@ from sslsearch.errors import UserError
 from sslsearch.metrics import count_flops, count_params
 from sslsearch.models import residual_blocks, residual_branch_parameters
 from sslsearch.pruning._cost import CostModel
-from sslsearch.pruning._pruner import _example, round_keep
+from sslsearch.pruning._units import _example, round_keep
 from sslsearch.registry import MIN_WIDTH_SHARE, ROUND_TO, SSL_TYPE_KEYS, min_width
 from sslsearch.sparsity import Group, model_groups
 from sslsearch.sparsity._groups import IN, NORM, OUT

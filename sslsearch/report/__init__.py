@@ -31,6 +31,12 @@ from sslsearch.report._pareto import (
     to_minimization,
 )
 from sslsearch.report._rows import ROLES, Baseline, baseline_of, derived, objective_modes
+from sslsearch.report._schema import (
+    OBJECTIVE_DEFS_KEY,
+    pareto_columns,
+    reserved_columns,
+    trial_columns,
+)
 from sslsearch.report._screen import (
     AGREEMENT_FLOOR,
     agreement_warning,
@@ -44,6 +50,7 @@ from sslsearch.report._table import SEED_COLUMNS, front_table, markdown_table, s
 __all__ = [
     "AGREEMENT_FLOOR",
     "FORMATS",
+    "OBJECTIVE_DEFS_KEY",
     "ROLES",
     "SEED_COLUMNS",
     "Baseline",
@@ -65,15 +72,18 @@ __all__ = [
     "minimization_signs",
     "non_dominated_mask",
     "objective_modes",
+    "pareto_columns",
     "pareto_front",
     "points_to_confirm",
     "read_screens",
     "read_trials",
     "reference_point",
+    "reserved_columns",
     "resolve_objectives",
     "screen_agreement",
     "seed_row",
     "summarize",
     "to_minimization",
+    "trial_columns",
     "with_seed_means",
 ]

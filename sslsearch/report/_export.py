@@ -20,12 +20,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from sslsearch import storage
+from sslsearch.config import ObjectiveDef, defs_from_json, known_objectives, register
 from sslsearch.errors import UserError
 from sslsearch.report._arrow import typed_table
 from sslsearch.report._fronts import Front
 from sslsearch.report._history import trial_history
 from sslsearch.report._markdown import console, markdown
 from sslsearch.report._rows import derived, objective_modes, status_counts
+from sslsearch.report._schema import OBJECTIVE_DEFS_KEY, pareto_columns
 from sslsearch.report._screen import headline
 from sslsearch.report._summary import Summary, summarize
 
@@ -49,7 +51,15 @@ def read_trials(exp_dir: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
     except (pa.ArrowInvalid, OSError) as e:
         raise UserError(f"{path} is unreadable: {e}") from None
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    for d in experiment_objectives(meta):
+        register(d)  # a user's objective: its unit, axis and reference for the report
     return table.to_pylist(), meta
+
+
+def experiment_objectives(meta: dict[str, str]) -> list[ObjectiveDef]:
+    """The objective definitions an experiment saved in trials.parquet's metadata."""
+    text = meta.get(OBJECTIVE_DEFS_KEY)
+    return defs_from_json(text) if text else []
 
 
 def read_screens(exp_dir: str) -> list[dict[str, Any]]:
@@ -81,54 +91,6 @@ def resolve_objectives(
     return objective_modes(out)
 
 
-PARETO_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("front", pa.string()),
-    ("role", pa.string()),  # search (SSL), reference (no-SSL, lambda = 0), baseline (dense)
-    ("trial_id", pa.string()),
-    ("ssl_model_id", pa.string()),
-    ("seed", pa.int64()),
-    ("arch", pa.string()),
-    ("dataset", pa.string()),
-    ("ssl_type", pa.string()),
-    ("ssl_lambda", pa.float64()),
-    ("prune_type", pa.string()),
-    ("prune_way", pa.string()),
-    ("flops_budget", pa.float64()),
-    ("params_budget", pa.float64()),
-    ("latency_budget", pa.float64()),
-    ("ratio", pa.float64()),
-    ("blocks", pa.int64()),
-    ("actual_ratio", pa.float64()),
-    ("budget_achieved", pa.float64()),
-    ("at_floor", pa.string()),
-    ("distilled_from", pa.string()),  # the fine-tune's teacher (null: not distilled)
-    ("top1", pa.float64()),
-    ("top5", pa.float64()),
-    ("test_top1", pa.float64()),
-    ("flops", pa.int64()),
-    ("params", pa.int64()),
-    ("size_mb", pa.float64()),
-    ("latency_ms", pa.float64()),
-    ("latency_batch_size", pa.int64()),
-    ("latency_device", pa.string()),
-    ("latency_threads", pa.int64()),
-    ("flops_before", pa.int64()),
-    ("params_before", pa.int64()),
-    ("size_mb_before", pa.float64()),
-    ("top1_drop", pa.float64()),  # points: baseline top1 - top1
-    ("flops_reduction", pa.float64()),  # x: dense FLOPs / FLOPs
-    ("params_reduction", pa.float64()),
-    ("speedup", pa.float64()),  # x: baseline latency / latency (same batch, device, threads)
-    ("n_seeds", pa.int64()),  # with --confirm-front: the point's re-runs (not the selected run)
-    ("identical_points", pa.int64()),  # points this row stands for (identical rows: one line)
-    ("top1_mean", pa.float64()),
-    ("top1_std", pa.float64()),
-    ("test_top1_mean", pa.float64()),
-    ("on_mean_front", pa.bool_()),
-    ("model_path", pa.string()),
-]
-
-
 def _pareto_table(
     s: Summary, model_paths: dict[str, str | None], metadata: dict[str, str]
 ) -> pa.Table:
@@ -157,7 +119,8 @@ def _pareto_table(
                 "n_seeds": s.baseline.runs,
             }
         )
-    return typed_table(rows, PARETO_COLUMNS, metadata)
+    objectives = [known_objectives()[m] for m, _ in s.objectives if m in known_objectives()]
+    return typed_table(rows, pareto_columns(objectives), metadata)
 
 
 def _keep_models(exp_dir: str, fronts: list[Front]) -> dict[str, str | None]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sslsearch.config import objective
 from sslsearch.report._pareto import (
     hypervolume,
     minimization_signs,
@@ -24,22 +25,16 @@ from sslsearch.report._pareto import (
     to_minimization,
 )
 from sslsearch.report._rows import (
-    ACCURACY_METRICS,
     Baseline,
     completed,
     dense_value,
     front_rows,
+    is_accuracy,
     number,
     objective_modes,
     row_identity,
 )
 
-FRONT_NAMES = {
-    "flops": "top1_vs_flops",
-    "size_mb": "top1_vs_size",
-    "params": "top1_vs_params",
-    "latency_ms": "top1_vs_latency",
-}
 ALL_OBJECTIVES = "all_objectives"
 
 
@@ -74,12 +69,10 @@ def front_specs(
 ) -> list[FrontSpec]:
     """The fronts an experiment with ``objectives`` shows, in order."""
     objs = objective_modes(objectives)
-    acc = next(((o, d) for o, d in objs if o in ACCURACY_METRICS), ("top1", "max"))
-    costs = [(o, d) for o, d in objs if o not in ACCURACY_METRICS]
+    acc = next(((o, d) for o, d in objs if is_accuracy(o)), ("top1", "max"))
+    costs = [(o, d) for o, d in objs if not is_accuracy(o)]
     specs = [
-        FrontSpec(
-            FRONT_NAMES.get(o, f"{acc[0]}_vs_{o}").replace("top1", acc[0]), [acc, (o, d)], True
-        )
+        FrontSpec(objective(o).front_name.replace("top1", acc[0], 1), [acc, (o, d)], True)
         for o, d in costs
     ]
     if latency_measured and "latency_ms" not in [o for o, _ in costs]:
@@ -102,7 +95,7 @@ def reference_point(
     """
     reference, scale, source = {}, {}, {}
     for o, d in objectives:
-        if o in ACCURACY_METRICS:
+        if is_accuracy(o):
             scale[o], src = 100.0, "100 %"
         else:
             dense, src = dense_value(o, baseline, rows)
@@ -157,7 +150,7 @@ def compute_front(
         source,
         len(ok),
     )
-    acc = next((o for o in names if o in ACCURACY_METRICS), None)
+    acc = next((o for o in names if is_accuracy(o)), None)
     front.rows.sort(key=_sort_key(front.cost, acc))
     front.rows = merge_identical(front.rows, names)
     if ok:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front, hypervolume_history
+from sslsearch.report._html_screens import flops_share, screen_traces
 from sslsearch.report._markdown import SPLITS, baseline_text, distill_text, identical_text
 from sslsearch.report._plot import axis_unit
 from sslsearch.report._rows import (
@@ -25,7 +26,7 @@ from sslsearch.report._rows import (
     pruning_target,
     role_of,
 )
-from sslsearch.report._screen import agreement_text, agreement_warning, headline, screen_curves
+from sslsearch.report._screen import agreement_text, agreement_warning, headline
 from sslsearch.report._summary import FrontPair, Summary
 from sslsearch.report._table import TableUnits, front_cells, front_columns
 
@@ -162,7 +163,7 @@ def _front_figure(pair: FrontPair, s: Summary) -> Any:
     acc, cost = pair.ssl.objectives
     base = s.baseline.values if s.baseline else {}
     trials = {role: front_rows(s.rows, role) for role in COLORS}
-    u, label = axis_unit(
+    u, label, scale = axis_unit(
         cost, [r.get(cost) for rs in trials.values() for r in rs] + [base.get(cost)]
     )
 
@@ -208,7 +209,7 @@ def _front_figure(pair: FrontPair, s: Summary) -> Any:
             )
         )
     if cost == "flops":  # the screens, off until clicked in the legend
-        for trace in _screen_traces(s, lambda r: (number(r.get("flops")) or 0.0) / u.factor):
+        for trace in screen_traces(s, lambda r: (number(r.get("flops")) or 0.0) / u.factor):
             trace.update(visible="legendonly")
             fig.add_trace(trace)
     if s.baseline is not None and number(base.get(cost)) is not None:
@@ -228,6 +229,7 @@ def _front_figure(pair: FrontPair, s: Summary) -> Any:
     fig.update_layout(
         title=f"{acc} vs {cost}" + ("" if pair.spec.in_space else " (measured, not searched)"),
         xaxis_title=label,
+        xaxis_type=scale,
         yaxis_title=f"{acc} (%, validation)",
         height=460,
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
@@ -236,80 +238,18 @@ def _front_figure(pair: FrontPair, s: Summary) -> Any:
     return fig
 
 
-SCREEN_GROUP = "screen (before fine-tuning)"
-
-
-def _flops_share(r: Mapping[str, Any]) -> float | None:
-    flops, before = number(r.get("flops")), number(r.get("flops_before"))
-    return 100 * flops / before if flops is not None and before else None
-
-
-def _screen_name(c: Sequence[Mapping[str, Any]]) -> str:
-    r = c[0]
-    name = f"{r.get('ssl_type')} lambda={number(r.get('ssl_lambda')) or 0:.3g} ({r.get('job_id')}"
-    if r.get("rung") is not None:
-        name += f", rung {r.get('rung')}"
-    if r.get("status") == "stopped":
-        name += ", stopped"
-    return name + ")"
-
-
-def _screen_hover(r: Mapping[str, Any]) -> str:
-    share = _flops_share(r)
-    bits = [
-        f"screen (before fine-tuning) of SSL model {r.get('ssl_model_id')}",
-        f"{r.get('key')} = {number(r.get('value')) or 0:.4g}"
-        + (f", FLOPs {share:.1f}% of dense" if share is not None else ""),
-        f"top1 {number(r.get('top1')) or 0:.2f} (pruned + BN re-estimated, no fine-tune)",
-        f"after {r.get('epochs_trained')} SSL epochs",
-    ]
-    if r.get("chosen"):
-        bits.append(f"fine-tuned as point {r.get('point_id')}")
-    return "<br>".join(html.escape(b) for b in bits)
-
-
-def _screen_traces(s: Summary, x: Callable[[Mapping[str, Any]], float | None]) -> list[Any]:
-    """One thin dashed curve per SSL model's screen (and rung), in one legend group; the
-    fine-tuned values marked large."""
-    import plotly.graph_objects as go
-
-    traces = []
-    for i, c in enumerate(screen_curves(s.screens)):
-        c = [r for r in c if x(r) is not None and number(r.get("top1")) is not None]
-        if not c:
-            continue
-        traces.append(
-            go.Scatter(
-                x=[x(r) for r in c],
-                y=[float(r["top1"]) for r in c],
-                mode="lines+markers",
-                name=_screen_name(c),
-                legendgroup=SCREEN_GROUP,
-                legendgrouptitle={"text": SCREEN_GROUP} if i == 0 else None,
-                line={"width": 1, "dash": "dot" if c[0].get("status") == "stopped" else "dash"},
-                marker={
-                    "size": [11 if r.get("chosen") else 4 for r in c],
-                    "symbol": ["diamond-open" if r.get("chosen") else "circle" for r in c],
-                },
-                hovertext=[_screen_hover(r) for r in c],
-                hoverinfo="text",
-            )
-        )
-    return traces
-
-
 def _screen_figure(s: Summary) -> Any:
     """Top-1 against the FLOPs share kept: every screen, and the fine-tuned points' final top-1."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for trace in _screen_traces(s, _flops_share):
+    for trace in screen_traces(s, flops_share):
         fig.add_trace(trace)
-    done = [r for r in front_rows(s.rows, "search") if _flops_share(r) is not None]
+    done = [r for r in front_rows(s.rows, "search") if flops_share(r) is not None]
     if done:
         fig.add_trace(
             go.Scatter(
-                x=[_flops_share(r) for r in done],
+                x=[flops_share(r) for r in done],
                 y=[float(r["top1"]) for r in done],
                 mode="markers",
                 name="fine-tuned points (final top-1)",
@@ -433,7 +373,7 @@ def _cell(v: Any) -> str:
 
 def _front_html(f: Front, s: Summary, latency: bool) -> str:
     confirmed = any(r.get("n_seeds") for r in f.rows)
-    units = TableUnits.of(f.rows, s.baseline)
+    units = TableUnits.of(f.rows, s.baseline, f.objectives)
     cols = front_columns(units, latency, confirmed)
     rows = [front_cells(s.baseline.values, s.baseline, units, True)] if s.baseline else []
     classes = ["baseline"] if s.baseline else []
@@ -504,7 +444,8 @@ def render(s: Summary, history: Callable[[Mapping[str, Any]], list[dict[str, Any
         if curves is not None
         else '<p class="note">No per-epoch history found in the trial directories.</p>'
     )
-    cols = [c for c in TRIAL_COLUMNS if any(r.get(c) is not None for r in s.rows) or c == "role"]
+    named = [*TRIAL_COLUMNS, *(m for m, _ in s.objectives if m not in TRIAL_COLUMNS)]
+    cols = [c for c in named if any(r.get(c) is not None for r in s.rows) or c == "role"]
     trial_rows = [{**r, "role": role_of(r)} for r in s.rows]
     parts += [
         f"<h2>All trials ({len(s.rows)})</h2>",

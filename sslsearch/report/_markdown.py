@@ -9,7 +9,12 @@ from sslsearch.report._fronts import ALL_OBJECTIVES, Front
 from sslsearch.report._rows import ROLE_LABELS, Baseline, number
 from sslsearch.report._screen import agreement_text, headline
 from sslsearch.report._summary import FrontPair, Summary
-from sslsearch.report._table import count_unit, fmt, front_table, markdown_table, size_unit
+from sslsearch.report._table import (
+    fmt,
+    front_table,
+    markdown_table,
+    metric_unit,
+)
 
 
 def value_text(metric: str, value: float | None) -> str:
@@ -20,10 +25,7 @@ def value_text(metric: str, value: float | None) -> str:
         return f"{value:.2f} %"
     if metric == "latency_ms":
         return f"{fmt(value, None, 3)} ms"
-    if metric == "size_mb":
-        u = size_unit([value])
-        return f"{fmt(value, u)} {u.suffix}"
-    u = count_unit([value])
+    u, _ = metric_unit(metric, [value])
     return f"{fmt(value, u)}{' ' + u.suffix if u.suffix else ''}"
 
 
@@ -124,7 +126,9 @@ def _front_section(f: Front, s: Summary, level: str, latency: bool) -> list[str]
     head = f"{level}{label} front ({len(f.rows)} of {f.considered} points, "
     head += f"hypervolume {f.hypervolume:.4f}{identical_text(f)})"
     confirmed = any(r.get("n_seeds") for r in f.rows)
-    table, _ = front_table(f.rows, s.baseline, latency=latency, confirmed=confirmed)
+    table, _ = front_table(
+        f.rows, s.baseline, latency=latency, confirmed=confirmed, objectives=f.objectives
+    )
     out = ["", head, "", table if f.rows or s.baseline else "(no points)"]
     if confirmed:
         out += [

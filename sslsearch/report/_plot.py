@@ -5,29 +5,21 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from sslsearch.config import known_objectives
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front
 from sslsearch.report._rows import ROLE_LABELS, front_rows, number
 from sslsearch.report._summary import FrontPair, Summary
-from sslsearch.report._table import Unit, count_unit, size_unit
+from sslsearch.report._table import Unit, metric_unit
 
 COLORS = {"search": "C3", "reference": "C0"}
 TRIAL_COLORS = {"search": "0.55", "reference": "#9ecae1"}
 
 
-def axis_unit(metric: str, values: list[Any]) -> tuple[Unit, str]:
-    """The unit a cost axis is drawn in, and its label."""
-    if metric == "flops":
-        u = count_unit(values)
-        return u, f"FLOPs ({u.suffix + ' ' if u.suffix else ''}multiply-adds, fvcore)"
-    if metric == "params":
-        u = count_unit(values)
-        return u, f"parameters ({u.suffix or 'count'})"
-    if metric == "size_mb":
-        u = size_unit(values)
-        return u, f"model size ({u.suffix}, fp32)"
-    if metric == "latency_ms":
-        return Unit(1.0, "ms"), "latency (ms, measured)"
-    return Unit(1.0, ""), metric
+def axis_unit(metric: str, values: list[Any]) -> tuple[Unit, str, str]:
+    """The unit a cost axis is drawn in, its label and its scale (linear | log)."""
+    u, label = metric_unit(metric, values)
+    d = known_objectives().get(metric)
+    return u, label, d.axis if d is not None else "linear"
 
 
 def _xy(
@@ -42,7 +34,7 @@ def _panel(ax: Any, pair: FrontPair, s: Summary) -> None:
     acc, cost = pair.ssl.objectives
     base = s.baseline.values if s.baseline else {}
     trials = {role: front_rows(s.rows, role) for role in COLORS}
-    u, label = axis_unit(
+    u, label, scale = axis_unit(
         cost, [r.get(cost) for rs in trials.values() for r in rs] + [base.get(cost)]
     )
     for role, rows in trials.items():
@@ -74,6 +66,7 @@ def _panel(ax: Any, pair: FrontPair, s: Summary) -> None:
     if cost == "latency_ms" and s.latency_setup:
         label += f"; {s.latency_setup}"
     ax.set_xlabel(label)
+    ax.set_xscale(scale)
     ax.set_ylabel(f"{acc} accuracy (%, validation)")
     hv = ", ".join(f"{ROLE_LABELS[f.role].split(' ')[0]} {f.hypervolume:.3f}" for f in pair.fronts)
     ax.set_title(

@@ -19,17 +19,30 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sslsearch.config import BUDGET_KEYS, OBJECTIVE_MODES, PRUNING_KEYS
+from sslsearch.config import BUDGET_KEYS, PRUNING_KEYS, known_objectives, objective
 from sslsearch.errors import UserError
 
 ROLES = ("search", "reference", "baseline")
 ROLE_LABELS = {"search": "SSL", "reference": "no-SSL (lambda = 0)", "baseline": "dense baseline"}
-# Metrics whose reference is 0..100 % rather than the dense model's value.
-ACCURACY_METRICS = ("top1", "top5")
-# The dense architecture's cost, in every row, for experiments without a trained baseline.
-BEFORE = {"flops": "flops_before", "params": "params_before", "size_mb": "size_mb_before"}
-# Averaged over the baseline's runs; everything else is taken from its first run.
-_NOISY = ("top1", "top5", "test_top1", "test_top5", "latency_ms")
+
+
+def is_accuracy(metric: str) -> bool:
+    """An objective whose reference is 0..100 % rather than the dense model's value."""
+    d = known_objectives().get(metric)
+    return d is not None and d.reference == "percent"
+
+
+def before_column(metric: str) -> str | None:
+    """The column of ``metric`` on the unpruned architecture (in every row: the dense cost for
+    experiments without a trained baseline), or None."""
+    d = known_objectives().get(metric)
+    return d.before if d is not None else None
+
+
+def noisy_metrics() -> list[str]:
+    """Averaged over the baseline's runs (the test split's too); the rest is its first run's."""
+    noisy = [d.name for d in known_objectives().values() if d.noisy]
+    return noisy + [f"test_{m}" for m in noisy if is_accuracy(m)]
 
 
 def pruning_target(row: Mapping[str, Any]) -> str | None:
@@ -114,17 +127,19 @@ def front_rows(rows: Iterable[Mapping[str, Any]], role: str) -> list[dict[str, A
 def objective_modes(objectives: Sequence[str | Sequence[str]]) -> list[tuple[str, str]]:
     """``["top1", ("flops", "min")]`` -> ``[("top1", "max"), ("flops", "min")]``.
 
-    A bare name takes its usual direction (OBJECTIVE_MODES); a pair keeps the space's ``mode``.
+    A bare name takes its usual direction (``sslsearch.config.objective``); a pair keeps the
+    space's ``mode``. A user's objective is known once its experiment's metadata was read.
     """
     out: list[tuple[str, str]] = []
     for o in objectives:
         name, mode = (o, None) if isinstance(o, str) else (str(o[0]), str(o[1]))
-        if name not in OBJECTIVE_MODES:
-            raise UserError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVE_MODES)}")
-        mode = mode or OBJECTIVE_MODES[name]
-        if mode not in ("max", "min"):
+        if mode not in (None, "max", "min"):
             raise UserError(f"objective {name!r}: mode must be max or min, got {mode!r}")
-        out.append((name, mode))
+        try:
+            out.append((name, objective(name, mode).direction))
+        except KeyError:
+            known = ", ".join(known_objectives())
+            raise UserError(f"unknown objective {name!r}; known: {known}") from None
     return out
 
 
@@ -147,7 +162,7 @@ def baseline_of(rows: Iterable[Mapping[str, Any]]) -> Baseline | None:
     if not runs:
         return None
     values = dict(runs[0])
-    for m in _NOISY:
+    for m in noisy_metrics():
         xs = [x for r in runs if (x := number(r.get(m))) is not None]
         values[m] = sum(xs) / len(xs) if xs else None
     tops = [float(r["top1"]) for r in runs]
@@ -174,7 +189,7 @@ def dense_value(
     """The dense model's ``metric`` and where it came from, or (None, "") when unknown."""
     if baseline is not None and baseline.get(metric) is not None:
         return baseline.get(metric), "dense baseline"
-    col = BEFORE.get(metric)
+    col = before_column(metric)
     if col:
         xs = [x for r in rows if (x := number(r.get(col))) is not None]
         if xs:

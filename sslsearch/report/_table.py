@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sslsearch.config import known_objectives
 from sslsearch.report._rows import Baseline, derived, number, pruning_target
 
 # What a point is: the seed's first six columns, in every table.
@@ -63,6 +64,21 @@ def size_unit(values_mb: Iterable[Any]) -> Unit:
     return Unit(1e-3, "KB")
 
 
+def metric_unit(metric: str, values: Iterable[Any]) -> tuple[Unit, str]:
+    """The unit ``metric``'s ``values`` are shown in, and its axis label with that unit: counts
+    in K/M/G, sizes in KB/MB/GB, anything else in its own unit."""
+    d = known_objectives().get(metric)
+    if d is None:
+        return Unit(1.0, ""), metric
+    if d.unit == "MB":
+        u = size_unit(values)
+    elif not d.unit:
+        u = count_unit(values) if d.column_type == "int64" else Unit(1.0, "")
+    else:
+        u = Unit(1.0, d.unit)
+    return u, f"{d.label} ({u.suffix})" if u.suffix else d.label
+
+
 def fmt(v: Any, unit: Unit | None = None, digits: int = 4) -> str:
     """Four significant digits, never in exponent notation; '-' for a missing value."""
     x = number(v)
@@ -92,20 +108,37 @@ def _times(v: Any) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
+# objectives every front table shows; any other objective of the front gets a column of its own
+SHOWN = ("top1", "top5", "flops", "params", "size_mb", "latency_ms")
+
+
 @dataclass(frozen=True)
 class TableUnits:
     flops: Unit
     params: Unit
     size: Unit
+    # (metric, unit, header) of each other objective of the front (a user's, peak activation)
+    extra: tuple[tuple[str, Unit, str], ...] = ()
 
     @staticmethod
-    def of(rows: Sequence[Mapping[str, Any]], baseline: Baseline | None = None) -> TableUnits:
-        """Units for a table of ``rows`` (and the baseline row shown above them)."""
+    def of(
+        rows: Sequence[Mapping[str, Any]],
+        baseline: Baseline | None = None,
+        objectives: Sequence[str] = (),
+    ) -> TableUnits:
+        """Units for a table of ``rows`` (and the baseline row shown above them) whose front
+        has ``objectives``."""
         every = [*rows, *([baseline.values] if baseline else [])]
+        extra = []
+        for m in objectives:
+            if m not in SHOWN:
+                u, _ = metric_unit(m, [r.get(m) for r in every])
+                extra.append((m, u, f"{m}/{u.suffix}" if u.suffix else m))
         return TableUnits(
             count_unit(r.get(k) for r in every for k in ("flops", "flops_before")),
             count_unit(r.get(k) for r in every for k in ("params", "params_before")),
             size_unit(r.get(k) for r in every for k in ("size_mb", "size_mb_before")),
+            tuple(extra),
         )
 
 
@@ -126,6 +159,7 @@ def front_columns(units: TableUnits, latency: bool = False, confirmed: bool = Fa
         "top-1 drop",
         "FLOPs reduction",
         "params reduction",
+        *(header for _, _, header in units.extra),
     ]
     if latency:
         cols += ["latency/ms", "speed-up"]
@@ -164,6 +198,7 @@ def front_cells(
         "-" if d["top1_drop"] is None else f"{d['top1_drop']:.2f}",
         _times(d["flops_reduction"]),
         _times(d["params_reduction"]),
+        *(fmt(m.get(metric), unit) for metric, unit, _ in units.extra),
         fmt(m.get("latency_ms"), None, 3),
         _times(d["speedup"]),
         str(m.get("n_seeds") or 0),
@@ -188,9 +223,11 @@ def front_table(
     baseline: Baseline | None,
     latency: bool = False,
     confirmed: bool = False,
+    objectives: Sequence[str] = (),
 ) -> tuple[str, TableUnits]:
-    """A Markdown table of ``rows`` (already sorted), the dense baseline as its first row."""
-    units = TableUnits.of(rows, baseline)
+    """A Markdown table of ``rows`` (already sorted), the dense baseline as its first row;
+    ``objectives``: the front's (one not always shown gets its own column)."""
+    units = TableUnits.of(rows, baseline, objectives)
     cols = front_columns(units, latency, confirmed)
     body = [front_cells(baseline.values, baseline, units, True)] if baseline else []
     body += [front_cells(r, baseline, units) for r in rows]

@@ -7,27 +7,32 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sslsearch.search._run import SearchOptions, SearchOutcome
+    from sslsearch.search._driver import SearchOutcome
+    from sslsearch.search._setup import SearchOptions
 
 __all__ = ["SearchOptions", "SearchOutcome", "rebuild_trials", "run_search"]
 
 
 def run_search(options: SearchOptions) -> SearchOutcome:
-    from sslsearch.search._run import run_search as _run
+    from sslsearch.search._driver import run_search as _run
 
     return _run(options)
 
 
 def rebuild_trials(exp_dir: str) -> None:
     """trials.parquet and screens.parquet written again from an experiment's trial directories."""
-    from sslsearch.search._run import rebuild_trials as _rebuild
+    from sslsearch.search._finish import rebuild_trials as _rebuild
 
     _rebuild(exp_dir)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("SearchOptions", "SearchOutcome"):
-        from sslsearch.search import _run
+    if name == "SearchOptions":
+        from sslsearch.search._setup import SearchOptions
 
-        return getattr(_run, name)
+        return SearchOptions
+    if name == "SearchOutcome":
+        from sslsearch.search._driver import SearchOutcome
+
+        return SearchOutcome
     raise AttributeError(name)

@@ -192,63 +192,105 @@ def connect(
 
     tune_environment()
     if ray.is_initialized():
-        started = False
-        ctx = None
-        log.info("using the Ray instance this process already started (its runtime_env as is)")
-        if user_modules:
-            log.warning(
-                "Ray was started before the search: your modules (%s) reach its workers only "
-                "if its runtime_env ships them (py_modules) or the workers can import them",
-                ", ".join(user_modules),
-            )
-    elif address:
-        try:
-            ctx = ray.init(
-                address=address,
-                runtime_env=runtime_env(user_modules),
-                logging_level=logging.WARNING,
-                log_to_driver=verbose,
-            )
-        except ConnectionError as e:
-            hint = ""
-            if os.environ.get("RAY_AUTH_MODE") != "token":
-                hint = " (if the cluster uses token authentication, set RAY_AUTH_MODE=token)"
-            raise UserError(f"cannot join the Ray cluster at {address}: {e}{hint}") from None
-        started = False
-    else:
-        # Ray turns token authentication on for local clusters and creates the token
-        # (~/.ray/auth_token) when RAY_AUTH_MODE is unset; keep its default, minus the warning.
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-            logging.ERROR
+        _use_running_instance(user_modules)
+        return _describe_cluster(address, None, started=False)
+    if address:
+        return _describe_cluster(address, _join(address, user_modules, verbose), started=False)
+    ctx = _start_local(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        dashboard=dashboard,
+        dashboard_host=dashboard_host,
+        dashboard_port=dashboard_port,
+        verbose=verbose,
+        user_modules=user_modules,
+    )
+    return _describe_cluster(address, ctx, started=True)
+
+
+def _use_running_instance(user_modules: Sequence[str]) -> None:
+    """Say that the Ray instance this process already started is used as it is."""
+    log.info("using the Ray instance this process already started (its runtime_env as is)")
+    if user_modules:
+        log.warning(
+            "Ray was started before the search: your modules (%s) reach its workers only "
+            "if its runtime_env ships them (py_modules) or the workers can import them",
+            ", ".join(user_modules),
         )
-        log.info("starting a local Ray instance ...")
-        _own_metrics_ports()
-        short = short_ray_temp_dir()
-        if short is not None:
-            log.warning(
-                "Ray's temp dir %s is too long for its socket paths (at most %d bytes); this "
-                "instance keeps its files in %s (set RAY_TMPDIR to a short path to choose)",
-                system_temp_dir(),
-                _AF_UNIX_MAX,
-                short,
-            )
-        ctx = ray.init(
-            address="local",  # a new instance, even when RAY_ADDRESS names another one
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=dashboard,
-            dashboard_host=dashboard_host,
-            dashboard_port=_dashboard_port(dashboard_host, dashboard_port) if dashboard else None,
+
+
+def _join(address: str, user_modules: Sequence[str], verbose: bool) -> Any:
+    """Join the cluster at ``address``; one line (a UserError) when it cannot be reached."""
+    import ray
+
+    try:
+        return ray.init(
+            address=address,
             runtime_env=runtime_env(user_modules),
             logging_level=logging.WARNING,
             log_to_driver=verbose,
-            _temp_dir=short,
         )
-        started = True
-        node_ip = ray.util.get_node_ip_address()
-        if node_ip not in LOOPBACK:
-            # ray was imported before connect() could set _LOOPBACK_ENV (a Python API caller)
-            log.warning("Ray was imported early: the local instance listens on %s", node_ip)
+    except ConnectionError as e:
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE") != "token":
+            hint = " (if the cluster uses token authentication, set RAY_AUTH_MODE=token)"
+        raise UserError(f"cannot join the Ray cluster at {address}: {e}{hint}") from None
+
+
+def _start_local(
+    *,
+    num_cpus: int | None,
+    num_gpus: int | None,
+    dashboard: bool,
+    dashboard_host: str,
+    dashboard_port: int,
+    verbose: bool,
+    user_modules: Sequence[str],
+) -> Any:
+    """A new local instance of this search's own: free metrics ports, a temp dir short enough
+    for its sockets, the dashboard on a free port."""
+    import ray
+
+    # Ray turns token authentication on for local clusters and creates the token
+    # (~/.ray/auth_token) when RAY_AUTH_MODE is unset; keep its default, minus the warning.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    log.info("starting a local Ray instance ...")
+    _own_metrics_ports()
+    short = short_ray_temp_dir()
+    if short is not None:
+        log.warning(
+            "Ray's temp dir %s is too long for its socket paths (at most %d bytes); this "
+            "instance keeps its files in %s (set RAY_TMPDIR to a short path to choose)",
+            system_temp_dir(),
+            _AF_UNIX_MAX,
+            short,
+        )
+    ctx = ray.init(
+        address="local",  # a new instance, even when RAY_ADDRESS names another one
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=dashboard,
+        dashboard_host=dashboard_host,
+        dashboard_port=_dashboard_port(dashboard_host, dashboard_port) if dashboard else None,
+        runtime_env=runtime_env(user_modules),
+        logging_level=logging.WARNING,
+        log_to_driver=verbose,
+        _temp_dir=short,
+    )
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip not in LOOPBACK:
+        # ray was imported before connect() could set _LOOPBACK_ENV (a Python API caller)
+        log.warning("Ray was imported early: the local instance listens on %s", node_ip)
+    return ctx
+
+
+def _describe_cluster(address: str | None, ctx: Any, started: bool) -> Cluster:
+    """What the search runs on: the dashboard's URL (from ``ctx``, ray.init's context) and the
+    resources of the cluster and of each alive node."""
+    import ray
+
     url = getattr(ctx, "dashboard_url", None) if ctx is not None else None
     if url and not url.startswith("http"):
         url = f"http://{url}"

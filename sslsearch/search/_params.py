@@ -9,6 +9,7 @@ from typing import Any
 
 from sslsearch.config import (
     AMOUNT_KEYS,
+    SSL_PARAMS,
     Choices,
     Range,
     SearchSpace,
@@ -129,7 +130,7 @@ def screen_grid(space: SearchSpace) -> tuple[str, tuple[float, ...]] | None:
 def ssl_params(space: SearchSpace) -> set[str]:
     """The parameters every point of one SSL model shares: the SSL settings, the layer floor its
     proximal step keeps (the ssl type follows the prune type when the space does not set it)."""
-    names = {"ssl_lambda", "ssl_type", "ssl_weighting", "min_width_share"}
+    names = set(SSL_PARAMS)
     if "ssl_type" not in space.params:
         names.add("prune_type")
     return names
@@ -174,6 +175,7 @@ def trial_config(
         threads=threads,
         warm_start=space.weights,
         cache_dir=cache_dir,
+        objectives=space.user_objectives(),
         **amount,
     )
 

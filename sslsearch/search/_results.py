@@ -13,15 +13,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sslsearch import storage
-from sslsearch.config import AMOUNT_KEYS, PRUNING_KEYS
+from sslsearch.config import (
+    AMOUNT_KEYS,
+    PRUNING_KEYS,
+    ObjectiveDef,
+    defs_to_json,
+    space_from_mapping,
+)
 from sslsearch.pruning import BUDGET_MISSED
 from sslsearch.report._arrow import typed_table
+from sslsearch.report._schema import OBJECTIVE_DEFS_KEY, trial_columns
 from sslsearch.search._experiment import (
     CONFIRM_DIR,
     JOBS_DIR,
@@ -45,92 +53,17 @@ TRIALS_FILE = "trials.parquet"
 SCREENS_FILE = "screens.parquet"
 UNFINISHED = "unfinished"  # the status of a point without a final result
 
-COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("trial_id", pa.string()),
-    ("trial_dir", pa.string()),
-    ("status", pa.string()),  # ok | budget_missed | failed | stopped | error | unfinished
-    ("error", pa.string()),
-    # what stopped a `stopped` point: early_stopping (during its fine-tune) or multi_fidelity
-    # (its SSL model, at a rung: never fine-tuned)
-    ("stopped_by", pa.string()),
-    ("ssl_model_id", pa.string()),  # the SSL model the point was pruned from (null: baseline)
-    ("role", pa.string()),  # search | reference (lambda = 0) | baseline (dense, unpruned)
-    ("confirm_of", pa.string()),  # trial_id of the Pareto point this row re-evaluates
-    ("arch", pa.string()),
-    ("dataset", pa.string()),
-    ("image_size", pa.int64()),
-    ("ssl_type", pa.string()),
-    ("ssl_lambda", pa.float64()),
-    ("ssl_weighting", pa.string()),
-    ("prune_type", pa.string()),
-    ("prune_way", pa.string()),
-    ("ratio", pa.float64()),
-    ("blocks", pa.int64()),
-    ("flops_budget", pa.float64()),
-    ("params_budget", pa.float64()),
-    ("latency_budget", pa.float64()),
-    ("min_width_share", pa.float64()),
-    ("seed", pa.int64()),
-    ("epochs", pa.int64()),
-    ("finetune_epochs", pa.int64()),
-    ("weights", pa.string()),  # the starting weights SSL training read (null: from scratch)
-    ("distill_weight", pa.float64()),  # of the teacher's outputs in the fine-tune (0: off)
-    ("distill_temperature", pa.float64()),
-    ("distilled_from", pa.string()),  # baseline | ssl_model | a teacher file (null: not distilled)
-    ("top1", pa.float64()),
-    ("top5", pa.float64()),
-    ("test_top1", pa.float64()),
-    ("test_top5", pa.float64()),
-    ("flops", pa.int64()),
-    ("params", pa.int64()),
-    ("size_mb", pa.float64()),
-    ("latency_ms", pa.float64()),
-    ("latency_batch_size", pa.int64()),
-    ("latency_device", pa.string()),
-    ("latency_threads", pa.int64()),
-    ("flops_before", pa.int64()),
-    ("params_before", pa.int64()),
-    ("size_mb_before", pa.float64()),
-    ("actual_ratio", pa.float64()),
-    ("budget_achieved", pa.float64()),
-    ("budget_note", pa.string()),
-    ("at_floor", pa.string()),
-    ("groups_total", pa.int64()),
-    ("groups_removed", pa.int64()),
-    ("removed_blocks", pa.string()),
-    ("ssl_top1", pa.float64()),
-    ("pruned_top1", pa.float64()),
-    # the screen (pruned + BN re-estimated, no fine-tune) of the point's SSL model: val top-1
-    # at the point's value (null: the search did not screen), and at how many values it was
-    # screened (0: not screened)
-    ("screen_top1", pa.float64()),
-    ("screen_candidates", pa.int64()),
-    # the SSL model's sparsity (sslsearch.sparsity_report): exact zeros, what the pruner could
-    # remove at no change of the function, layers the proximal step held at their floor
-    # (comma-separated), each layer's narrowest width (JSON)
-    ("exact_zero_share", pa.float64()),
-    ("removable_flops_share", pa.float64()),
-    ("removable_params_share", pa.float64()),
-    ("ssl_at_floor", pa.string()),
-    ("narrowest_width", pa.string()),
-    # False: this point's run trained its SSL model (the first point of the job that trained
-    # it); True: reused (a later point of that job, or an SSL model found in the store)
-    ("ssl_reused", pa.bool_()),
-    ("train_seconds", pa.float64()),
-    ("trial_seconds", pa.float64()),
-    ("images_per_second", pa.float64()),
-    ("device", pa.string()),
-    ("gpu_ids", pa.string()),
-    ("node_ip", pa.string()),
-    ("node_id", pa.string()),
-    ("started_at", pa.float64()),
-    ("finished_at", pa.float64()),
-    ("threads", pa.int64()),
-    ("last_epoch", pa.int64()),
-    ("model_path", pa.string()),
-    ("config", pa.string()),
-]
-SCHEMA = pa.schema(COLUMNS)
+
+def _names(objectives: Sequence[ObjectiveDef]) -> list[str]:
+    return [n for n, _ in trial_columns(objectives)]
+
+
+def experiment_objectives(metadata: Mapping[str, str] | None) -> list[ObjectiveDef]:
+    """The objectives of the space saved in trials.parquet's metadata (``sslsearch.space``)."""
+    text = (metadata or {}).get("sslsearch.space")
+    if not text:
+        return []
+    return space_from_mapping(json.loads(text)).objective_defs()
 
 
 def _results_under(exp_dir: str, dirname: str) -> dict[str, dict[str, Any]]:
@@ -148,9 +81,11 @@ def _results_under(exp_dir: str, dirname: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
-    """One dict per point of the experiment, keyed by the SCHEMA's columns: the search's
-    points in the order they were asked, then the points beside it and the baseline."""
+def collect_trials(exp_dir: str, objectives: Sequence[ObjectiveDef] = ()) -> list[dict[str, Any]]:
+    """One dict per point of the experiment, keyed by the results schema's columns (with those
+    of the experiment's own ``objectives``): the search's points in the order they were asked,
+    then the points beside it and the baseline."""
+    names = _names(objectives)
     results = _results_under(exp_dir, POINTS_DIR)
     rows = []
     for job in read_jobs(exp_dir):
@@ -158,7 +93,7 @@ def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
         for p in job.points:
             pid = str(p["trial_id"])
             result = results.pop(pid, None)
-            row = _point_row(exp_dir, job.id, pid, p["params"], result)
+            row = _point_row(exp_dir, job.id, pid, p["params"], result, names)
             if result is None:
                 if unfinished is None:
                     epochs = [h.get("global_epoch") for h in read_history(job_dir(exp_dir, job.id))]
@@ -171,27 +106,35 @@ def collect_trials(exp_dir: str) -> list[dict[str, Any]]:
             rows.append(row)
     for pid, result in sorted(results.items()):  # recorded by a worker, not asked
         job_id = str(result.get("job_id") or pid.rsplit("-", 1)[0])
-        rows.append(_point_row(exp_dir, job_id, pid, {}, result))
-    rows += _side_rows(exp_dir, REFERENCE_DIR, "reference")
-    rows += _side_rows(exp_dir, CONFIRM_DIR, None)  # role (search | reference) in the result
+        rows.append(_point_row(exp_dir, job_id, pid, {}, result, names))
+    rows += _side_rows(exp_dir, REFERENCE_DIR, "reference", names)
+    rows += _side_rows(exp_dir, CONFIRM_DIR, None, names)  # role (search | reference) in the result
     baseline = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
     if storage.exists(baseline):
         result = json.loads(storage.read_bytes(baseline).decode())
-        row = _result_row(exp_dir, result, BASELINE_ID, "baseline", f"{BASELINE_ID}/{MODEL_FILE}")
+        row = _result_row(
+            exp_dir, result, BASELINE_ID, "baseline", f"{BASELINE_ID}/{MODEL_FILE}", names
+        )
         row["ssl_model_id"] = None
         rows.append(row)
     return rows
 
 
 def _point_row(
-    exp_dir: str, job_id: str, pid: str, params: dict[str, Any], result: dict[str, Any] | None
+    exp_dir: str,
+    job_id: str,
+    pid: str,
+    params: dict[str, Any],
+    result: dict[str, Any] | None,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
     """A search point's row: its parameters, then its result over them (when it has one)."""
-    row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
+    names = names or _names(())
+    row: dict[str, Any] = dict.fromkeys(names)
     for k in ("ssl_type", "ssl_lambda", "prune_type", "prune_way", *PRUNING_KEYS):
         row[k] = params.get(k)
     if result is not None:
-        for k in SCHEMA.names:
+        for k in names:
             if k in result:
                 row[k] = result[k]
         row["status"] = result.get("status", "ok")
@@ -209,11 +152,16 @@ def _point_row(
 
 
 def _result_row(
-    exp_dir: str, result: dict[str, Any], trial_id: str, role: str, model: str
+    exp_dir: str,
+    result: dict[str, Any],
+    trial_id: str,
+    role: str,
+    model: str,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
     """The row of a point run beside the search (or the baseline) from its result.json;
     ``model``: where its model file would be, relative to the experiment."""
-    row = {k: result.get(k) for k in SCHEMA.names}
+    row = {k: result.get(k) for k in names or _names(())}
     row.update(trial_id=trial_id, role=role)
     row["last_epoch"] = result.get("global_epoch")
     if storage.exists(storage.join(exp_dir, model)):
@@ -223,23 +171,39 @@ def _result_row(
     return row
 
 
-def _side_rows(exp_dir: str, dirname: str, role: str | None) -> list[dict[str, Any]]:
+def _side_rows(
+    exp_dir: str, dirname: str, role: str | None, names: list[str]
+) -> list[dict[str, Any]]:
     """Rows of the points run beside the search: ``<dirname>/<id>/result.json`` each."""
     return [
         _result_row(
-            exp_dir, r, name, role or r.get("role") or "search", f"{dirname}/{name}/{MODEL_FILE}"
+            exp_dir,
+            r,
+            name,
+            role or r.get("role") or "search",
+            f"{dirname}/{name}/{MODEL_FILE}",
+            names,
         )
         for name, r in _results_under(exp_dir, dirname).items()
     ]
 
 
-def trials_table(rows: list[dict[str, Any]], metadata: dict[str, str] | None = None) -> pa.Table:
-    return typed_table(rows, COLUMNS, metadata)
+def trials_table(
+    rows: list[dict[str, Any]],
+    metadata: dict[str, str] | None = None,
+    objectives: Sequence[ObjectiveDef] = (),
+) -> pa.Table:
+    return typed_table(rows, trial_columns(objectives), metadata)
 
 
 def write_trials(exp_dir: str, metadata: dict[str, str] | None = None) -> tuple[str, pa.Table]:
-    """Collect and write ``trials.parquet`` atomically; returns its path and the table."""
-    table = trials_table(collect_trials(exp_dir), metadata)
+    """Collect and write ``trials.parquet`` atomically; returns its path and the table. The
+    metadata's space names the experiment's objectives; their definitions are saved beside it
+    (``sslsearch.objective_defs``: the report reads a user's objective from there)."""
+    objectives = experiment_objectives(metadata)
+    if objectives:
+        metadata = {**(metadata or {}), OBJECTIVE_DEFS_KEY: defs_to_json(objectives)}
+    table = trials_table(collect_trials(exp_dir, objectives), metadata, objectives)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     path = storage.join(exp_dir, TRIALS_FILE)

@@ -133,7 +133,7 @@ class SamplerView:
     def __init__(self, space: SearchSpace, define_by_run: Callable[[Any], dict[str, Any]]) -> None:
         self.space = space
         self.define_by_run = define_by_run
-        self.signs = minimization_signs([o.direction for o in space.objectives])
+        self.signs = minimization_signs([d for _, d in space.objective_pairs()])
         self.kind = sampler_name(space)
         bounded = self.kind in ("gp", "tpe")  # NSGA-II keeps generations on its own trials
         self.max_history = space.sampler.max_history if bounded else None

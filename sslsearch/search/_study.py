@@ -131,7 +131,7 @@ class StudyBook:
 
         self.space = space
         self.exp_dir = exp_dir
-        self.metrics = [o.metric for o in space.objectives]
+        self.metrics = [m for m, _ in space.objective_pairs()]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -140,9 +140,9 @@ class StudyBook:
                 study_name=name,
                 directions=[
                     optuna.study.StudyDirection.MAXIMIZE
-                    if o.direction == "max"
+                    if d == "max"
                     else optuna.study.StudyDirection.MINIMIZE
-                    for o in space.objectives
+                    for _, d in space.objective_pairs()
                 ],
                 # never asked: points are proposed on the sampler's own view (SamplerView)
                 sampler=optuna.samplers.RandomSampler(seed=space.sampler.seed),

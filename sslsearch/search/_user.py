@@ -35,7 +35,9 @@ def user_modules(space: SearchSpace) -> list[str]:
     worker (imported here first: a name that does not import stops the search before it
     starts)."""
     sources: list[str] = []
-    for key, name in (("arch", space.arch), ("data.name", space.data.name)):
+    named = [("arch", space.arch), ("data.name", space.data.name)]
+    named += [("objectives", path) for path in space.user_objectives()]
+    for key, name in named:
         if not is_import_path(name):
             continue
         load_object(name, key)

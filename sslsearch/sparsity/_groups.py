@@ -303,9 +303,16 @@ class _Axes:
         return self.cache[key]
 
 
+# One coupled slice of a DepGraph group before it becomes a Slice: its axis, its role, its
+# positions, the root channels they follow, and the layer it sits in.
+_Raw = tuple[Axis, str, list[int], list[int], str]
+
+
 def _channel_groups(
     model: nn.Module, example: torch.Tensor, axes: _Axes
 ) -> tuple[Any, list[Group], dict[str, Any]]:
+    """One channel group per DepGraph group rooted at a conv (the final layer's outputs, the
+    classes, never go); each channel group's (root module, handler) for the pruner."""
     names = {m: n for n, m in model.named_modules()}
     final = final_layer(model, example)
     dg = dependency_graph(model, example)
@@ -318,81 +325,116 @@ def _channel_groups(
             continue  # e.g. a depthwise conv already carried by the group of its input
         root_name = names.get(root, "?")
         width = int(root.out_channels)
-        raw: list[tuple[Axis, str, list[int], list[int], str]] = []
-        outs: dict[str, torch.Tensor] = {}
-        tie = 1
-        why_not = ""
-        seen: set[tuple[int, str]] = set()
-        for item in tg:
-            dep, idxs, root_idxs = item.dep, list(item.idxs), list(item.root_idxs)
-            mod = dep.target.module
-            if not isinstance(mod, nn.Module) or mod not in names:
-                continue
-            lname = names[mod]
-            is_out = dg.is_out_channel_pruning_fn(dep.handler)
-            is_in = dg.is_in_channel_pruning_fn(dep.handler)
-            entries: list[tuple[torch.Tensor, str, str, int]] = []  # param, kind, role, groups
-            if isinstance(mod, nn.Conv2d) and (is_out or _is_depthwise(mod)):
-                # a depthwise conv's input channel is its output channel: a filter, not a reader
-                entries.append((mod.weight, ROWS, OUT, 1))
-                if mod.bias is not None:
-                    entries.append((mod.bias, ROWS, OUT, 1))
-                if mod.groups > 1 and not _is_depthwise(mod):
-                    tie = max(tie, mod.groups)
-            elif isinstance(mod, nn.Conv2d) and is_in:
-                entries.append((mod.weight, CONV_IN, IN, mod.groups))
-                if mod.groups > 1:
-                    tie = max(tie, mod.groups)
-            elif isinstance(mod, nn.Linear) and is_in:
-                entries.append((mod.weight, COLS, IN, 1))
-            elif isinstance(mod, nn.Linear) and is_out:
-                entries.append((mod.weight, ROWS, OUT, 1))
-                if mod.bias is not None:
-                    entries.append((mod.bias, ROWS, OUT, 1))
-            elif is_out:
-                # normalisation layers (BatchNorm, GroupNorm, ...): their per-channel vectors
-                for vec in mod.parameters(recurse=False):
-                    if vec.dim() == 1:
-                        entries.append((vec, ROWS, NORM, 1))
-            if is_out and isinstance(mod, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
-                outs[lname] = torch.as_tensor(idxs)[torch.argsort(torch.as_tensor(root_idxs))]
-            for p, kind, role, g in entries:
-                key = (id(p), kind)
-                if key in seen:
-                    continue
-                seen.add(key)
-                raw.append((axes.get(p, kind, g), role, idxs, root_idxs, lname))
-        if tie > 1:
-            # A grouped conv keeps its group count only if channel j goes from every conv group
-            # at once: units are {j, j + width/tie, ...} (torch-pruning's channel groups).
-            if width % tie:
-                tie, why_not = 1, f"width {width} not divisible by conv groups"
-            for ax, _, idxs, root_idxs, _ in raw:
-                if ax.kind in (CONV_IN, ROWS) and idxs != root_idxs and ax.groups > 1:
-                    why_not = "a grouped conv is reached through a re-indexing"
-        per_unit = width // tie
+        raw, outs, tie = _coupled_slices(tg, dg, names, axes)
+        tie, why_not = _tie(raw, width, tie)
         produced.update(id(ax.param) for ax, role, *_ in raw if role == OUT)
-        slices = []
-        for ax, role, idxs, root_idxs, lname in raw:
-            r = torch.as_tensor(root_idxs, dtype=torch.long)
-            slices.append(
-                Slice(ax, role, torch.as_tensor(idxs, dtype=torch.long), r % per_unit, lname)
-            )
-        channels = torch.arange(width).view(tie, per_unit).t().contiguous()  # (units, tie)
-        group = Group(
-            "channel",
-            root_name,
-            per_unit,
-            slices,
-            tie=tie,
-            prunable=not why_not,
-            why_not=why_not,
-            channels=channels,
-            out_layers=outs,
-        )
-        groups.append(group)
+        groups.append(_channel_group(root_name, width, tie, why_not, raw, outs))
         roots[root_name] = (root, tg[0].dep.handler)
     return dg, groups, roots
+
+
+def _coupled_slices(
+    tg: Any, dg: Any, names: dict[nn.Module, str], axes: _Axes
+) -> tuple[list[_Raw], dict[str, torch.Tensor], int]:
+    """Every parameter slice of one DepGraph group, once per (parameter, axis kind); the output
+    channel order of each out layer; the conv groups that tie its channels (1: none)."""
+    raw: list[_Raw] = []
+    outs: dict[str, torch.Tensor] = {}
+    tie = 1
+    seen: set[tuple[int, str]] = set()
+    for item in tg:
+        dep, idxs, root_idxs = item.dep, list(item.idxs), list(item.root_idxs)
+        mod = dep.target.module
+        if not isinstance(mod, nn.Module) or mod not in names:
+            continue
+        lname = names[mod]
+        is_out = dg.is_out_channel_pruning_fn(dep.handler)
+        is_in = dg.is_in_channel_pruning_fn(dep.handler)
+        entries, ties = _entries(mod, is_out, is_in)
+        tie = max(tie, ties)
+        if is_out and isinstance(mod, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            outs[lname] = torch.as_tensor(idxs)[torch.argsort(torch.as_tensor(root_idxs))]
+        for p, kind, role, g in entries:
+            key = (id(p), kind)
+            if key in seen:
+                continue
+            seen.add(key)
+            raw.append((axes.get(p, kind, g), role, idxs, root_idxs, lname))
+    return raw, outs, tie
+
+
+def _entries(
+    mod: nn.Module, is_out: bool, is_in: bool
+) -> tuple[list[tuple[torch.Tensor, str, str, int]], int]:
+    """The (param, axis kind, role, conv groups) a module holds in a channel group, and the conv
+    groups that tie the group's channels together (1: none)."""
+    entries: list[tuple[torch.Tensor, str, str, int]] = []  # param, kind, role, groups
+    tie = 1
+    if isinstance(mod, nn.Conv2d) and (is_out or _is_depthwise(mod)):
+        # a depthwise conv's input channel is its output channel: a filter, not a reader
+        entries.append((mod.weight, ROWS, OUT, 1))
+        if mod.bias is not None:
+            entries.append((mod.bias, ROWS, OUT, 1))
+        if mod.groups > 1 and not _is_depthwise(mod):
+            tie = mod.groups
+    elif isinstance(mod, nn.Conv2d) and is_in:
+        entries.append((mod.weight, CONV_IN, IN, mod.groups))
+        if mod.groups > 1:
+            tie = mod.groups
+    elif isinstance(mod, nn.Linear) and is_in:
+        entries.append((mod.weight, COLS, IN, 1))
+    elif isinstance(mod, nn.Linear) and is_out:
+        entries.append((mod.weight, ROWS, OUT, 1))
+        if mod.bias is not None:
+            entries.append((mod.bias, ROWS, OUT, 1))
+    elif is_out:
+        # normalisation layers (BatchNorm, GroupNorm, ...): their per-channel vectors
+        for vec in mod.parameters(recurse=False):
+            if vec.dim() == 1:
+                entries.append((vec, ROWS, NORM, 1))
+    return entries, tie
+
+
+def _tie(raw: list[_Raw], width: int, tie: int) -> tuple[int, str]:
+    """The tie a grouped conv imposes, and why the group cannot be pruned ("": it can)."""
+    why_not = ""
+    if tie > 1:
+        # A grouped conv keeps its group count only if channel j goes from every conv group
+        # at once: units are {j, j + width/tie, ...} (torch-pruning's channel groups).
+        if width % tie:
+            tie, why_not = 1, f"width {width} not divisible by conv groups"
+        for ax, _, idxs, root_idxs, _ in raw:
+            if ax.kind in (CONV_IN, ROWS) and idxs != root_idxs and ax.groups > 1:
+                why_not = "a grouped conv is reached through a re-indexing"
+    return tie, why_not
+
+
+def _channel_group(
+    root_name: str,
+    width: int,
+    tie: int,
+    why_not: str,
+    raw: list[_Raw],
+    outs: dict[str, torch.Tensor],
+) -> Group:
+    """The channel group of ``width`` root channels, ``width // tie`` units of ``tie`` each."""
+    per_unit = width // tie
+    slices = []
+    for ax, role, idxs, root_idxs, lname in raw:
+        r = torch.as_tensor(root_idxs, dtype=torch.long)
+        slices.append(Slice(ax, role, torch.as_tensor(idxs, dtype=torch.long), r % per_unit, lname))
+    channels = torch.arange(width).view(tie, per_unit).t().contiguous()  # (units, tie)
+    return Group(
+        "channel",
+        root_name,
+        per_unit,
+        slices,
+        tie=tie,
+        prunable=not why_not,
+        why_not=why_not,
+        channels=channels,
+        out_layers=outs,
+    )
 
 
 def _shape_groups(model: nn.Module, axes: _Axes) -> list[Group]:

@@ -75,7 +75,7 @@ def measure_weights_baseline(
     ``run_baseline``'s (``<exp_dir>/baseline/result.json`` and ``model.pt``), with 0 epochs;
     an existing result is returned as it is."""
     from sslsearch.models import create_model
-    from sslsearch.trial._point import describe, measure_final
+    from sslsearch.trial._point import describe, measure_defs, measure_final, measured_defs
     from sslsearch.trial._run import MODEL_FILE, Run
     from sslsearch.trial._weights import load_weights
 
@@ -94,6 +94,7 @@ def measure_weights_baseline(
     load_weights(model, weights, cfg.arch)
     model = run.to_device(model).eval()
     val, test, cost = measure_final(run, cfg, model)
+    measured = measured_defs(cfg)
     final = {
         **describe(cfg),
         "ratio": None,
@@ -114,6 +115,8 @@ def measure_weights_baseline(
         "flops_before": cost.flops,
         "params_before": cost.params,
         "size_mb_before": cost.size_mb,
+        **measure_defs(run, measured, model),
+        **measure_defs(run, measured, model, before=True),
         "actual_ratio": 0.0,
         "train_seconds": 0.0,
         "trial_seconds": time.time() - started,

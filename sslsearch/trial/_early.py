@@ -24,14 +24,18 @@ from typing import Any
 import numpy as np
 
 from sslsearch import storage
-from sslsearch.config import Recipe
+from sslsearch.config import Recipe, known_objectives
 from sslsearch.trial._run import RESULT_FILE
 
 log = logging.getLogger(__name__)
 
 CURVE_KEY = "finetune_val_top1"  # a point's validation top-1 after each fine-tune epoch
-# the point's own metrics known during fine-tuning (exact costs and its best top-1 so far)
-BOUNDED = ("top1", "flops", "params", "size_mb")
+
+
+def _bounded(metric: str) -> bool:
+    """Known during the fine-tune: the best top-1 so far, or a cost exact once pruned."""
+    d = known_objectives().get(metric)
+    return metric == "top1" or (d is not None and d.exact_after_pruning)
 
 
 def first_check_epoch(recipe: Recipe) -> int:
@@ -131,9 +135,9 @@ class FrontStop:
         first = candidate.get("first_check")
         if first is None or epoch < max(int(first), self.grace_epochs, 1) or epoch >= epochs:
             return None
-        if any(m not in BOUNDED for m, _ in self.objectives):
+        if any(not _bounded(m) for m, _ in self.objectives):
             return None  # an objective known only at the end (latency, top-5): never dominated
-        bound = {m: float(candidate[m]) for m in BOUNDED if m in candidate}
+        bound = {m: float(v) for m, v in candidate.items() if _bounded(m)}
         bound["top1"] += self.margin
         at_epoch = []  # each finished point as it was at this epoch: its top-1 then, exact costs
         for row in self.finished():

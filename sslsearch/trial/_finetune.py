@@ -1,15 +1,14 @@
 """Fine-tune a saved model, pruned or not: train, prune and fine-tune as separate steps.
 
-The same loops as a trial's fine-tune phase (``train_one_epoch`` / ``evaluate`` / ``lr_at``),
-without the SSL penalty. The model file says how it was built (architecture as data), so a
-pruned model is rebuilt at its pruned widths and trained as it is.
+The same epoch as a trial's fine-tune phase (``train_and_evaluate``), without the SSL penalty.
+The model file says how it was built (architecture as data), so a pruned model is rebuilt at
+its pruned widths and trained as it is.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,13 +32,14 @@ from sslsearch.metrics import measure_cost
 from sslsearch.models import load_model, model_info, save_model
 from sslsearch.trial._distill import Distiller, read_teacher
 from sslsearch.trial._train import (
+    EpochSettings,
+    EvalStats,
     evaluate,
-    lr_at,
     make_optimizer,
     pick_device,
     seed_everything,
     set_threads,
-    train_one_epoch,
+    train_and_evaluate,
 )
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,45 @@ def finetune(
         >>> r = finetune("pruned.pt", recipe=Recipe(finetune_epochs=3), out="ft.pt")
         >>> r.metrics["top1_before"], r.metrics["top1"]
     """
+    job = _prepare(model_path, data, recipe, seed, device, threads, teacher)
+    rec = job.recipe
+    before = evaluate(
+        job.model, job.datasets.val, batch_size=rec.eval_batch_size, device=job.device
+    )
+    opt = make_optimizer(job.model, rec.finetune_lr, rec)
+    started = time.perf_counter()
+    history = _train(job, opt, seed)
+    metrics = _measure(job, before, seed, started)
+    path = _save(job, metrics, out) if out is not None else None
+    return FinetuneResult(metrics, job.model, path, history)
+
+
+@dataclass
+class _Job:
+    """A fine-tune's inputs, resolved (the model file's own settings where none are given)."""
+
+    source: str
+    info: dict[str, Any]
+    data: DataConfig
+    recipe: Recipe
+    datasets: Datasets
+    device: torch.device
+    shape: tuple[int, ...]
+    model: nn.Module
+    distill: Distiller | None
+    threads: int  # CPU threads used
+
+
+def _prepare(
+    model_path: str | os.PathLike[str],
+    data: DataConfig | None,
+    recipe: Recipe | None,
+    seed: int,
+    device: str,
+    threads: int | None,
+    teacher: str | None,
+) -> _Job:
+    """Read the model file and its settings, seed, load the data and the model (and teacher)."""
     source = str(model_path)
     info = model_info(source)
     stored_data, stored_recipe = trained_with(info)
@@ -132,34 +171,34 @@ def finetune(
     shape = tuple(info["input_shape"] or (ds.channels, ds.image_size, ds.image_size))
     model = load_model(source, dev)
     distill = _distiller(rec, teacher, ds, shape, dev)
+    return _Job(source, info, data, rec, ds, dev, shape, model, distill, threads_used)
 
-    before = evaluate(model, ds.val, batch_size=rec.eval_batch_size, device=dev)
-    opt = make_optimizer(model, rec.finetune_lr, rec)
-    steps = math.ceil(len(ds.train) / rec.batch_size)
-    epochs = rec.finetune_epochs
+
+def _train(job: _Job, opt: torch.optim.Optimizer, seed: int) -> list[dict[str, Any]]:
+    """``finetune_epochs`` epochs without the SSL penalty; each epoch's loss and val accuracy.
+
+    The epochs are a trial's (``train_and_evaluate``), but their batches are seeded as this
+    command always has, not by ``hash_seed``: a file fine-tuned again gives the same model."""
+    rec, epochs = job.recipe, job.recipe.finetune_epochs
+    settings = EpochSettings(
+        recipe=rec,
+        epochs=epochs,
+        base_lr=rec.finetune_lr,
+        warmup_epochs=0.0,
+        augment=job.data.augment,
+        device=job.device,
+        distill=job.distill,
+    )
     history: list[dict[str, Any]] = []
-    started = time.perf_counter()
     for epoch in range(epochs):
-        batches = ds.train.batches(
-            rec.batch_size,
-            shuffle=True,
-            augment=data.augment,
-            seed=seed * 1_000_003 + epoch * 7919,
-            device=dev,
-        )
-        stats = train_one_epoch(
-            model,
-            batches,
+        stats, ev = train_and_evaluate(
+            job.model,
+            job.datasets,
             opt,
-            lr_fn=lambda p: lr_at(p, rec.finetune_lr, epochs, rec, 0.0),
-            steps_per_epoch=steps,
+            settings,
             epoch=epoch,
-            penalty=None,
-            label_smoothing=rec.label_smoothing,
-            device=dev,
-            distill=distill,
+            seed=seed * 1_000_003 + epoch * 7919,
         )
-        ev = evaluate(model, ds.val, batch_size=rec.eval_batch_size, device=dev)
         history.append({"epoch": epoch + 1, "loss": stats.loss, "top1": ev.top1, "top5": ev.top5})
         log.info(
             "finetune epoch %d/%d: loss %.4f  val top1 %.2f top5 %.2f",
@@ -169,13 +208,19 @@ def finetune(
             ev.top1,
             ev.top5,
         )
+    return history
+
+
+def _measure(job: _Job, before: EvalStats, seed: int, started: float) -> dict[str, Any]:
+    """The fine-tuned model's metrics (val and test accuracy, cost) and how it was trained."""
+    model, ds, rec, dev = job.model, job.datasets, job.recipe, job.device
     val = evaluate(model, ds.val, batch_size=rec.eval_batch_size, device=dev)
     test = evaluate(model, ds.test, batch_size=rec.eval_batch_size, device=dev)
-    cost = measure_cost(model.eval(), shape, latency=False, device=dev)
-    metrics: dict[str, Any] = {
-        "model": source,
-        "arch": info["arch"],
-        "dataset": data.name,
+    cost = measure_cost(model.eval(), job.shape, latency=False, device=dev)
+    return {
+        "model": job.source,
+        "arch": job.info["arch"],
+        "dataset": job.data.name,
         "top1_before": before.top1,
         "top5_before": before.top5,
         "top1": val.top1,
@@ -185,34 +230,38 @@ def finetune(
         "flops": cost.flops,
         "params": cost.params,
         "size_mb": cost.size_mb,
-        "epochs": epochs,
+        "epochs": rec.finetune_epochs,
         "lr": rec.finetune_lr,
         "distill_weight": rec.distill_weight,
         "distill_temperature": rec.distill_temperature,
-        "distilled_from": distill.source if distill is not None else None,
+        "distilled_from": job.distill.source if job.distill is not None else None,
         "seed": seed,
         "train_seconds": time.perf_counter() - started,
-        "threads": threads_used,
+        "threads": job.threads,
         "device": str(dev),
-        "data": _plain(data),
+        "data": _plain(job.data),
         "recipe": _plain(rec),
     }
-    path = None
-    if out is not None:
-        path = str(out)
-        save_model(
-            model,
-            path,
-            arch=info["arch"],
-            num_classes=int(info["num_classes"]),
-            in_channels=int(info["in_channels"]),
-            input_shape=shape,
-            meta={**info.get("meta", {}), "finetune": json.dumps(metrics)},
-        )
-        from sslsearch.storage import write_text_atomic
 
-        write_text_atomic(str(Path(path).with_suffix(".json")), json.dumps(metrics, indent=1))
-    return FinetuneResult(metrics, model, path, history)
+
+def _save(job: _Job, metrics: dict[str, Any], out: str | os.PathLike[str]) -> str:
+    """Write the model (its metrics in its meta, so a later fine-tune finds its settings) and
+    the metrics beside it (``.json``)."""
+    from sslsearch.storage import write_text_atomic
+
+    path = str(out)
+    info = job.info
+    save_model(
+        job.model,
+        path,
+        arch=info["arch"],
+        num_classes=int(info["num_classes"]),
+        in_channels=int(info["in_channels"]),
+        input_shape=job.shape,
+        meta={**info.get("meta", {}), "finetune": json.dumps(metrics)},
+    )
+    write_text_atomic(str(Path(path).with_suffix(".json")), json.dumps(metrics, indent=1))
+    return path
 
 
 def _distiller(

@@ -170,6 +170,45 @@ def run_points(
         >>> cfg = TrialConfig(ratio=0.3)
         >>> results = run_points([cfg, cfg.with_(ratio=0.6)])  # one SSL training, two points
     """
+    points = _checked_points(cfgs, screen, rungs)
+    ids = list(point_ids) if point_ids is not None else [None] * len(points)
+    started = time.perf_counter()
+    run = _new_run(points, report, tags, state_dir)
+    resume = _resume(run, state_dir)
+    if resume is not None and resume["phase"] == "done":
+        return _rereport(run)
+
+    started_at = float(run.extra.get("started_at", time.time()))
+    try:
+        ssl = _ssl_model(run, points[0], resume, screen, rungs, state_dir)
+    except (SSLStopped, NonFiniteLoss) as e:
+        return _end_without_ssl_model(run, points, ids, points_dir, _no_ssl_model_end(e))
+    if resume is not None and resume["phase"] == "ssl":
+        resume = None  # spent on SSL training
+
+    if screen is not None:
+        points = _screened(run, points, ids, ssl, screen, state_dir)
+
+    while run.point < len(points):
+        i = run.point
+        stored = stored_point(points_dir, ids[i])
+        if stored is not None:  # finished before a crash, after its trial's last checkpoint
+            log.info("point %s already finished: keeping its result", ids[i])
+            _point_done(run, points, ids, points_dir, stored, None, write=False)
+        else:
+            final, model = _run_point(run, points[i], ssl, resume, stop)
+            final["trial_seconds"] = time.perf_counter() - started
+            final["started_at"] = started_at
+            final.update(_screen_columns(run))
+            _point_done(run, points, ids, points_dir, final, model)
+        resume = None  # spent on the first point not yet done
+    return _results(run)
+
+
+def _checked_points(
+    cfgs: Sequence[TrialConfig | dict[str, Any]], screen: ScreenSpec | None, rungs: Rungs | None
+) -> list[TrialConfig]:
+    """The points as TrialConfigs, each valid, all sharing one SSL model."""
     points = [c if isinstance(c, TrialConfig) else TrialConfig.from_dict(c) for c in cfgs]
     if not points:
         raise ValueError("run_points needs at least one point")
@@ -178,78 +217,90 @@ def run_points(
     for c in points:
         validate_trial(c)
     _same_ssl(points)
-    ids = list(point_ids) if point_ids is not None else [None] * len(points)
-    started = time.perf_counter()
+    return points
+
+
+def _new_run(
+    points: Sequence[TrialConfig],
+    report: Report | None,
+    tags: dict[str, Any] | None,
+    state_dir: str | None,
+) -> Run:
+    """The trial's run, its states kept in ``state_dir``: its data loaded and checked against
+    the first point, the teachers its points distil from read."""
     store = StateStore(state_dir, version=STATE_VERSION) if state_dir else None
     run = Run(points[0], report or _log_report, tags or {}, store)
     check_trial_start(points[0], run.data)
     read_teachers(run, points)
     run.extra["started_at"] = time.time()
-    resume = store.load() if store is not None else None
+    return run
+
+
+def _resume(run: Run, state_dir: str | None) -> dict[str, Any] | None:
+    """The newest whole state an earlier run of this trial kept, restored into ``run``."""
+    resume = run.store.load() if run.store is not None else None
     if resume is not None:
         log.info(
             "resuming from %s (%s phase, point %s)", state_dir, resume["phase"], resume.get("point")
         )
         run.restore(resume)
-        if resume["phase"] == "done":
-            return _rereport(run)
+    return resume
 
-    started_at = float(run.extra.get("started_at", time.time()))
-    ssl: SSLModel | None = None
-    try:
-        if resume is None or resume["phase"] == "ssl":
-            hook = None
-            if rungs is not None and screen is not None:
-                hook = rung_hook(run, points[0], screen, rungs, state_dir)
-            ssl = train_ssl_model(run, resume, hook)
-            resume = None
-        else:
-            ssl = load_ssl_model(run)
-    except SSLStopped as e:
+
+def _ssl_model(
+    run: Run,
+    first: TrialConfig,
+    resume: dict[str, Any] | None,
+    screen: ScreenSpec | None,
+    rungs: Rungs | None,
+    state_dir: str | None,
+) -> SSLModel:
+    """Stage 1: train the SSL model (or go on from ``resume``; with ``rungs``, screened at each
+    rung), or load it when the trial was past SSL training."""
+    if resume is None or resume["phase"] == "ssl":
+        hook = None
+        if rungs is not None and screen is not None:
+            hook = rung_hook(run, first, screen, rungs, state_dir)
+        return train_ssl_model(run, resume, hook)
+    return load_ssl_model(run)
+
+
+def _no_ssl_model_end(e: SSLStopped | NonFiniteLoss) -> dict[str, Any]:
+    """How the points end when stage 1 gives no SSL model: stopped by the multi-fidelity rule,
+    or failed (a loss that is not finite)."""
+    if isinstance(e, SSLStopped):
         log.info("%s", e)
-        end = {"status": "stopped", "error": str(e), "stopped_by": "multi_fidelity"}
-        return _end_without_ssl_model(run, points, ids, points_dir, end)
-    except NonFiniteLoss as e:
-        reason = f"SSL training failed: {e}"
-        log.warning("%s", reason)
-        end = {"status": "failed", "error": reason}
-        return _end_without_ssl_model(run, points, ids, points_dir, end)
+        return {"status": "stopped", "error": str(e), "stopped_by": "multi_fidelity"}
+    reason = f"SSL training failed: {e}"
+    log.warning("%s", reason)
+    return {"status": "failed", "error": reason}
 
-    if screen is not None:
-        points = _screened(run, points, ids, ssl, screen, state_dir)
 
-    while run.point < len(points):
-        i = run.point
-        cfg = points[i]
-        stored = stored_point(points_dir, ids[i])
-        if stored is not None:  # finished before a crash, after its trial's last checkpoint
-            log.info("point %s already finished: keeping its result", ids[i])
-            resume = None
-            _point_done(run, points, ids, points_dir, stored, None, write=False)
-            continue
-        model: nn.Module | None = None
-        try:
-            if resume is not None and resume["phase"] == "finetune":
-                model = finetune_point(run, cfg, ssl, None, resume, stop)
-            else:
-                model = prune_point(run, cfg, ssl)
-                model = finetune_point(run, cfg, ssl, model, None, stop)
-            resume = None
-            final = measure_point(run, cfg, ssl, model)
-        except (NonFiniteLoss, NotPrunableError) as e:  # this point fails, not its job
-            resume, model = None, None
-            log.warning("point %d failed: %s", i, e)
-            final = {**base_final(run, cfg, ssl), "status": "failed", "error": str(e)}
-        except PointStopped as e:
-            resume, model = None, None
-            log.info("point %d stopped early: %s", i, e)
-            final = {**base_final(run, cfg, ssl), "status": "stopped", "error": str(e)}
-            final["stopped_by"] = "early_stopping"
-        final["trial_seconds"] = time.perf_counter() - started
-        final["started_at"] = started_at
-        final.update(_screen_columns(run))
-        _point_done(run, points, ids, points_dir, final, model)
-    return _results(run)
+def _run_point(
+    run: Run,
+    cfg: TrialConfig,
+    ssl: SSLModel,
+    resume: dict[str, Any] | None,
+    stop: StopCheck | None,
+) -> tuple[dict[str, Any], nn.Module | None]:
+    """Stage 2 for point ``run.point``: prune, fine-tune (or go on fine-tuning from ``resume``)
+    and measure. A point that fails or is stopped early ends with its reason and no model."""
+    i = run.point
+    try:
+        if resume is not None and resume["phase"] == "finetune":
+            model = finetune_point(run, cfg, ssl, None, resume, stop)
+        else:
+            model = prune_point(run, cfg, ssl)
+            model = finetune_point(run, cfg, ssl, model, None, stop)
+        return measure_point(run, cfg, ssl, model), model
+    except (NonFiniteLoss, NotPrunableError) as e:  # this point fails, not its job
+        log.warning("point %d failed: %s", i, e)
+        return {**base_final(run, cfg, ssl), "status": "failed", "error": str(e)}, None
+    except PointStopped as e:
+        log.info("point %d stopped early: %s", i, e)
+        final = {**base_final(run, cfg, ssl), "status": "stopped", "error": str(e)}
+        final["stopped_by"] = "early_stopping"
+        return final, None
 
 
 def _end_without_ssl_model(

@@ -15,8 +15,15 @@ from typing import Any
 
 from torch import nn
 
-from sslsearch.config import BUDGET_KEYS, TrialConfig
-from sslsearch.metrics import Cost, measure_cost, size_mb
+from sslsearch.config import (
+    BUDGET_KEYS,
+    EXAMPLE_BATCH,
+    ObjectiveDef,
+    TrialConfig,
+    measured,
+    user_objective,
+)
+from sslsearch.metrics import Cost, measure_cost, measure_objectives, size_mb
 from sslsearch.models import model_from_payload
 from sslsearch.pruning import BUDGET_MISSED, LatencySpec, prune
 from sslsearch.trial._distill import SSL_MODEL_TEACHER, Distiller, read_teacher
@@ -143,6 +150,34 @@ def pruned_copy(run: Run, cfg: TrialConfig, ssl: SSLModel, seed: int) -> tuple[n
     return model, pruned
 
 
+def measured_defs(cfg: TrialConfig, *, exact: bool | None = None) -> list[ObjectiveDef]:
+    """The objectives a point measures by calling their function (``ObjectiveDef.measure``):
+    the built-ins that have one and ``cfg.objectives``, the user's own; ``exact``: only those
+    known once pruned (True) or only those known at the end (False)."""
+    defs = measured([user_objective(path, "min") for path in cfg.objectives])
+    return [d for d in defs if exact is None or d.exact_after_pruning == exact]
+
+
+def example_inputs(run: Run) -> Any:
+    """The batch a measured objective is given: the first validation images, unaugmented."""
+    batches = run.data.val.batches(
+        EXAMPLE_BATCH, shuffle=False, augment=False, seed=0, device=run.device
+    )
+    return next(iter(batches))[0]
+
+
+def measure_defs(
+    run: Run, defs: Sequence[ObjectiveDef], model: nn.Module, *, before: bool = False
+) -> dict[str, float]:
+    """``defs`` measured on ``model``; ``before``: as the unpruned model's (``<name>_before``)."""
+    if not defs:
+        return {}
+    values = measure_objectives(defs, model, example_inputs(run))
+    if not before:
+        return values
+    return {d.before: values[d.name] for d in defs if d.before and d.name in values}
+
+
 def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
     """Prune a copy of the SSL model with ``cfg``'s choice; costs go to ``run.extra``."""
     model, pruned = pruned_copy(run, cfg, ssl, point_seed(cfg.seed, run.point))
@@ -153,6 +188,9 @@ def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
             model, run.data.val, batch_size=cfg.recipe.eval_batch_size, device=run.device
         ).top1,
         "size_mb_after": size_mb(model),
+        # objectives known once pruned, and every measured one on the model pruned from
+        "measured": measure_defs(run, measured_defs(cfg, exact=True), model),
+        "measured_before": measure_defs(run, measured_defs(cfg), ssl.model, before=True),
         "point_started_at": time.time(),
         "point_train_seconds": run.train_seconds,
     }
@@ -170,6 +208,7 @@ def optimistic(run: Run, ssl: SSLModel, best_top1: float) -> dict[str, float]:
         "flops": float(p["flops_after"]),
         "params": float(p["params_after"]),
         "size_mb": float(run.extra["size_mb_after"]),
+        **run.extra.get("measured", {}),
     }
 
 
@@ -270,6 +309,7 @@ def measure_point(run: Run, cfg: TrialConfig, ssl: SSLModel, model: nn.Module) -
         "test_top1": test.top1,
         "test_top5": test.top5,
         **cost.to_dict(),
+        **measure_defs(run, measured_defs(cfg, exact=False), model),
     }
 
 
@@ -329,4 +369,6 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
         out["flops"] = p.get("flops_after")
         out["params"] = p.get("params_after")
         out["size_mb"] = run.extra.get("size_mb_after")
+        out.update(run.extra.get("measured", {}))
+        out.update(run.extra.get("measured_before", {}))
     return out

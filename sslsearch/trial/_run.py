@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,11 +18,10 @@ from sslsearch.sparsity import SSLPenalty
 from sslsearch.trial._distill import Distiller, Teacher
 from sslsearch.trial._state import StateStore
 from sslsearch.trial._train import (
-    evaluate,
-    lr_at,
+    EpochSettings,
     pick_device,
     set_threads,
-    train_one_epoch,
+    train_and_evaluate,
 )
 
 log = logging.getLogger(__name__)
@@ -246,50 +244,28 @@ class Run:
         cfg, rec = self.cfg, self.cfg.recipe
         assert stop_check is None or phase != "ssl", "early stopping never acts in SSL training"
         assert distill is None or phase != "ssl", "SSL training is never distilled"
-        steps = math.ceil(len(self.data.train) / rec.batch_size)
-        warmup = rec.warmup_epochs if phase == "ssl" else 0.0
         has_penalty = penalty is not None and any(v > 0 for v in penalty.lam.values())
+        settings = EpochSettings(
+            recipe=rec,
+            epochs=epochs,
+            base_lr=base_lr,
+            warmup_epochs=rec.warmup_epochs if phase == "ssl" else 0.0,
+            augment=cfg.data.augment,
+            device=self.device,
+            penalty=penalty if has_penalty else None,
+            distill=distill,
+            amp=self.amp,
+            channels_last=self.channels_last,
+            scaler=self.scaler,
+        )
         for epoch in range(start_epoch, epochs):
-            seed = hash_seed(cfg.seed, phase, epoch)
-            batches = self.data.train.batches(
-                rec.batch_size,
-                shuffle=True,
-                augment=cfg.data.augment,
-                seed=seed,
-                device=self.device,
+            stats, ev = train_and_evaluate(
+                model, self.data, opt, settings, epoch=epoch, seed=hash_seed(cfg.seed, phase, epoch)
             )
-            stats = train_one_epoch(
-                model,
-                batches,
-                opt,
-                lr_fn=lambda p: lr_at(p, base_lr, epochs, rec, warmup),
-                steps_per_epoch=steps,
-                epoch=epoch,
-                penalty=penalty if has_penalty else None,
-                label_smoothing=rec.label_smoothing,
-                device=self.device,
-                amp=self.amp,
-                channels_last=self.channels_last,
-                scaler=self.scaler,
-                distill=distill,
-            )
-            if has_penalty:
-                assert penalty is not None
-                # every chunk gets the steps it is owed: the epoch's model (what is reported,
-                # checkpointed and, after the last, pruned) has its exact zeros
-                penalty.flush_()
             self.train_seconds += stats.seconds
             self.train_images += stats.images
-            ev = evaluate(
-                model,
-                self.data.val,
-                batch_size=rec.eval_batch_size,
-                device=self.device,
-                amp=self.amp,
-                channels_last=self.channels_last,
-            )
             self.global_epoch += 1
-            lr = lr_at(epoch + 1, base_lr, epochs, rec, warmup)
+            lr = settings.lr(epoch + 1)
             metrics = self.epoch_metrics(phase, epoch + 1, epochs, stats, ev, model, lr)
             self.emit(metrics, self.state(phase, epoch + 1, model, opt))
             if after_epoch is not None:

@@ -28,7 +28,13 @@ from sslsearch.config import TrialConfig
 from sslsearch.errors import NotPrunableError
 from sslsearch.metrics import size_mb
 from sslsearch.report import hypervolume, reference_point, to_minimization
-from sslsearch.trial._point import point_seed, pruned_copy, scalar_lambda
+from sslsearch.trial._point import (
+    measure_defs,
+    measured_defs,
+    point_seed,
+    pruned_copy,
+    scalar_lambda,
+)
 from sslsearch.trial._run import Run
 from sslsearch.trial._ssl import SSLModel
 from sslsearch.trial._train import evaluate
@@ -92,6 +98,8 @@ def screen_model(
                 "flops_before": float(s["flops_before"]),
                 "params_before": float(s["params_before"]),
                 "size_mb_before": float(ssl.size_mb),
+                # the other objectives known once pruned (e.g. peak activation memory)
+                **measure_defs(run, measured_defs(cfg, exact=True), model),
                 "seconds": time.perf_counter() - t0,
                 "chosen": False,
                 "point_id": None,

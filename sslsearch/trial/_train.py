@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from sslsearch.config import Recipe
-from sslsearch.data import Split
+from sslsearch.data import Datasets, Split
 from sslsearch.sparsity import SSLPenalty
 from sslsearch.trial._distill import Distiller
 
@@ -133,64 +133,201 @@ def train_one_epoch(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     momentum = float(optimizer.param_groups[0].get("momentum", 0.0)) if penalty is not None else 0.0
     t0 = time.perf_counter()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    pen_sum = torch.zeros((), device=device, dtype=torch.float64)
-    kd_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    sums = _Sums.zeros(device)
     for step, (x, y) in enumerate(batches):
         lr = lr_fn(epoch + step / max(steps_per_epoch, 1))
         for g in optimizer.param_groups:
             g["lr"] = lr
         if channels_last and device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            out = model(x)
-            loss = loss_fn(out.float(), y)  # the cross-entropy, or with a teacher the mix
-            if distill is not None:
-                loss, kd = distill.loss(x, out, loss)
-                kd_sum += kd.double() * y.shape[0]
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)  # the penalty's gradient is added unscaled
-        else:
-            loss.backward()
-        if not bool(torch.isfinite(loss.detach())):
-            raise NonFiniteLoss(
-                f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}"
-            )
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        # the group Lasso as a proximal step: exact zeros, no autograd (SSLPenalty.prox_). Its
-        # step is lr / (1 - momentum): the steady-state step heavy-ball momentum gives a constant
-        # gradient, so a lambda means what it means for the penalty added to the loss.
-        pen = penalty.prox_(lr / (1.0 - momentum)) if penalty is not None else None
-        if pen is not None and not bool(torch.isfinite(loss.detach().cpu() + pen)):
-            raise NonFiniteLoss(
-                f"loss became {float(loss.detach().cpu() + pen)} at epoch {epoch + 1}, "
-                f"step {step + 1} (cross-entropy {float(loss.detach()):.4g}, "
-                f"SSL penalty {float(pen):.4g})"
-            )
+        out, loss = _forward(model, x, y, loss_fn, device, amp, distill, sums)
+        _step(loss, optimizer, scaler, epoch, step)
+        pen = _prox(penalty, lr, momentum, loss, epoch, step)
+        sums.add(out, y, loss, pen)
+    return sums.stats(t0, distilled=distill is not None)
+
+
+@dataclass
+class _Sums:
+    """An epoch's running sums, kept on the device (read once, at the end of the epoch)."""
+
+    loss: torch.Tensor
+    penalty: torch.Tensor
+    distill: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> _Sums:
+        return cls(
+            loss=torch.zeros((), device=device, dtype=torch.float64),
+            penalty=torch.zeros((), device=device, dtype=torch.float64),
+            distill=torch.zeros((), device=device, dtype=torch.float64),
+            correct=torch.zeros((), device=device, dtype=torch.long),
+        )
+
+    def add(
+        self, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, pen: torch.Tensor | None
+    ) -> None:
         n = y.shape[0]
-        seen += n
-        loss_sum += loss.detach().double() * n
+        self.seen += n
+        self.loss += loss.detach().double() * n
         if pen is not None:
-            pen_sum += pen.detach().double() * n
-        correct += (out.detach().argmax(1) == y).sum()
-    if seen == 0:
-        raise ValueError("the training split is empty")
-    return EpochStats(
-        loss=float(loss_sum) / seen,
-        penalty=float(pen_sum) / seen,
-        train_top1=100.0 * float(correct) / seen,
-        images=seen,
-        seconds=time.perf_counter() - t0,
-        distill=float(kd_sum) / seen if distill is not None else float("nan"),
+            self.penalty += pen.detach().double() * n
+        self.correct += (out.detach().argmax(1) == y).sum()
+
+    def stats(self, t0: float, distilled: bool) -> EpochStats:
+        """The epoch's means; ``t0``: when the epoch started (``time.perf_counter``)."""
+        import time
+
+        seen = self.seen
+        if seen == 0:
+            raise ValueError("the training split is empty")
+        return EpochStats(
+            loss=float(self.loss) / seen,
+            penalty=float(self.penalty) / seen,
+            train_top1=100.0 * float(self.correct) / seen,
+            images=seen,
+            seconds=time.perf_counter() - t0,
+            distill=float(self.distill) / seen if distilled else float("nan"),
+        )
+
+
+def _forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    device: torch.device,
+    amp: bool,
+    distill: Distiller | None,
+    sums: _Sums,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's logits and loss (the teacher's term, when distilled, added to ``sums``)."""
+    with _autocast(device, amp):
+        out = model(x)
+        loss = loss_fn(out.float(), y)  # the cross-entropy, or with a teacher the mix
+        if distill is not None:
+            loss, kd = distill.loss(x, out, loss)
+            sums.distill += kd.double() * y.shape[0]
+    return out, loss
+
+
+def _step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    epoch: int,
+    step: int,
+) -> None:
+    """Backward and the optimizer's step; a loss that is not finite stops before the step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # the penalty's gradient is added unscaled
+    else:
+        loss.backward()
+    if not bool(torch.isfinite(loss.detach())):
+        raise NonFiniteLoss(
+            f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}"
+        )
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def _prox(
+    penalty: SSLPenalty | None,
+    lr: float,
+    momentum: float,
+    loss: torch.Tensor,
+    epoch: int,
+    step: int,
+) -> torch.Tensor | None:
+    """The SSL penalty's proximal step after the optimizer's; its value (None: no penalty)."""
+    if penalty is None:
+        return None
+    # the group Lasso as a proximal step: exact zeros, no autograd (SSLPenalty.prox_). Its
+    # step is lr / (1 - momentum): the steady-state step heavy-ball momentum gives a constant
+    # gradient, so a lambda means what it means for the penalty added to the loss.
+    pen = penalty.prox_(lr / (1.0 - momentum))
+    if pen is not None and not bool(torch.isfinite(loss.detach().cpu() + pen)):
+        raise NonFiniteLoss(
+            f"loss became {float(loss.detach().cpu() + pen)} at epoch {epoch + 1}, "
+            f"step {step + 1} (cross-entropy {float(loss.detach()):.4g}, "
+            f"SSL penalty {float(pen):.4g})"
+        )
+    return pen
+
+
+@dataclass(frozen=True)
+class EpochSettings:
+    """What every epoch of one training phase shares (SSL training, a point's fine-tune, or
+    ``finetune``): the schedule, the data augmentation, the penalty or teacher, the hardware."""
+
+    recipe: Recipe
+    epochs: int
+    base_lr: float
+    warmup_epochs: float
+    augment: bool
+    device: torch.device
+    penalty: SSLPenalty | None = None  # None: no SSL penalty (or all its lambdas are 0)
+    distill: Distiller | None = None
+    amp: bool = False
+    channels_last: bool = False
+    scaler: torch.amp.GradScaler | None = None
+
+    def lr(self, progress: float) -> float:
+        """The learning rate at ``progress`` (fractional epochs done) of this phase."""
+        return lr_at(progress, self.base_lr, self.epochs, self.recipe, self.warmup_epochs)
+
+
+def train_and_evaluate(
+    model: nn.Module,
+    data: Datasets,
+    optimizer: torch.optim.Optimizer,
+    settings: EpochSettings,
+    *,
+    epoch: int,
+    seed: int,
+) -> tuple[EpochStats, EvalStats]:
+    """One epoch of a training phase: the training split shuffled by ``seed``, then the steps
+    the penalty still owes, then the validation split (the one epoch loop of a trial's phases
+    and of ``finetune``)."""
+    s, rec = settings, settings.recipe
+    batches = data.train.batches(
+        rec.batch_size, shuffle=True, augment=s.augment, seed=seed, device=s.device
     )
+    stats = train_one_epoch(
+        model,
+        batches,
+        optimizer,
+        lr_fn=s.lr,
+        steps_per_epoch=math.ceil(len(data.train) / rec.batch_size),
+        epoch=epoch,
+        penalty=s.penalty,
+        label_smoothing=rec.label_smoothing,
+        device=s.device,
+        amp=s.amp,
+        channels_last=s.channels_last,
+        scaler=s.scaler,
+        distill=s.distill,
+    )
+    if s.penalty is not None:
+        # every chunk gets the steps it is owed: the epoch's model (what is reported,
+        # checkpointed and, after the last, pruned) has its exact zeros
+        s.penalty.flush_()
+    ev = evaluate(
+        model,
+        data.val,
+        batch_size=rec.eval_batch_size,
+        device=s.device,
+        amp=s.amp,
+        channels_last=s.channels_last,
+    )
+    return stats, ev
 
 
 @torch.no_grad()

@@ -7,10 +7,18 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from sslsearch.config import AMOUNT_KEYS, Choices, ConfigError, Range, SearchSpace, TrialConfig
+from sslsearch.config import (
+    AMOUNT_KEYS,
+    BUILTIN,
+    Choices,
+    ConfigError,
+    Range,
+    SearchSpace,
+    TrialConfig,
+)
 from sslsearch.data import Datasets, get_dataset_spec
 from sslsearch.errors import UserError
-from sslsearch.imports import is_import_path
+from sslsearch.imports import is_import_path, load_object
 from sslsearch.models import check_user_model, create_model, get_model_spec
 from sslsearch.pruning import PRUNE_TYPES
 from sslsearch.sparsity import CRITERIA, SSL_TYPES
@@ -166,6 +174,33 @@ def check_user_parts(space: SearchSpace, data: Datasets | None = None) -> None:
     weights are a readable weights file.
     """
     _check_user_parts(space, data)
+    _check_user_objectives(space, data)
+
+
+def _check_user_objectives(space: SearchSpace, data: Datasets | None) -> None:
+    """Each objective of the user's own imports, takes no column the results already have,
+    and (where the data is loaded) gives a finite number on the dense model."""
+    from sslsearch.report import reserved_columns
+
+    taken = reserved_columns()
+    defs = [d for d in space.objective_defs() if d.measure and d.name not in BUILTIN]
+    for d in defs:
+        load_object(str(d.measure), "objectives")
+        for col in (d.name, d.before):
+            if col in taken:
+                raise UserError(
+                    f"objective {d.measure!r} would write the column {col!r}, which the "
+                    "results already have: rename the function"
+                )
+    shape = _model_shape(space, data)
+    if not defs or data is None or shape is None:
+        return
+    import torch
+
+    from sslsearch.metrics import measure_objectives
+
+    model = create_model(space.arch, shape[0], shape[1])
+    measure_objectives(defs, model, torch.zeros(2, shape[1], shape[2], shape[2]))
 
 
 def _model_shape(space: SearchSpace, data: Datasets | None) -> tuple[int, int, int] | None:
