@@ -46,13 +46,13 @@ from sslsearch.data import load_datasets
 from sslsearch.errors import NotPrunableError
 from sslsearch.models import create_model
 from sslsearch.pruning import prune, sparsity_report
-from sslsearch.registry import SSL_WEIGHTINGS
 from sslsearch.trial._train import (
     NonFiniteLoss,
     evaluate,
     recalibrate_bn,
     seed_everything,
 )
+from sslsearch.vocabulary import SSL_WEIGHTINGS
 
 NETWORKS = {  # arch -> image size (None: digits' native 8x8)
     "vgg_small": None,

@@ -473,6 +473,7 @@ def sampler_costs(sizes_gp: list[int], sizes_tpe: list[int], views: list[int]) -
 
     from sslsearch.config import space_from_mapping
     from sslsearch.search._params import define_by_run
+    from sslsearch.search._plan import plan_search
     from sslsearch.search._sampler import SamplerView, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -515,7 +516,7 @@ def sampler_costs(sizes_gp: list[int], sizes_tpe: list[int], views: list[int]) -
 
     def viewed(n: int, history: int, asks: int) -> float:
         space = space_from_mapping({**base, "sampler": {"name": "tpe", "max_history": history}})
-        view = SamplerView(space, define_by_run(space))
+        view = SamplerView(plan_search(space), define_by_run(space))
         rnd = random.Random(0)
         for i in range(n):
             p, v = point(rnd)

@@ -19,6 +19,37 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(2, min(4, _usable_cores() // 2))
 
 
+# The modules that run Ray end to end, longest first (measured with --durations, 2 cores): each
+# takes minutes in a few tests. xdist's default hands out modules by their number of tests, most
+# first, which left these to the end, where one worker ran several of them while the other had
+# finished; started first, the many short modules fill in around them.
+LONGEST_FIRST = (
+    "test_search.py",
+    "test_faults.py",
+    "test_cluster.py",
+    "test_readme_example.py",
+    "test_packaging.py",
+    "test_search_gpu.py",
+    "test_groups.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first, the others as collected (a stable sort keeps each module's
+    tests in their order)."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
+
 # Tests are small: keep torch from spreading over more threads than the CI machine has, shared
 # among the worker processes.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))

@@ -12,11 +12,11 @@ from sslsearch.errors import NotPrunableError, UserError
 from sslsearch.metrics import count_flops, count_params
 from sslsearch.models import create_model
 from sslsearch.pruning import LatencySpec, prune
-from sslsearch.pruning._cost import CostModel
 from sslsearch.pruning._latency import LatencyModel
+from sslsearch.pruning._savings import CostModel
 from sslsearch.pruning._units import _apply_plan, _plan_from_counts, candidate_groups, unit_scores
-from sslsearch.registry import min_width
 from sslsearch.sparsity import SSLPenalty, build_groups
+from sslsearch.vocabulary import min_width
 
 from .conftest import randomize_bn
 from .test_pruning import _check_equivalent

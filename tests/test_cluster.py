@@ -13,6 +13,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -197,43 +198,17 @@ def bare_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterWi
         c.stop()
 
 
-def _search(
-    cluster: Cluster, space: Path, cwd: Path, *extra: str
-) -> subprocess.CompletedProcess[str]:
+def _search_command(cluster: Cluster, space: Path) -> tuple[list[str], dict[str, str]]:
     # the driver alone imports sslsearch (from this checkout); it runs outside the repository,
     # because Ray puts the driver's working directory on every worker's sys.path
     env = {**cluster.env, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "sslsearch", "search", "--space", str(space)]
-    cmd += ["--address", cluster.address, *extra]
+    return [*cmd, "--address", cluster.address], env
+
+
+def _search(cluster: Cluster, space: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd, env = _search_command(cluster, space)
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
-
-
-@pytest.mark.slow
-def test_nodes_without_sslsearch_run_trials_to_ok(
-    bare_cluster: ClusterWithoutSslsearch, tmp_path: Path
-) -> None:
-    probe = subprocess.run(
-        [str(bare_cluster.python), "-c", "import sslsearch"],
-        env=bare_cluster.node_env(),
-        cwd=bare_cluster.root,
-        capture_output=True,
-        text=True,
-    )
-    assert probe.returncode != 0 and "No module named 'sslsearch'" in probe.stderr
-    deps = "import ray, torch, optuna, fvcore, torch_pruning, sklearn"
-    env = bare_cluster.node_env()
-    subprocess.run([str(bare_cluster.python), "-c", deps], env=env, check=True)
-    space = write_space(
-        tmp_path,
-        name="bare",
-        recipe={"epochs": 1, "finetune_epochs": 1, "batch_size": 64},
-        budget={"num_samples": 2, "max_concurrent": 2},
-    )
-    out = _search(bare_cluster, space, tmp_path)
-    text = out.stdout + out.stderr
-    assert out.returncode == 0, text
-    rows = pq.read_table(tmp_path / "runs" / "bare" / "trials.parquet").to_pylist()
-    assert [r["status"] for r in rows] == ["ok", "ok"], [r["error"] for r in rows]
 
 
 @pytest.mark.slow
@@ -251,6 +226,13 @@ def test_a_trial_larger_than_any_node_is_refused_before_it_starts(
     assert not (tmp_path / "runs" / "big").exists()  # nothing started, nothing written
 
 
+# --- one search on nodes without sslsearch: held back, then the user's own code on every node ---
+#
+# The search below starts while other jobs hold every CPU of the cluster (its trials are reported
+# waiting, then run when the CPUs are freed), on nodes whose Python cannot import sslsearch, with
+# a model, dataset, weights and objective of the user's own that no node has seen. Three tests
+# check its run.
+
 _HOLD = """
 import sys, time, ray
 ray.init(address=sys.argv[1], logging_level="ERROR")
@@ -264,53 +246,187 @@ time.sleep(3600)  # the actors, and the CPUs they hold, go when this driver is k
 """
 
 
-@pytest.mark.slow
-def test_trials_that_cannot_start_are_reported_then_run_when_resources_free(
-    bare_cluster: ClusterWithoutSslsearch, tmp_path: Path
-) -> None:
-    hold_log = tmp_path / "hold.log"
+@dataclass
+class OwnSearch:
+    """What the one search on the bare cluster left behind."""
+
+    returncode: int
+    text: str  # its output
+    waiting: str  # its output when it was reported waiting (the CPUs still held)
+    exp: Path
+    rows: list[dict[str, Any]]
+    project: Path  # the user's files: on no node's Python path
+    data_root: Path
+    arch: str
+    data: str  # the user's dataset module
+
+
+def _hold_every_cpu(cluster: Cluster, tmp: Path) -> subprocess.Popen[str]:
+    """A driver whose actors hold every CPU of both 1-CPU nodes until it is killed."""
+    hold_log = tmp / "hold.log"
     with hold_log.open("w") as f:
         holder = subprocess.Popen(
-            [sys.executable, "-c", _HOLD, bare_cluster.address, "2"],
-            env=bare_cluster.env,
-            cwd=tmp_path,
+            [sys.executable, "-c", _HOLD, cluster.address, "2"],
+            env=cluster.env,
+            cwd=tmp,
             stdout=f,
             stderr=subprocess.STDOUT,
+            text=True,
         )
+    deadline = time.monotonic() + 300
+    while "[" not in hold_log.read_text():  # every CPU of both nodes is held
+        assert holder.poll() is None and time.monotonic() < deadline, hold_log.read_text()
+        time.sleep(0.5)
+    return holder
+
+
+@pytest.fixture(scope="module")
+def own_search(
+    bare_cluster: ClusterWithoutSslsearch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OwnSearch]:
+    import yaml
+
+    from sslsearch.models import create_model, save_model
+
+    from .spaces import with_changes
+    from .user_code import write_user_code, write_user_objectives
+
+    tmp = tmp_path_factory.mktemp("own")
+    project = tmp / "project"  # on no node's Python path: only the driver reads it
+    models, data = write_user_code(project)
+    metrics = write_user_objectives(project)
+    arch = f"{models}:small_cnn"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        mp.setattr(sys, "path", list(sys.path))
+        save_model(create_model(arch, 4, 1), project / "dense.pt", arch=arch, num_classes=4)
+    data_root = tmp / "data"
+    data_root.mkdir()
+    space = with_changes(
+        name="own",
+        storage_path=str(tmp / "runs"),
+        arch=arch,
+        weights=str(project / "dense.pt"),
+        data={"name": f"{data}:load", "root": str(data_root)},
+        recipe={"epochs": 1, "finetune_epochs": 1, "batch_size": 64},
+        # small_cnn's layer floors leave about 0.23 of its FLOPs: a lower budget is refused
+        params={
+            "ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True},
+            "flops_budget": {"low": 0.3, "high": 0.8},
+        },
+        budget={"num_samples": 2, "max_concurrent": 2},
+        economy={"points_per_ssl": 1},  # two trials, on whichever of the 1-CPU nodes is free
+        # an objective of the user's own, shipped like the model: parameters at 8 bits
+        objectives=[
+            {"metric": "top1"},
+            {"metric": "flops"},
+            {"metric": f"{metrics}:weight_bytes_int8", "direction": "min"},
+        ],
+    )
+    path = project / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    driver = tmp / "driver"  # Ray puts the driver's directory on the workers' path
+    driver.mkdir()
+    holder = _hold_every_cpu(bare_cluster, tmp)
     search = None
     try:
-        deadline = time.monotonic() + 300
-        while "[" not in hold_log.read_text():  # every CPU of both nodes is held
-            assert holder.poll() is None and time.monotonic() < deadline, hold_log.read_text()
-            time.sleep(0.5)
-        space = write_space(
-            tmp_path,
-            name="held",
-            recipe={"epochs": 1, "finetune_epochs": 1, "batch_size": 64},
-            budget={"num_samples": 1, "max_concurrent": 1},
-        )
-        env = {**bare_cluster.env, "PYTHONPATH": str(ROOT), "SSLSEARCH_PENDING_WARN_S": "3"}
-        cmd = [sys.executable, "-m", "sslsearch", "search", "--space", str(space)]
-        cmd += ["--address", bare_cluster.address]
-        log = tmp_path / "search.log"
+        cmd, env = _search_command(bare_cluster, path)
+        env["SSLSEARCH_PENDING_WARN_S"] = "3"  # report the waiting trials after 3 s
+        log = tmp / "search.log"
         with log.open("w") as f:
-            search = subprocess.Popen(
-                cmd, env=env, cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT
-            )
+            search = subprocess.Popen(cmd, env=env, cwd=driver, stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
         while "waiting for" not in log.read_text():
             assert search.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
-        assert "1 trial(s) waiting for" in log.read_text()
-        assert "with none running" in log.read_text()
-        holder.kill()  # frees the CPUs: the trial starts and finishes
+        waiting = log.read_text()
+        holder.kill()  # frees the CPUs: the trials start and finish
         holder.wait(timeout=60)
-        assert search.wait(timeout=600) == 0, log.read_text()
-        rows = pq.read_table(tmp_path / "runs" / "held" / "trials.parquet").to_pylist()
-        assert [r["status"] for r in rows] == ["ok"]
+        returncode = search.wait(timeout=600)
+        exp = tmp / "runs" / "own"
+        trials = exp / "trials.parquet"
+        rows = pq.read_table(trials).to_pylist() if trials.exists() else []
+        yield OwnSearch(
+            returncode, log.read_text(), waiting, exp, rows, project, data_root, arch, data
+        )
     finally:
         for p in (holder, search):
             if p is not None and p.poll() is None:
                 p.kill()
+
+
+@pytest.mark.slow
+def test_nodes_without_sslsearch_run_trials_to_ok(
+    bare_cluster: ClusterWithoutSslsearch, own_search: OwnSearch
+) -> None:
+    probe = subprocess.run(
+        [str(bare_cluster.python), "-c", "import sslsearch"],
+        env=bare_cluster.node_env(),
+        cwd=bare_cluster.root,
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode != 0 and "No module named 'sslsearch'" in probe.stderr
+    deps = "import ray, torch, optuna, fvcore, torch_pruning, sklearn"
+    env = bare_cluster.node_env()
+    subprocess.run([str(bare_cluster.python), "-c", deps], env=env, check=True)
+    assert own_search.returncode == 0, own_search.text
+    rows = own_search.rows
+    assert [r["status"] for r in rows] == ["ok", "ok"], [r["error"] for r in rows]
+
+
+@pytest.mark.slow
+def test_trials_that_cannot_start_are_reported_then_run_when_resources_free(
+    own_search: OwnSearch,
+) -> None:
+    # both trials wait: the two 1-CPU nodes are held by another job
+    assert "2 trial(s) waiting for" in own_search.waiting
+    assert "with none running" in own_search.waiting
+    assert own_search.returncode == 0, own_search.text  # the CPUs were freed: they ran
+    assert [r["status"] for r in own_search.rows] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_a_users_model_data_and_weights_reach_nodes_that_never_saw_them(
+    own_search: OwnSearch,
+) -> None:
+    assert own_search.returncode == 0, own_search.text
+    rows, exp, arch, data = own_search.rows, own_search.exp, own_search.arch, own_search.data
+    assert [r["status"] for r in rows] == ["ok", "ok"], [r["error"] for r in rows]
+    assert {r["arch"] for r in rows} == {arch}
+    assert {r["weights"] for r in rows} == {str(exp / "weights" / "dense.pt")}
+    # the workers imported the shipped copy of the user's module, never the original file (a
+    # reused worker loads the data once for both trials)
+    loaded = (own_search.data_root / "loaded_from.txt").read_text().split()
+    assert loaded and str(own_search.project / f"{data}.py") not in loaded, loaded
+    assert all(p.endswith(f"/{data}.py") for p in loaded), loaded
+    _assert_user_objective(exp, rows)
+
+
+def _assert_user_objective(exp: Path, rows: list[dict[str, Any]]) -> None:
+    """The user's objective (parameters at one byte each) is a column of trials.parquet and
+    pareto.parquet, measured on the point and on the model it was pruned from, has its front in
+    pareto.md and report.html, and is the study's third value."""
+    import optuna
+
+    for r in rows:
+        assert r["weight_bytes_int8"] == r["params"] > 0
+        assert r["weight_bytes_int8_before"] == r["params_before"] > r["params"]
+    pareto = pq.read_table(exp / "pareto.parquet").to_pylist()
+    assert pareto and all(r["weight_bytes_int8"] == r["params"] for r in pareto)
+    from .report_data import md_tables
+
+    tables = md_tables((exp / "pareto.md").read_text())
+    assert any("top1 vs weight_bytes_int8" in t["h2"] for t in tables)
+    assert any("weight_bytes_int8" in t["header"] for t in tables)
+    assert "top1 vs weight_bytes_int8" in (exp / "report.html").read_text()
+    study = optuna.load_study(study_name="own", storage=f"sqlite:///{exp}/optuna.db")
+    assert study.metric_names == ["top1", "flops", "weight_bytes_int8"]
+    by_id = {r["trial_id"]: r for r in rows}
+    done = [t for t in study.trials if t.values]
+    assert done and all(
+        t.values[2] == by_id[t.user_attrs["trial_id"]]["weight_bytes_int8"] for t in done
+    )
 
 
 # --- two local searches on one machine ----------------------------------------------------------
@@ -371,92 +487,3 @@ def test_two_local_searches_at_once_both_finish() -> None:
             if p is not None and p.poll() is None:
                 kill_tree(p.pid)  # the driver and the Ray instance it started
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-# --- the user's own model, data and weights on nodes that never saw them -----------------------
-
-
-@pytest.mark.slow
-def test_a_users_model_data_and_weights_reach_nodes_that_never_saw_them(
-    bare_cluster: ClusterWithoutSslsearch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import yaml
-
-    from sslsearch.models import create_model, save_model
-
-    from .spaces import with_changes
-    from .user_code import write_user_code, write_user_objectives
-
-    project = tmp_path / "project"  # on no node's Python path: only the driver reads it
-    models, data = write_user_code(project)
-    metrics = write_user_objectives(project)
-    monkeypatch.chdir(project)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    arch = f"{models}:small_cnn"
-    save_model(create_model(arch, 4, 1), project / "dense.pt", arch=arch, num_classes=4)
-    data_root = tmp_path / "data"
-    data_root.mkdir()
-    space = with_changes(
-        name="own",
-        storage_path=str(tmp_path / "runs"),
-        arch=arch,
-        weights=str(project / "dense.pt"),
-        data={"name": f"{data}:load", "root": str(data_root)},
-        recipe={"epochs": 1, "finetune_epochs": 1, "batch_size": 64},
-        # small_cnn's layer floors leave about 0.23 of its FLOPs: a lower budget is refused
-        params={
-            "ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True},
-            "flops_budget": {"low": 0.3, "high": 0.8},
-        },
-        budget={"num_samples": 2, "max_concurrent": 2},
-        economy={"points_per_ssl": 1},  # two trials, on whichever of the 1-CPU nodes is free
-        # an objective of the user's own, shipped like the model: parameters at 8 bits
-        objectives=[
-            {"metric": "top1"},
-            {"metric": "flops"},
-            {"metric": f"{metrics}:weight_bytes_int8", "direction": "min"},
-        ],
-    )
-    path = project / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    driver = tmp_path / "driver"  # Ray puts the driver's directory on the workers' path
-    driver.mkdir()
-    out = _search(bare_cluster, path, driver)
-    text = out.stdout + out.stderr
-    assert out.returncode == 0, text
-    rows = pq.read_table(tmp_path / "runs" / "own" / "trials.parquet").to_pylist()
-    assert [r["status"] for r in rows] == ["ok", "ok"], [r["error"] for r in rows]
-    assert {r["arch"] for r in rows} == {arch}
-    assert {r["weights"] for r in rows} == {str(tmp_path / "runs" / "own" / "weights" / "dense.pt")}
-    # the workers imported the shipped copy of the user's module, never the original file (a
-    # reused worker loads the data once for both trials)
-    loaded = (data_root / "loaded_from.txt").read_text().split()
-    assert loaded and str(project / f"{data}.py") not in loaded, loaded
-    assert all(p.endswith(f"/{data}.py") for p in loaded), loaded
-    _assert_user_objective(tmp_path / "runs" / "own", rows)
-
-
-def _assert_user_objective(exp: Path, rows: list[dict[str, Any]]) -> None:
-    """The user's objective (parameters at one byte each) is a column of trials.parquet and
-    pareto.parquet, measured on the point and on the model it was pruned from, has its front in
-    pareto.md and report.html, and is the study's third value."""
-    import optuna
-
-    for r in rows:
-        assert r["weight_bytes_int8"] == r["params"] > 0
-        assert r["weight_bytes_int8_before"] == r["params_before"] > r["params"]
-    pareto = pq.read_table(exp / "pareto.parquet").to_pylist()
-    assert pareto and all(r["weight_bytes_int8"] == r["params"] for r in pareto)
-    from .report_data import md_tables
-
-    tables = md_tables((exp / "pareto.md").read_text())
-    assert any("top1 vs weight_bytes_int8" in t["h2"] for t in tables)
-    assert any("weight_bytes_int8" in t["header"] for t in tables)
-    assert "top1 vs weight_bytes_int8" in (exp / "report.html").read_text()
-    study = optuna.load_study(study_name="own", storage=f"sqlite:///{exp}/optuna.db")
-    assert study.metric_names == ["top1", "flops", "weight_bytes_int8"]
-    by_id = {r["trial_id"]: r for r in rows}
-    done = [t for t in study.trials if t.values]
-    assert done and all(
-        t.values[2] == by_id[t.user_attrs["trial_id"]]["weight_bytes_int8"] for t in done
-    )

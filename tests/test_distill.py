@@ -301,40 +301,6 @@ def test_search_points_distil_from_the_baseline_when_there_is_one(tmp_path: Path
     assert teacher(reference={"baseline": True}) is None  # no distillation
 
 
-@pytest.mark.slow
-def test_a_distilled_search_trains_its_baseline_first_and_says_so(tmp_path: Path) -> None:
-    import pyarrow.parquet as pq
-    import ray
-
-    from sslsearch.search import SearchOptions, run_search
-
-    from .spaces import write_space
-
-    space = write_space(
-        tmp_path,
-        recipe={"epochs": 2, "finetune_epochs": 1, "batch_size": 64, "distill_weight": 0.5},
-        budget={"num_samples": 2, "max_concurrent": 2},
-        economy={"points_per_ssl": 2},
-        reference={"baseline": True, "lambda0": True},
-    )
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
-    try:
-        out = run_search(SearchOptions(space=str(space)))
-    finally:
-        ray.shutdown()
-    rows = pq.read_table(Path(out.exp_dir) / "trials.parquet").to_pylist()
-    [base] = [r for r in rows if r["role"] == "baseline"]
-    points = [r for r in rows if r["role"] != "baseline"]
-    assert base["distilled_from"] is None and base["distill_weight"] == 0
-    assert {r["role"] for r in points} == {"search", "reference"} and len(points) == 4
-    for r in points:
-        assert r["status"] == "ok" and r["distilled_from"] == "baseline", r
-        assert r["distill_weight"] == 0.5 and r["distill_temperature"] == 4.0
-        assert r["started_at"] >= base["finished_at"]  # the teacher existed before the points
-    assert "distilled from a teacher's logits" in (Path(out.exp_dir) / "pareto.md").read_text()
+# A distilled search end to end (its baseline trained first, every point distilled from it):
+# test_search.py's test_a_distilled_search_trains_its_baseline_first_and_says_so, on the
+# search that module's reference tests share.

@@ -72,6 +72,9 @@ class Cluster:
             "RAY_health_check_period_ms": "1000",
             "RAY_health_check_timeout_ms": "1000",
             "RAY_health_check_failure_threshold": "3",
+            # a node drains for up to 30 s on SIGTERM, and the drain waits on the GCS that the
+            # same signal to the process group stops: end the test's nodes at once
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         }
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -126,6 +129,13 @@ class Cluster:
 
     def dead_workers(self) -> int:
         return sum(1 for n, p in self.procs.items() if n != "head" and p.poll() is not None)
+
+    def alive_worker(self) -> str:
+        """A worker node that is up: one started before, or a new one (a test killed the last)."""
+        for name, p in self.procs.items():
+            if name != "head" and p.poll() is None:
+                return name
+        return self.add_worker()
 
     def wait_nodes(self, n: int) -> None:
         code = (
@@ -264,67 +274,22 @@ def _check_consistent(exp: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def test_node_loss_retries_trials_from_their_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
-    worker = cluster.add_worker()
-    worker_node = cluster.node_id_of(worker)
-    space = write_space(
-        tmp_path,
-        name="nodeloss",
-        recipe={"epochs": 10, "finetune_epochs": 2, "batch_size": 64},
-        budget={"num_samples": 3, "max_concurrent": 2, "max_failures": 2},
-        economy={"points_per_ssl": 1},
-    )
-    exp = tmp_path / "runs" / "nodeloss"
-    proc = _search(cluster, space)
-
-    def on_worker_mid_training() -> bool:
-        for rows in _reports(exp).values():
-            if any(
-                r.get("node_id") == worker_node
-                and r.get("global_epoch", 0) >= 3
-                and not r.get("final")
-                for r in rows
-            ):
-                return True
-        return False
-
-    _wait(on_worker_mid_training, proc)
-    killed = cluster.kill_node(worker)
-    assert killed
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
-    rows = _check_consistent(exp, 3)
-    # the trial that was on the lost node finished elsewhere, resumed from its last state
-    reports_of = _reports(exp)
-    moved = [
-        r
-        for r in rows
-        if {e.get("node_id") == worker_node for e in reports_of[r["trial_dir"]]} == {True, False}
-    ]
-    assert len(moved) == 1, out
-    reports = reports_of[moved[0]["trial_dir"]]
-    on_worker = [
-        r["global_epoch"] for r in reports if r.get("node_id") == worker_node and not r.get("final")
-    ]
-    after = [
-        r["global_epoch"] for r in reports if r.get("node_id") != worker_node and not r.get("final")
-    ]
-    assert on_worker and after and min(after) > 1  # did not start over from epoch 1
-    assert moved[0]["node_id"] != worker_node
-    assert "retry" in out
-
-
 def _mtimes(exp: Path, pattern: str) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in exp.glob(pattern)}
 
 
-def test_driver_crash_then_resume_loses_nothing_and_reruns_nothing(
+def test_driver_crash_then_ctrl_c_then_resume_loses_nothing_reruns_nothing_leaves_no_temp_file(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """Killed between the points of one SSL model: on resume (the same command plus --resume)
-    no finished point is lost or re-run and no stored SSL model is trained again."""
-    if cluster.dead_workers() == cluster.workers:
-        cluster.add_worker()
+    """One search, stopped twice, then resumed by the same command each time.
+
+    The driver is killed (SIGKILL) between the points of one SSL model; the same command with
+    --resume is then stopped by Ctrl-C mid-search: it stops, says how to continue, and leaves no
+    temporary file (a writer killed mid-write leaves one: the driver sweeps them) and no
+    placeholder; the unfinished points stay out of the study (nothing FAIL). The same command
+    with --resume then ends with every point once, ok: no point finished before the crash is
+    lost or re-run and no stored SSL model is trained again."""
+    cluster.alive_worker()
     space = write_space(
         tmp_path,
         name="crash",
@@ -351,10 +316,40 @@ def test_driver_crash_then_resume_loses_nothing_and_reruns_nothing(
     ssl_before = _mtimes(exp, "ssl_models/*.pt")
     assert points_before and len(ssl_before) == 2
     assert not (exp / "trials.parquet").exists()
+    # the processes that trained until the kill (their workers may outlive the driver briefly)
+    killed_pids = {r.get("pid") for rows in _reports(exp).values() for r in rows}
+
+    def a_resumed_trial_reported() -> bool:
+        return any(
+            "pid" in r and r["pid"] not in killed_pids
+            for rows in _reports(exp).values()
+            for r in rows
+        )
+
+    # the same command with --resume, stopped by Ctrl-C once its own trials train
+    proc = _search(cluster, space, "--num-samples", "6", "--resume")
+    _wait(a_resumed_trial_reported, proc)
+    job = next(exp.glob("jobs/*"))
+    (job / ".state-00000099.pt.x1y2z3.sslsearch-tmp").write_bytes(b"half a state")  # killed
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "continue it with the same command and --resume" in out
+    assert not list(exp.rglob("*.sslsearch-tmp")), list(exp.rglob("*.sslsearch-tmp"))
+    assert not list(exp.rglob("checkpoint_*"))  # Tune keeps no checkpoint of ours
+    import optuna
+
+    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp}/optuna.db")
+    # only finished points are in the study, none FAIL: the unfinished are left to the resume
+    assert len(study.trials) < 6 and {t.state.name for t in study.trials} <= {"COMPLETE"}
+    rows = pq.read_table(exp / "trials.parquet").to_pylist()
+    assert "unfinished" in {r["status"] for r in rows} and len(rows) == 6
+
     resumed = _search(cluster, space, "--num-samples", "6", "--resume")  # the same command
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
     rows = _check_consistent(exp, 6)
+    assert not list(exp.rglob("*.sslsearch-tmp"))
     after = _mtimes(exp, "points/*/result.json")
     for path, mtime in points_before.items():  # finished points were kept, not re-run
         assert after.get(path) == mtime
@@ -407,42 +402,53 @@ def test_driver_killed_after_an_errored_trial_and_right_after_a_trial_starts(
     assert not [t.number for t in study.trials if t.state.name == "RUNNING"]
 
 
-def test_ctrl_c_leaves_no_temporary_file_and_the_same_command_resumes(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    """Ctrl-C mid-search: the search stops, says how to continue, and leaves no temporary
-    file (a writer killed mid-write leaves one: the driver sweeps them) and no placeholder;
-    the unfinished points stay out of the study (nothing FAIL), and the same command with
-    --resume ends with every point once, ok."""
-    if cluster.dead_workers() == cluster.workers:
-        cluster.add_worker()
+# last: it kills the worker node the tests above ran on
+def test_node_loss_retries_trials_from_their_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
+    worker = cluster.alive_worker()
+    worker_node = cluster.node_id_of(worker)
     space = write_space(
         tmp_path,
-        name="ctrlc",
-        recipe={"epochs": 6, "finetune_epochs": 1, "batch_size": 64},
-        budget={"num_samples": 4, "max_concurrent": 2},
-        economy={"points_per_ssl": 2},
+        name="nodeloss",
+        recipe={"epochs": 10, "finetune_epochs": 2, "batch_size": 64},
+        # two trials at once on the two 1-CPU nodes: one of them on the worker
+        budget={"num_samples": 2, "max_concurrent": 2, "max_failures": 2},
+        economy={"points_per_ssl": 1},
     )
-    exp = tmp_path / "runs" / "ctrlc"
+    exp = tmp_path / "runs" / "nodeloss"
     proc = _search(cluster, space)
-    _wait(lambda: len(list(exp.glob("jobs/*/state-*.pt"))) >= 2, proc)
-    job = next(exp.glob("jobs/*"))
-    (job / ".state-00000099.pt.x1y2z3.sslsearch-tmp").write_bytes(b"half a state")  # killed
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
-    assert "continue it with the same command and --resume" in out
-    assert not list(exp.rglob("*.sslsearch-tmp")), list(exp.rglob("*.sslsearch-tmp"))
-    assert not list(exp.rglob("checkpoint_*"))  # Tune keeps no checkpoint of ours
-    import optuna
 
-    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp}/optuna.db")
-    # only finished points are in the study, none FAIL: the unfinished are left to the resume
-    assert len(study.trials) < 4 and {t.state.name for t in study.trials} <= {"COMPLETE"}
-    rows = pq.read_table(exp / "trials.parquet").to_pylist()
-    assert "unfinished" in {r["status"] for r in rows} and len(rows) == 4
-    resumed = _search(cluster, space, "--resume")
-    out, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, out
-    _check_consistent(exp, 4)
-    assert not list(exp.rglob("*.sslsearch-tmp"))
+    def on_worker_mid_training() -> bool:
+        for rows in _reports(exp).values():
+            if any(
+                r.get("node_id") == worker_node
+                and r.get("global_epoch", 0) >= 3
+                and not r.get("final")
+                for r in rows
+            ):
+                return True
+        return False
+
+    _wait(on_worker_mid_training, proc)
+    killed = cluster.kill_node(worker)
+    assert killed
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    rows = _check_consistent(exp, 2)
+    # the trial that was on the lost node finished elsewhere, resumed from its last state
+    reports_of = _reports(exp)
+    moved = [
+        r
+        for r in rows
+        if {e.get("node_id") == worker_node for e in reports_of[r["trial_dir"]]} == {True, False}
+    ]
+    assert len(moved) == 1, out
+    reports = reports_of[moved[0]["trial_dir"]]
+    on_worker = [
+        r["global_epoch"] for r in reports if r.get("node_id") == worker_node and not r.get("final")
+    ]
+    after = [
+        r["global_epoch"] for r in reports if r.get("node_id") != worker_node and not r.get("final")
+    ]
+    assert on_worker and after and min(after) > 1  # did not start over from epoch 1
+    assert moved[0]["node_id"] != worker_node
+    assert "retry" in out

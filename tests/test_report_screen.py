@@ -1,4 +1,4 @@
-"""Screens in the report (report/_screen.py): Kendall tau by hand, the headline's counts, and a
+"""Screens in the report (report/_screen_agreement.py): Kendall tau by hand, the headline's counts, and a
 report built from an experiment with screens: curves, agreement, never a front point."""
 
 from __future__ import annotations

@@ -13,13 +13,13 @@ from optuna.trial import TrialState  # noqa: E402
 
 from sslsearch.config import space_from_mapping  # noqa: E402
 from sslsearch.search._params import define_by_run  # noqa: E402
+from sslsearch.search._plan import plan_search  # noqa: E402
 from sslsearch.search._sampler import (  # noqa: E402
     ELITE,
     ELITE_MAX,
     Record,
     SamplerView,
     first_fronts,
-    sampler_name,
 )
 
 from .spaces import with_changes  # noqa: E402
@@ -54,7 +54,7 @@ def test_the_samplers_view_stays_bounded_and_keeps_the_best_fronts() -> None:
     space = space_from_mapping(
         with_changes(params=SEARCHED, sampler={"name": "tpe", "max_history": 100})
     )
-    view = SamplerView(space, define_by_run(space))
+    view = SamplerView(plan_search(space), define_by_run(space))
     rng = np.random.default_rng(1)
     values = []
     for i in range(600):
@@ -77,14 +77,14 @@ def test_gp_hands_over_to_tpe_past_gp_max_points() -> None:
     space = space_from_mapping(
         with_changes(params=SEARCHED, sampler={"name": "gp", "gp_max_points": 3})
     )
-    view = SamplerView(space, define_by_run(space))
+    view = SamplerView(plan_search(space), define_by_run(space))
     assert isinstance(view.study.sampler, optuna.samplers.GPSampler)
     for i in range(4):
         params = view.propose(f"p{i}", {})[0]
         view.record(f"p{i}", params, DISTS, TrialState.COMPLETE, [90.0 - i, 1e5 * i, 0.5])
     assert isinstance(view.study.sampler, optuna.samplers.TPESampler) and view.model == "tpe"
     assert len(view.study.trials) == 4  # the new view holds every finished point
-    resumed = SamplerView(space, define_by_run(space))
+    resumed = SamplerView(plan_search(space), define_by_run(space))
     resumed.load(
         [Record(i, {"ratio": 0.5}, {"ratio": DISTS["ratio"]}, [1.0, 2.0, 3.0]) for i in range(5)]
     )
@@ -93,7 +93,7 @@ def test_gp_hands_over_to_tpe_past_gp_max_points() -> None:
 
 def test_auto_picks_gp_unless_the_space_is_conditional() -> None:
     plain = space_from_mapping(with_changes(sampler={"name": "auto"}))
-    assert sampler_name(plain) == "gp"
+    assert plan_search(plain).sampler == "gp"
     cond = space_from_mapping(
         with_changes(
             arch="resnet20",
@@ -106,4 +106,4 @@ def test_auto_picks_gp_unless_the_space_is_conditional() -> None:
             },
         )
     )
-    assert sampler_name(cond) == "tpe"
+    assert plan_search(cond).sampler == "tpe"

@@ -46,8 +46,9 @@ def _rows(exp_dir: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def tiny(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One real tiny search (4 one-epoch trials, 2 at a time), shared by the tests below."""
-    space = write_space(tmp_path_factory.mktemp("tiny"))
+    """One real tiny search (4 points from one SSL model, its trial given both CPUs), shared by
+    the tests below."""
+    space = write_space(tmp_path_factory.mktemp("tiny"), resources={"cpus": 2})
     return run_search(SearchOptions(space=str(space), progress_every_s=1.0))
 
 
@@ -71,55 +72,6 @@ def test_tiny_search_end_to_end(tiny: Any) -> None:
     for name in ("pareto.md", "pareto.csv", "pareto.parquet", "pareto.png", "space.yaml"):
         assert (Path(out.exp_dir) / name).is_file(), name
     assert out.pareto is not None and out.pareto["fronts"][0].rows
-
-
-def test_existing_name_is_refused_and_resume_of_a_finished_search_reruns_nothing(
-    ray_cluster: Any, tmp_path: Path
-) -> None:
-    from sslsearch.errors import UserError
-
-    # a budget range that reaches below vgg_small's layer floors (about 0.03 at 8x8)
-    params = {"ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True}}
-    params["flops_budget"] = {"low": 0.001, "high": 0.8, "log": True}
-    space = write_space(
-        tmp_path,
-        params=params,
-        budget={"num_samples": 2, "max_concurrent": 2},
-        reference={"baseline": True, "lambda0": True},
-    )
-    out = run_search(SearchOptions(space=str(space)))
-    # the range starts at the floors: as stated and as searched, kept with the experiment
-    saved = yaml.safe_load((Path(out.exp_dir) / "space.yaml").read_text())
-    low = saved["params"]["flops_budget"]["low"]
-    assert 0.02 < low < 0.05 and saved["params"]["flops_budget"]["high"] == 0.8
-    clamped = json.loads((Path(out.exp_dir) / "clamped_ranges.json").read_text())
-    assert clamped["params.flops_budget"]["stated"]["low"] == 0.001
-    meta = pq.read_table(Path(out.exp_dir) / "trials.parquet").schema.metadata
-    assert json.loads(meta[b"sslsearch.clamped"]) == clamped
-    assert all(r["flops_budget"] >= low for r in _rows(out.exp_dir) if r["role"] == "search")
-    base = [r for r in _rows(out.exp_dir) if r["role"] == "baseline"]
-    assert len(base) == 1 and base[0]["status"] == "ok" and base[0]["ssl_model_id"] is None
-    assert base[0]["flops"] == base[0]["flops_before"] and base[0]["top1"] > 50
-    # lambda = 0 reference points at the search's pruning choices, from one SSL model
-    rows = _rows(out.exp_dir)
-    search = {r["trial_id"]: r for r in rows if r["role"] == "search"}
-    refs = [r for r in rows if r["role"] == "reference"]
-    choices = distinct_choices(list(search.values()))  # one reference per distinct choice
-    assert sorted(r["trial_id"] for r in refs) == sorted(f"ref-{c['trial_id']}" for c in choices)
-    assert len({r["ssl_model_id"] for r in refs}) == 1
-    for r in refs:
-        s = search[r["trial_id"][4:]]
-        assert r["ssl_lambda"] == 0.0 and r["status"] == "ok"
-        assert r["flops_budget"] == s["flops_budget"] and r["ratio"] is None
-        assert r["ssl_model_id"] != s["ssl_model_id"]
-    before = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
-    with pytest.raises(UserError, match="already exists"):
-        run_search(SearchOptions(space=str(space)))
-    again = run_search(SearchOptions(space=str(space), resume=True))
-    # the points, their references, the baseline: made once
-    assert len(_rows(again.exp_dir)) == 3 + len(refs)
-    after = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
-    assert set(after) == set(before)  # no new trial and no new final checkpoint
 
 
 def test_failed_and_early_stopped_trials_never_enter_the_study_as_complete(
@@ -209,16 +161,9 @@ def test_a_screened_multi_fidelity_search_keeps_study_rows_and_fronts_in_line(
             assert {r["status"] for r in mine} == {"ok"} and tuned
 
 
-def test_resources_per_trial_reach_the_trial(ray_cluster: Any, tmp_path: Path) -> None:
-    space = write_space(
-        tmp_path,
-        name="threads",
-        budget={"num_samples": 2, "max_concurrent": 1},
-        resources={"cpus": 2},
-    )
-    out = run_search(SearchOptions(space=str(space)))
-    rows = _rows(out.exp_dir)
-    assert [r["threads"] for r in rows] == [2, 2]
+def test_resources_per_trial_reach_the_trial(tiny: Any) -> None:
+    rows = _rows(tiny.exp_dir)
+    assert [r["threads"] for r in rows] == [2, 2, 2, 2]
     assert all(r["device"] == "cpu" and r["gpu_ids"] == "" for r in rows)
 
 
@@ -327,19 +272,91 @@ def test_confirm_front_on_the_default_space_reruns_each_pareto_point_with_more_s
     assert out.counts == {"ok": 2}
 
 
-def test_resume_with_a_larger_num_samples_extends_a_finished_search(
-    ray_cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+# --- one search with references: the dense baseline, the lambda = 0 points, distillation ------
+#
+# Its budget range reaches below the model's layer floors, its points distil from the baseline;
+# the tests below check its first run, then resume it unchanged (nothing re-runs), then with a
+# larger budget (it extends): they run in this order.
+
+
+@pytest.fixture(scope="module")
+def referenced(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    # a budget range that reaches below vgg_small's layer floors (about 0.03 at 8x8)
+    params = {"ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True}}
+    params["flops_budget"] = {"low": 0.001, "high": 0.8, "log": True}
+    space = write_space(
+        tmp_path_factory.mktemp("referenced"),
+        name="referenced",
+        params=params,
+        recipe={"epochs": 2, "finetune_epochs": 1, "batch_size": 64, "distill_weight": 0.5},
+        budget={"num_samples": 2, "max_concurrent": 2},
+        economy={"points_per_ssl": 2},
+        reference={"baseline": True, "lambda0": True},
+    )
+    out = run_search(SearchOptions(space=str(space)))
+    return space, out, _rows(out.exp_dir)  # the rows as the first run left them
+
+
+def test_existing_name_is_refused_and_resume_of_a_finished_search_reruns_nothing(
+    referenced: Any,
 ) -> None:
     from sslsearch.errors import UserError
 
-    space = write_space(
-        tmp_path,
-        name="extend",
-        budget={"num_samples": 2, "max_concurrent": 2},
-        economy={"points_per_ssl": 2},
-    )
-    first = run_search(SearchOptions(space=str(space)))
-    assert len(_rows(first.exp_dir)) == 2
+    space, out, rows = referenced
+    # the range starts at the floors: as stated and as searched, kept with the experiment
+    saved = yaml.safe_load((Path(out.exp_dir) / "space.yaml").read_text())
+    low = saved["params"]["flops_budget"]["low"]
+    assert 0.02 < low < 0.05 and saved["params"]["flops_budget"]["high"] == 0.8
+    clamped = json.loads((Path(out.exp_dir) / "clamped_ranges.json").read_text())
+    assert clamped["params.flops_budget"]["stated"]["low"] == 0.001
+    meta = pq.read_table(Path(out.exp_dir) / "trials.parquet").schema.metadata
+    assert json.loads(meta[b"sslsearch.clamped"]) == clamped
+    assert all(r["flops_budget"] >= low for r in rows if r["role"] == "search")
+    base = [r for r in rows if r["role"] == "baseline"]
+    assert len(base) == 1 and base[0]["status"] == "ok" and base[0]["ssl_model_id"] is None
+    assert base[0]["flops"] == base[0]["flops_before"] and base[0]["top1"] > 50
+    # lambda = 0 reference points at the search's pruning choices, from one SSL model
+    search = {r["trial_id"]: r for r in rows if r["role"] == "search"}
+    refs = [r for r in rows if r["role"] == "reference"]
+    choices = distinct_choices(list(search.values()))  # one reference per distinct choice
+    assert sorted(r["trial_id"] for r in refs) == sorted(f"ref-{c['trial_id']}" for c in choices)
+    assert len({r["ssl_model_id"] for r in refs}) == 1
+    for r in refs:
+        s = search[r["trial_id"][4:]]
+        assert r["ssl_lambda"] == 0.0 and r["status"] == "ok"
+        assert r["flops_budget"] == s["flops_budget"] and r["ratio"] is None
+        assert r["ssl_model_id"] != s["ssl_model_id"]
+    before = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
+    with pytest.raises(UserError, match="already exists"):
+        run_search(SearchOptions(space=str(space)))
+    again = run_search(SearchOptions(space=str(space), resume=True))
+    # the points, their references, the baseline: made once
+    assert len(_rows(again.exp_dir)) == 3 + len(refs)
+    after = {p: p.stat().st_mtime_ns for p in Path(out.exp_dir).rglob("result.json")}
+    assert set(after) == set(before)  # no new trial and no new final checkpoint
+
+
+def test_a_distilled_search_trains_its_baseline_first_and_says_so(referenced: Any) -> None:
+    _, out, rows = referenced
+    [base] = [r for r in rows if r["role"] == "baseline"]
+    points = [r for r in rows if r["role"] != "baseline"]
+    assert base["distilled_from"] is None and base["distill_weight"] == 0
+    assert {r["role"] for r in points} == {"search", "reference"} and len(points) == 4
+    for r in points:
+        assert r["status"] == "ok" and r["distilled_from"] == "baseline", r
+        assert r["distill_weight"] == 0.5 and r["distill_temperature"] == 4.0
+        assert r["started_at"] >= base["finished_at"]  # the teacher existed before the points
+    assert "distilled from a teacher's logits" in (Path(out.exp_dir) / "pareto.md").read_text()
+
+
+def test_resume_with_a_larger_num_samples_extends_a_finished_search(
+    referenced: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sslsearch.errors import UserError
+
+    space, first, _ = referenced
+    # the search's own points (the baseline and the references are rows of their own)
+    assert len([r for r in _rows(first.exp_dir) if r["role"] == "search"]) == 2
     before = {r["trial_id"]: r["finished_at"] for r in _rows(first.exp_dir)}
     # smaller budgets and other changes are refused, naming them, before anything starts
     for overrides, named in (
@@ -354,13 +371,14 @@ def test_resume_with_a_larger_num_samples_extends_a_finished_search(
         )
     assert "budget raised from 2 to 5 points" in caplog.text
     rows = _rows(out.exp_dir)
-    assert len(rows) == 5 and len({r["trial_id"] for r in rows}) == 5
+    search = [r for r in rows if r["role"] == "search"]
+    assert len(search) == 5 and len({r["trial_id"] for r in search}) == 5
     assert all(r["status"] == "ok" for r in rows) and out.counts == {"ok": 5}
     old = {r["trial_id"]: r["finished_at"] for r in rows if r["trial_id"] in before}
     assert old == before  # the first points were kept, not re-run
     study = _study(out.exp_dir)
     assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
-    by_id = {r["trial_id"]: r for r in rows}
+    by_id = {r["trial_id"]: r for r in search}
     assert {t.user_attrs["trial_id"] for t in study.trials} == set(by_id)
     for t in study.trials:
         assert t.values[0] == pytest.approx(by_id[t.user_attrs["trial_id"]]["top1"])

@@ -85,8 +85,7 @@ def test_spread_takes_the_ranges_stops_on_its_own_scale_less_the_samplers() -> N
 def test_a_space_searching_only_ssl_settings_asks_one_point_per_ssl_model(
     tmp_path: Path,
 ) -> None:
-    from sslsearch.search._params import points_per_ssl
-    from sslsearch.search._setup import ssl_trainings
+    from sslsearch.search._plan import plan_search
 
     space, s = _searcher(
         tmp_path,
@@ -94,7 +93,8 @@ def test_a_space_searching_only_ssl_settings_asks_one_point_per_ssl_model(
         params={"ssl_lambda": {"low": 1e-3, "high": 1e-1, "log": True}, "ratio": 0.5},
         budget={"num_samples": 6, "max_concurrent": 2},
     )
-    assert points_per_ssl(space) == 1 and ssl_trainings(space) == 6
+    plan = plan_search(space)
+    assert plan.points_per_ssl == 1 and plan.ssl_trainings == 6
     assert len(s.suggest("a")["points"]) == 1
 
 

@@ -94,7 +94,7 @@ def _elements(s: Slice, u: int) -> torch.Tensor:
 
 def _loop(model: nn.Module, ssl_type: str, lam: float) -> torch.Tensor:
     """lambda * sum over the dependency groups' units of the unit's L2 norm, by explicit loops."""
-    from sslsearch.registry import SSL_TYPE_KEYS
+    from sslsearch.vocabulary import SSL_TYPE_KEYS
 
     gs = model_groups(model)
     total = torch.zeros((), dtype=torch.float64)

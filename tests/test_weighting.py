@@ -14,8 +14,8 @@ from sslsearch.metrics import count_flops
 from sslsearch.models import create_model
 from sslsearch.pruning import build_penalty, penalty_weights
 from sslsearch.pruning._units import _apply_plan
-from sslsearch.registry import SSL_WEIGHTINGS
 from sslsearch.sparsity import SSLPenalty, ssl_penalty
+from sslsearch.vocabulary import SSL_WEIGHTINGS
 
 SHAPE = (3, 16, 16)
 

@@ -28,8 +28,8 @@ def cmd_list(a: argparse.Namespace) -> int:
     from sslsearch.data import get_dataset_spec, list_datasets
     from sslsearch.models import get_model_spec, list_models
     from sslsearch.pruning import list_prune_types
-    from sslsearch.registry import SSL_WEIGHTINGS
     from sslsearch.sparsity import SSL_TYPE_GROUPS, describe_criteria
+    from sslsearch.vocabulary import SSL_WEIGHTINGS
 
     d = {
         "models": {n: get_model_spec(n).description for n in list_models()},

@@ -12,7 +12,7 @@ from typing import Any
 
 from sslsearch.config._typed import ConfigError
 from sslsearch.imports import is_import_path
-from sslsearch.registry import SSL_TYPE_KEYS, SSL_WEIGHTINGS
+from sslsearch.vocabulary import SSL_TYPE_KEYS, SSL_WEIGHTINGS
 
 
 @dataclass(frozen=True)

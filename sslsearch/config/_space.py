@@ -17,7 +17,7 @@ from sslsearch.config._objectives import Objective, ObjectiveDef
 from sslsearch.config._trial import AMOUNT_KEYS, BUDGET_KEYS, DataConfig, Recipe
 from sslsearch.config._typed import ConfigError, convert, did_you_mean, from_mapping, to_mapping
 from sslsearch.imports import is_import_path
-from sslsearch.registry import LAMBDA_KEYS
+from sslsearch.vocabulary import LAMBDA_KEYS
 
 # Parameters a trial takes from the space: fixed (a scalar) or searched (a range or choices).
 PARAM_TYPES: dict[str, type] = {
@@ -180,7 +180,7 @@ class Economy:
     screen: int = 0
     # multi-fidelity (needs screen): at these fractions of the SSL epochs each job screens its
     # SSL model part-way and goes on only if its screen ranks in the best `keep` share of the
-    # SSL models screened at that point (hypervolume contribution; search/_fidelity.py); a
+    # SSL models screened at that point (hypervolume contribution; search/_promotion.py); a
     # stopped model's points are never fine-tuned. (): off
     rungs: tuple[float, ...] = ()
     keep: float = 0.5

@@ -9,14 +9,14 @@ from typing import Any, Literal
 
 from sslsearch.config._typed import ConfigError, from_mapping, to_mapping
 from sslsearch.imports import is_import_path
-from sslsearch.registry import (
+from sslsearch.registry import unknown_name_message
+from sslsearch.vocabulary import (
     BUDGET_KINDS,
     DEFAULT_SSL_WEIGHTING,
     LAMBDA_KEYS,
     MIN_WIDTH_SHARE,
     SSL_WEIGHTINGS,
     budget_problem,
-    unknown_name_message,
 )
 
 # How much a point prunes: a budget (share of the dense model's cost kept) or the reference

@@ -5,19 +5,19 @@ model's zeros would save (``sparsity_report``) and the SSL weightings that need 
 from __future__ import annotations
 
 from sslsearch.pruning._budget import BUDGET_MISSED
-from sslsearch.pruning._export import export_onnx
 from sslsearch.pruning._latency import LatencySpec
-from sslsearch.pruning._pruner import PRUNE_TYPES, floor_share, list_prune_types, prune
-from sslsearch.pruning._report import SparsityMeter, sparsity_report
-from sslsearch.pruning._result import PruneResult
-from sslsearch.pruning._units import round_keep
-from sslsearch.pruning._weighting import (
+from sslsearch.pruning._onnx import export_onnx
+from sslsearch.pruning._penalty_weights import (
     CALIBRATION_BATCHES,
     DEFAULT_SSL_WEIGHTING,
     build_penalty,
     check_weighting,
     penalty_weights,
 )
+from sslsearch.pruning._pruner import PRUNE_TYPES, floor_share, list_prune_types, prune
+from sslsearch.pruning._result import PruneResult
+from sslsearch.pruning._sparsity_figures import SparsityMeter, sparsity_report
+from sslsearch.pruning._units import round_keep
 
 __all__ = [
     "BUDGET_MISSED",

@@ -13,8 +13,8 @@ from sslsearch.errors import NotPrunableError, UserError
 from sslsearch.metrics import count_flops, count_params
 from sslsearch.models import ResidualShortcut, residual_blocks, residual_branch_parameters
 from sslsearch.pruning._budget import _Target
-from sslsearch.pruning._cost import CostModel
 from sslsearch.pruning._result import _Removal, _Request
+from sslsearch.pruning._savings import CostModel
 from sslsearch.pruning._units import _shape
 from sslsearch.sparsity import CRITERIA, model_groups, normalize
 

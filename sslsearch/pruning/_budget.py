@@ -13,7 +13,7 @@ from torch import nn
 from sslsearch.errors import UserError
 from sslsearch.metrics import count_flops, count_params
 from sslsearch.pruning._latency import LatencyModel, LatencySpec
-from sslsearch.registry import BUDGET_KINDS, budget_problem
+from sslsearch.vocabulary import BUDGET_KINDS, budget_problem
 
 BUDGET_TOLERANCE = 0.01  # a budget is met within 1% of the dense cost, or one rounding step
 LATENCY_TOLERANCE = 0.10  # a latency budget: within 10% of the target (measured, noisy)

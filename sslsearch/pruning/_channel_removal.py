@@ -16,9 +16,9 @@ from torch import nn
 from sslsearch.errors import NotPrunableError
 from sslsearch.metrics import count_flops
 from sslsearch.pruning._budget import _Target
-from sslsearch.pruning._cost import CostModel
 from sslsearch.pruning._latency import LatencyModel, TableCostModel
 from sslsearch.pruning._result import _Removal, _Request
+from sslsearch.pruning._savings import CostModel
 from sslsearch.pruning._select import select_for_budget
 from sslsearch.pruning._units import (
     _apply_plan,

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from sslsearch.metrics import measure_latency
-from sslsearch.pruning._cost import CostModel, layer_shapes
+from sslsearch.pruning._savings import CostModel, layer_shapes
 from sslsearch.sparsity import COLS, CONV_IN, ROWS, Group
 from sslsearch.storage import cache_root
 

@@ -48,8 +48,9 @@ from sslsearch.pruning._units import (
     _shape,
     candidate_groups,
 )
-from sslsearch.registry import MIN_WIDTH_SHARE, ROUND_TO, Registry, min_width
+from sslsearch.registry import Registry
 from sslsearch.sparsity import CRITERIA, NORMALIZERS, build_groups
+from sslsearch.vocabulary import MIN_WIDTH_SHARE, ROUND_TO, min_width
 
 PRUNE_TYPES: Registry[str] = Registry("prune type")
 for _t, _d in (

@@ -10,7 +10,7 @@ from torch import nn
 
 from sslsearch.metrics import count_flops, count_params
 from sslsearch.pruning._budget import _missed, _note, _Target
-from sslsearch.registry import MIN_WIDTH_SHARE
+from sslsearch.vocabulary import MIN_WIDTH_SHARE
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sslsearch.pruning._cost import CostModel
+from sslsearch.pruning._savings import CostModel
 
 
 @dataclass

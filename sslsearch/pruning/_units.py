@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from sslsearch.errors import NotPrunableError
-from sslsearch.registry import MIN_WIDTH_SHARE, ROUND_TO, min_width
 from sslsearch.sparsity import CRITERIA, Group, build_groups, default_example, normalize
+from sslsearch.vocabulary import MIN_WIDTH_SHARE, ROUND_TO, min_width
 
 # How unit scores are made comparable across layers, and how a budget weighs a unit's cost: a
 # chunk's key is its mean score / (cost saved per unit) ** DEFAULT_COST_POWER. Both chosen by

@@ -37,7 +37,7 @@ from sslsearch.report._schema import (
     reserved_columns,
     trial_columns,
 )
-from sslsearch.report._screen import (
+from sslsearch.report._screen_agreement import (
     AGREEMENT_FLOOR,
     agreement_warning,
     headline,

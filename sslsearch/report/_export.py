@@ -28,7 +28,7 @@ from sslsearch.report._history import trial_history
 from sslsearch.report._markdown import console, markdown
 from sslsearch.report._rows import derived, objective_modes, status_counts
 from sslsearch.report._schema import OBJECTIVE_DEFS_KEY, pareto_columns
-from sslsearch.report._screen import headline
+from sslsearch.report._screen_agreement import headline
 from sslsearch.report._summary import Summary, summarize
 
 TRIALS_FILE = "trials.parquet"

@@ -26,7 +26,7 @@ from sslsearch.report._rows import (
     pruning_target,
     role_of,
 )
-from sslsearch.report._screen import agreement_text, agreement_warning, headline
+from sslsearch.report._screen_agreement import agreement_text, agreement_warning, headline
 from sslsearch.report._summary import FrontPair, Summary
 from sslsearch.report._table import TableUnits, front_cells, front_columns
 

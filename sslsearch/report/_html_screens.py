@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sslsearch.report._rows import number
-from sslsearch.report._screen import screen_curves
+from sslsearch.report._screen_agreement import screen_curves
 from sslsearch.report._summary import Summary
 
 SCREEN_GROUP = "screen (before fine-tuning)"

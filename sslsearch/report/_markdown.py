@@ -7,7 +7,7 @@ from typing import Any
 
 from sslsearch.report._fronts import ALL_OBJECTIVES, Front
 from sslsearch.report._rows import ROLE_LABELS, Baseline, number
-from sslsearch.report._screen import agreement_text, headline
+from sslsearch.report._screen_agreement import agreement_text, headline
 from sslsearch.report._summary import FrontPair, Summary
 from sslsearch.report._table import (
     fmt,

@@ -23,7 +23,7 @@ from sslsearch.report._rows import (
     number,
     objective_modes,
 )
-from sslsearch.report._screen import screen_agreement
+from sslsearch.report._screen_agreement import screen_agreement
 
 
 @dataclass

@@ -9,15 +9,13 @@ from typing import Any
 
 from sslsearch.config import (
     AMOUNT_KEYS,
-    SSL_PARAMS,
     Choices,
     Range,
     SearchSpace,
     TrialConfig,
     space_from_mapping,
 )
-from sslsearch.registry import DEFAULT_SSL_WEIGHTING, MIN_WIDTH_SHARE
-from sslsearch.trial import SCREEN_KEYS
+from sslsearch.vocabulary import DEFAULT_SSL_WEIGHTING, MIN_WIDTH_SHARE
 
 
 def _suggest(trial: Any, name: str, spec: Range | Choices) -> Any:
@@ -110,38 +108,6 @@ def spread_params(space: SearchSpace, first: dict[str, Any], i: int, k: int) -> 
         for n in SPREAD_PARAMS
         if isinstance(spec := specs.get(n), Range) and n in first
     }
-
-
-def screen_grid(space: SearchSpace) -> tuple[str, tuple[float, ...]] | None:
-    """The amount a job screens and the values: ``economy.screen`` evenly spaced stops of its
-    range on the range's own scale (log or linear), both ends included; None: no screen."""
-    n = space.economy.screen
-    key = next((k for k in SCREEN_KEYS if k in space.params), None)
-    spec = space.param_specs().get(key) if key else None
-    if not n or key is None or not isinstance(spec, Range):
-        return None
-    lo, hi = (math.log(spec.low), math.log(spec.high)) if spec.log else (spec.low, spec.high)
-    stops = [lo + j * (hi - lo) / (n - 1) for j in range(n)]
-    values = [math.exp(v) if spec.log else v for v in stops]
-    values[0], values[-1] = spec.low, spec.high  # exactly: exp(log(0.03)) is 0.0299999...
-    return key, tuple(float(min(max(v, spec.low), spec.high)) for v in values)
-
-
-def ssl_params(space: SearchSpace) -> set[str]:
-    """The parameters every point of one SSL model shares: the SSL settings, the layer floor its
-    proximal step keeps (the ssl type follows the prune type when the space does not set it)."""
-    names = set(SSL_PARAMS)
-    if "ssl_type" not in space.params:
-        names.add("prune_type")
-    return names
-
-
-def points_per_ssl(space: SearchSpace) -> int:
-    """Points per SSL model: ``economy.points_per_ssl``, or 1 when only SSL settings are
-    searched (the other points of an SSL model would be copies of the first)."""
-    shared = ssl_params(space)
-    varies = any(n not in shared for n in space.searched())
-    return space.economy.points_per_ssl if varies else 1
 
 
 def define_by_run(space: SearchSpace) -> Callable[[Any], dict[str, Any]]:

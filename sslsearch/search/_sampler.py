@@ -27,9 +27,9 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from sslsearch.config import Choices, SearchSpace
+from sslsearch.config import SearchSpace
 from sslsearch.report import minimization_signs, non_dominated_mask
-from sslsearch.search._params import points_per_ssl
+from sslsearch.search._plan import SearchPlan, plan_search
 
 log = logging.getLogger(__name__)
 
@@ -37,40 +37,8 @@ ELITE = 50  # points of the best fronts every view keeps (2x TPE's largest "good
 ELITE_MAX = 4 * ELITE  # a front larger than this is cut to its most recent points
 
 
-def is_conditional(space: SearchSpace) -> bool:
-    """Whether the space asks for different parameters per trial (GP would sample randomly)."""
-    specs = space.param_specs()
-    pt = specs.get("prune_type")
-    if not isinstance(pt, Choices) or "blocks" not in specs:
-        return False
-    return "depth_wise" in pt.choices and any(c != "depth_wise" for c in pt.choices)
-
-
-def sampler_name(space: SearchSpace) -> str:
-    """The sampler ``auto`` stands for: GP (best in bench_search_efficiency.py), but TPE on a
-    conditional space, where Optuna's GP falls back to random sampling."""
-    name = space.sampler.name
-    if name == "auto":
-        return "tpe" if is_conditional(space) else "gp"
-    if name == "gp" and is_conditional(space):
-        log.warning("sampler gp on a conditional space: Optuna's GP samples it at random")
-    return name
-
-
-def startup_trials(space: SearchSpace) -> int:
-    """SSL models (jobs, Tune trials) proposed at random before the sampler's model is used:
-    ``sampler.n_startup_trials``, else a third of the search's SSL models, 2 to 10. Counted in
-    SSL models, not points: the points of one job are not independent choices (forced spread
-    stops or the screen's), so counting them ended the random start after one lambda."""
-    s = space.sampler
-    if s.n_startup_trials is not None:
-        return s.n_startup_trials
-    jobs = -(-space.budget.num_samples // points_per_ssl(space))
-    return max(2, min(10, jobs // 3))
-
-
 def make_sampler(
-    space: SearchSpace,
+    plan: SearchPlan | SearchSpace,
     name: str | None = None,
     seed: int | None = None,
     startup: int | None = None,
@@ -78,12 +46,13 @@ def make_sampler(
     """The Optuna sampler ``name`` (default: the space's) with the space's settings; its own
     random start-up ``startup`` finished trials (default: ``startup_trials`` SSL models'
     worth of points; ``SamplerView`` counts SSL models itself and passes 1)."""
-    s = space.sampler
-    name = name or sampler_name(space)
+    plan = plan if isinstance(plan, SearchPlan) else plan_search(plan)
+    s = plan.space.sampler
+    name = name or plan.sampler
     seed = s.seed if seed is None else seed
-    n = space.budget.num_samples
+    n = plan.space.budget.num_samples
     if startup is None:
-        startup = startup_trials(space) * points_per_ssl(space)
+        startup = plan.startup_trials * plan.points_per_ssl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "random":
@@ -125,16 +94,17 @@ class SamplerView:
     outcome. ``define_by_run`` is the space's suggest function (``_params.DefineByRun``).
 
     Example:
-        >>> view = SamplerView(space, define_by_run(space))
+        >>> view = SamplerView(plan_search(space), define_by_run(space))
         >>> searched, params = view.propose("job-0", {})  # the sampler's choice
         >>> view.record("job-0", params, dists, TrialState.COMPLETE, [97.9, 1.2e6, 0.3])
     """
 
-    def __init__(self, space: SearchSpace, define_by_run: Callable[[Any], dict[str, Any]]) -> None:
-        self.space = space
+    def __init__(self, plan: SearchPlan, define_by_run: Callable[[Any], dict[str, Any]]) -> None:
+        self.plan = plan
+        space = self.space = plan.space
         self.define_by_run = define_by_run
-        self.signs = minimization_signs([d for _, d in space.objective_pairs()])
-        self.kind = sampler_name(space)
+        self.signs = minimization_signs([d for _, d in plan.objectives])
+        self.kind = plan.sampler
         bounded = self.kind in ("gp", "tpe")  # NSGA-II keeps generations on its own trials
         self.max_history = space.sampler.max_history if bounded else None
         self.gp_max = space.sampler.gp_max_points if self.kind == "gp" else None
@@ -146,7 +116,7 @@ class SamplerView:
         # point id -> its trial in this view and the parameters it was asked with, while it runs
         self._asked: dict[str, tuple[int, dict[str, Any]]] = {}
         # the random start-up counts SSL models (jobs with a finished point), not points
-        self.startup = startup_trials(space) if self.kind in ("gp", "tpe") else 0
+        self.startup = plan.startup_trials if self.kind in ("gp", "tpe") else 0
         self.models: set[str] = set()
         self._random = optuna.samplers.RandomSampler(seed=space.sampler.seed)
         self.study = self._new_study([])
@@ -169,7 +139,7 @@ class SamplerView:
     def _new_study(self, records: list[Record]) -> optuna.Study:
         seed = self.space.sampler.seed + 1000 * self.rebuilds
         own = 1 if self.kind in ("gp", "tpe") else None  # the view runs the start-up itself
-        sampler = make_sampler(self.space, self.model, seed, startup=own)
+        sampler = make_sampler(self.plan, self.model, seed, startup=own)
         directions = [
             optuna.study.StudyDirection.MAXIMIZE if s < 0 else optuna.study.StudyDirection.MINIMIZE
             for s in self.signs

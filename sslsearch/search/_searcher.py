@@ -44,13 +44,8 @@ from sslsearch.search._experiment import (
     write_job,
     write_point_result,
 )
-from sslsearch.search._params import (
-    define_by_run,
-    points_per_ssl,
-    screen_grid,
-    spread_params,
-    ssl_params,
-)
+from sslsearch.search._params import define_by_run, spread_params
+from sslsearch.search._plan import plan_search
 from sslsearch.search._sampler import Record, SamplerView
 from sslsearch.search._study import StudyBook
 from sslsearch.search._trainable import POINT_KEY
@@ -90,8 +85,9 @@ class PointSearcher(Searcher):
     def _setup(self) -> None:
         self.space = space_from_mapping(self.space_dict)
         self.define_by_run = define_by_run(self.space)
-        self.per_job = points_per_ssl(self.space)
-        self.screened = screen_grid(self.space) is not None
+        self.plan = plan_search(self.space)
+        self.per_job = self.plan.points_per_ssl
+        self.screened = self.plan.screen is not None
         self.budget = self.space.budget.num_samples
         self.book: StudyBook | None = None
         self.view: SamplerView | None = None
@@ -122,7 +118,7 @@ class PointSearcher(Searcher):
         if self.book is not None:
             return
         t0 = time.monotonic()
-        book = StudyBook(self.study_url, self.space.name, self.space, self.exp_dir)
+        book = StudyBook(self.study_url, self.space.name, self.plan, self.exp_dir)
         self.jobs = {j.id: j for j in read_jobs(self.exp_dir)}
         pids = []
         for job in self.jobs.values():
@@ -136,7 +132,7 @@ class PointSearcher(Searcher):
         self.queue = [
             j for j in self.jobs.values() if any(p not in counts.done for p in j.point_ids())
         ]
-        view = SamplerView(self.space, self.define_by_run)
+        view = SamplerView(self.plan, self.define_by_run)
         records = book.complete_records()
         view.load([Record(i + 1, p, d, v, job) for i, (p, d, v, job) in enumerate(records)])
         book.view = view
@@ -176,13 +172,13 @@ class PointSearcher(Searcher):
         assert self.book is not None and self.view is not None
         t0 = time.process_time()
         first, params = self.view.propose(point_id(job_id, 0), {})
-        shared = {n: v for n, v in first.items() if n in ssl_params(self.space)}
+        shared = {n: v for n, v in first.items() if n in self.plan.ssl_params}
         if shared and self._same_ssl_as_a_job(shared):
             # GP does not see running jobs: asked twice before either finished, it proposes
             # the same lambda (often a bound) twice, the same SSL model and points again
             self.view.withdraw(point_id(job_id, 0))
             first, params = self.view.propose(point_id(job_id, 0), {}, random=True)
-            shared = {n: v for n, v in first.items() if n in ssl_params(self.space)}
+            shared = {n: v for n, v in first.items() if n in self.plan.ssl_params}
             log.info("job %s: the sampler repeated an SSL setting; a random one instead", job_id)
         points: list[dict[str, Any]] = [{"trial_id": point_id(job_id, 0), "params": params}]
         for i in range(1, k):

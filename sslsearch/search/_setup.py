@@ -19,7 +19,6 @@ from sslsearch.config import SearchSpace, load_space, space_from_mapping, spaces
 from sslsearch.errors import UserError
 from sslsearch.search._cluster import Cluster, check_trial_fits
 from sslsearch.search._experiment import JOBS_DIR, POINTS_DIR
-from sslsearch.search._params import points_per_ssl
 from sslsearch.search._results import TRIALS_FILE
 from sslsearch.search._user import absolute_weights, look_beside
 from sslsearch.trial import check_user_parts, clamp_budget_ranges, validate_space
@@ -270,11 +269,6 @@ def choose_study_url(opts: SearchOptions, exp_dir: str, space: SearchSpace) -> s
         log.warning("experiment on %s: the Optuna study is kept locally in %s", exp_dir, local)
         return f"sqlite:///{local}"
     return f"sqlite:///{storage.join(exp_dir, STUDY_FILE)}"
-
-
-def ssl_trainings(space: SearchSpace) -> int:
-    """Tune trials (SSL models) for ``budget.num_samples`` points."""
-    return -(-space.budget.num_samples // points_per_ssl(space))
 
 
 def write_experiment(

@@ -33,6 +33,7 @@ from sslsearch.config import Choices, Range, SearchSpace
 from sslsearch.pruning import BUDGET_MISSED
 from sslsearch.search._experiment import point_result
 from sslsearch.search._params import SPREAD_PARAMS
+from sslsearch.search._plan import SearchPlan
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +127,12 @@ class StudyBook:
     (a point recorded by a worker brings its own in its result).
     """
 
-    def __init__(self, url: str, name: str, space: SearchSpace, exp_dir: str) -> None:
+    def __init__(self, url: str, name: str, plan: SearchPlan, exp_dir: str) -> None:
         import warnings
 
-        self.space = space
+        self.space = plan.space
         self.exp_dir = exp_dir
-        self.metrics = [m for m, _ in space.objective_pairs()]
+        self.metrics = [m for m, _ in plan.objectives]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -142,10 +143,10 @@ class StudyBook:
                     optuna.study.StudyDirection.MAXIMIZE
                     if d == "max"
                     else optuna.study.StudyDirection.MINIMIZE
-                    for _, d in space.objective_pairs()
+                    for _, d in plan.objectives
                 ],
                 # never asked: points are proposed on the sampler's own view (SamplerView)
-                sampler=optuna.samplers.RandomSampler(seed=space.sampler.seed),
+                sampler=optuna.samplers.RandomSampler(seed=plan.space.sampler.seed),
                 load_if_exists=True,
             )
             if self.study.metric_names != self.metrics:

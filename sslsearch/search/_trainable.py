@@ -15,14 +15,16 @@ from sslsearch import storage as _storage
 from sslsearch.config import SearchSpace, space_from_mapping
 from sslsearch.search._experiment import (
     CONFIRM_DIR,
+    JOBS_DIR,
     POINTS_DIR,
     REFERENCE_DIR,
     SSL_MODELS_DIR,
     job_dir,
     write_error,
 )
-from sslsearch.search._fidelity import make_promote
-from sslsearch.search._params import screen_grid, trial_config
+from sslsearch.search._params import trial_config
+from sslsearch.search._plan import plan_search
+from sslsearch.search._promotion import make_promote
 from sslsearch.trial import Rungs, ScreenSpec, run_points, rung_epochs
 from sslsearch.trial._early import FrontStop
 
@@ -98,13 +100,16 @@ def make_trainable(
             tune.report(flat)
 
         run = runner or run_points
-        grid = screen_grid(space)
+        plan = plan_search(space)
         screen: dict[str, Any] = {}
-        if grid is not None:
-            screen["screen"] = ScreenSpec(grid[0], grid[1], tuple(space.objective_pairs()))
+        if plan.screen is not None:
+            # chosen against the other SSL models' screens (jobs/<id>/screen.json)
+            screen["screen"] = ScreenSpec(
+                *plan.screen, plan.objectives, others=_storage.join(exp_dir, JOBS_DIR)
+            )
             epochs = rung_epochs(space.economy.rungs, space.recipe.epochs)
             if epochs:
-                promote = make_promote(exp_dir, job_id, space.economy.keep, space.objective_pairs())
+                promote = make_promote(exp_dir, job_id, space.economy.keep, list(plan.objectives))
                 screen["rungs"] = Rungs(epochs, promote)
         try:
             run(

@@ -27,7 +27,7 @@ from torch import nn
 
 from sslsearch.errors import NotPrunableError
 from sslsearch.models._blocks import residual_blocks, residual_branch_parameters
-from sslsearch.registry import MIN_WIDTH_SHARE, ROUND_TO, min_width
+from sslsearch.vocabulary import MIN_WIDTH_SHARE, ROUND_TO, min_width
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from sslsearch.errors import NotPrunableError, UserError
-from sslsearch.registry import LAMBDA_KEYS, MIN_WIDTH_SHARE, ROUND_TO, SSL_TYPE_KEYS, min_width
 from sslsearch.sparsity._groups import Axis, Group, GroupSet, model_groups
+from sslsearch.vocabulary import LAMBDA_KEYS, MIN_WIDTH_SHARE, ROUND_TO, SSL_TYPE_KEYS, min_width
 
 SSL_TYPES = tuple(SSL_TYPE_KEYS)
 

@@ -13,7 +13,6 @@ from sslsearch.trial._baseline import (
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._distill import Distiller, distill_kl, read_teacher
 from sslsearch.trial._early import dominated_reason
-from sslsearch.trial._fidelity import Promote, Rungs, rung_epochs, rung_file, rung_of
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
 from sslsearch.trial._pipeline import (
     TrialResult,
@@ -26,15 +25,18 @@ from sslsearch.trial._pipeline import (
 )
 from sslsearch.trial._point import describe
 from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_VERSION, Report, StopCheck
+from sslsearch.trial._rungs import Promote, Rungs, rung_epochs, rung_file, rung_of
 from sslsearch.trial._screen import (
     SCREEN_FILE,
     SCREEN_KEYS,
     ScreenSpec,
     choose,
     contributions,
+    fair_contributions,
     own_hypervolume,
 )
 from sslsearch.trial._ssl import SSLModel, ssl_model_id, train_ssl_model
+from sslsearch.trial._start_weights import load_weights, read_weights, weights_digest
 from sslsearch.trial._state import HISTORY_FILE, StateStore, read_history
 from sslsearch.trial._train import EvalStats, NonFiniteLoss, evaluate, pick_device
 from sslsearch.trial._validate import (
@@ -44,7 +46,6 @@ from sslsearch.trial._validate import (
     validate_space,
     validate_trial,
 )
-from sslsearch.trial._weights import load_weights, read_weights, weights_digest
 
 __all__ = [
     "BASELINE_ID",
@@ -78,6 +79,7 @@ __all__ = [
     "dominated_reason",
     "ensure_ssl_model",
     "evaluate",
+    "fair_contributions",
     "finetune",
     "load_weights",
     "measure_weights_baseline",

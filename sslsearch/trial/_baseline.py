@@ -77,7 +77,7 @@ def measure_weights_baseline(
     from sslsearch.models import create_model
     from sslsearch.trial._point import describe, measure_defs, measure_final, measured_defs
     from sslsearch.trial._run import MODEL_FILE, Run
-    from sslsearch.trial._weights import load_weights
+    from sslsearch.trial._start_weights import load_weights
 
     result_path = storage.join(exp_dir, BASELINE_ID, RESULT_FILE)
     if storage.exists(result_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ from sslsearch.config import TrialConfig
 from sslsearch.errors import NotPrunableError
 from sslsearch.models import save_model
 from sslsearch.storage import write_text_atomic
-from sslsearch.trial._fidelity import Rungs, rung_hook
 from sslsearch.trial._point import (
     base_final,
     finetune_point,
@@ -40,12 +40,14 @@ from sslsearch.trial._run import (
     MODEL_FILE,
     RESULT_FILE,
     STATE_VERSION,
+    PointState,
     PointStopped,
     Report,
     Run,
     SSLStopped,
     StopCheck,
 )
+from sslsearch.trial._rungs import Rungs, rung_hook
 from sslsearch.trial._screen import SCREEN_FILE, SCREEN_KEYS, ScreenSpec, choose, screen_model
 from sslsearch.trial._screen import screen_record as _screen_record
 from sslsearch.trial._ssl import SSLModel, load_ssl_model, train_ssl_model
@@ -178,7 +180,7 @@ def run_points(
     if resume is not None and resume["phase"] == "done":
         return _rereport(run)
 
-    started_at = float(run.extra.get("started_at", time.time()))
+    started_at = run.point_state.started_at or time.time()
     try:
         ssl = _ssl_model(run, points[0], resume, screen, rungs, state_dir)
     except (SSLStopped, NonFiniteLoss) as e:
@@ -232,7 +234,7 @@ def _new_run(
     run = Run(points[0], report or _log_report, tags or {}, store)
     check_trial_start(points[0], run.data)
     read_teachers(run, points)
-    run.extra["started_at"] = time.time()
+    run.point_state.started_at = time.time()
     return run
 
 
@@ -314,7 +316,7 @@ def _end_without_ssl_model(
     model to prune (SSL training failed, or the multi-fidelity rule stopped it)."""
     for i in range(run.point, len(points)):
         run.point = i
-        run.extra = {}
+        run.point_state = PointState()
         _point_done(run, points, ids, points_dir, {**base_final(run, points[i], None), **end}, None)
     return _results(run)
 
@@ -333,7 +335,8 @@ def _screened(
         t0 = time.perf_counter()
         asked = points[0].amount().get(spec.key)
         rows = screen_model(run, points[0], ssl, spec.with_asked(points[0]))
-        picks = choose(rows, len(points), spec.objectives)
+        own = os.path.basename(state_dir.rstrip("/")) if state_dir else None
+        picks = choose(rows, len(points), spec.objectives, spec.other_screens(own))
         # the sampler's own value, when chosen, stays point 0's; the others by value
         picks.sort(key=lambda j: (rows[j]["value"] != asked, rows[j]["value"]))
         for i, j in enumerate(picks):
@@ -408,7 +411,7 @@ def _point_done(
     if run.point == len(points):
         run.emit(final, run.state("done", 0, None, None))
     else:
-        run.extra = {"started_at": run.extra.get("started_at")}
+        run.point_state = run.point_state.next_point()
         run.emit(final, run.state("prune", 0, None, None))
 
 

@@ -28,7 +28,7 @@ from sslsearch.models import model_from_payload
 from sslsearch.pruning import BUDGET_MISSED, LatencySpec, prune
 from sslsearch.trial._distill import SSL_MODEL_TEACHER, Distiller, read_teacher
 from sslsearch.trial._early import CURVE_KEY, first_check_epoch
-from sslsearch.trial._run import Run, StopCheck
+from sslsearch.trial._run import PointState, Run, StopCheck
 from sslsearch.trial._ssl import SSLModel
 from sslsearch.trial._train import evaluate, make_optimizer, recalibrate_bn, seed_everything
 
@@ -179,21 +179,19 @@ def measure_defs(
 
 
 def prune_point(run: Run, cfg: TrialConfig, ssl: SSLModel) -> nn.Module:
-    """Prune a copy of the SSL model with ``cfg``'s choice; costs go to ``run.extra``."""
+    """Prune a copy of the SSL model with ``cfg``'s choice; costs go to ``run.point_state``."""
     model, pruned = pruned_copy(run, cfg, ssl, point_seed(cfg.seed, run.point))
-    run.extra = {
-        "started_at": run.extra.get("started_at"),
-        "prune": pruned.summary(),
-        "pruned_top1": evaluate(
+    run.point_state = PointState(
+        started_at=run.point_state.started_at,
+        prune=pruned.summary(),
+        pruned_top1=evaluate(
             model, run.data.val, batch_size=cfg.recipe.eval_batch_size, device=run.device
         ).top1,
-        "size_mb_after": size_mb(model),
-        # objectives known once pruned, and every measured one on the model pruned from
-        "measured": measure_defs(run, measured_defs(cfg, exact=True), model),
-        "measured_before": measure_defs(run, measured_defs(cfg), ssl.model, before=True),
-        "point_started_at": time.time(),
-        "point_train_seconds": run.train_seconds,
-    }
+        size_mb_after=size_mb(model),
+        measured=measure_defs(run, measured_defs(cfg, exact=True), model),
+        measured_before=measure_defs(run, measured_defs(cfg), ssl.model, before=True),
+        point_started_at=time.time(),
+    )
     return model
 
 
@@ -201,14 +199,15 @@ def optimistic(run: Run, ssl: SSLModel, best_top1: float) -> dict[str, float]:
     """What is known of the point while it fine-tunes: its exact costs and its best top-1 so far
     (after pruning, or its best fine-tuning epoch). Latency and top-5 are known only at the end:
     left out, so early stopping never counts them against the point."""
-    p = run.extra["prune"]
-    top1 = max(run.extra["pruned_top1"], best_top1)
+    state = run.point_state
+    p = state.prune
+    top1 = max(float(state.pruned_top1 or 0.0), best_top1)
     return {
         "top1": top1,
         "flops": float(p["flops_after"]),
         "params": float(p["params_after"]),
-        "size_mb": float(run.extra["size_mb_after"]),
-        **run.extra.get("measured", {}),
+        "size_mb": float(state.size_mb_after or 0.0),
+        **state.measured,
     }
 
 
@@ -296,7 +295,7 @@ def measure_final(run: Run, cfg: TrialConfig, model: nn.Module) -> tuple[Any, An
 def measure_point(run: Run, cfg: TrialConfig, ssl: SSLModel, model: nn.Module) -> dict[str, Any]:
     """Final metrics of a fine-tuned point (validation top-1 is what the search optimises)."""
     val, test, cost = measure_final(run, cfg, model)
-    p = run.extra.get("prune") or {}
+    p = run.point_state.prune
     missed = bool(p.get("budget_missed"))
     return {
         **base_final(run, cfg, ssl),
@@ -329,8 +328,8 @@ def ssl_figures(ssl: SSLModel | None) -> dict[str, Any]:
 
 def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, Any]:
     """The columns a point's final result has whatever its status."""
-    p = run.extra.get("prune") or {}
-    started = float(run.extra.get("point_started_at", time.time()))
+    p = run.point_state.prune
+    started = run.point_state.point_started_at or time.time()
     out: dict[str, Any] = {
         **describe(cfg),
         "distilled_from": distilled_from(cfg, run),
@@ -344,7 +343,7 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
         # SSL model loaded from the job's own checkpoint after a crash was still trained by the
         # job: SSLModel.trained is kept in the checkpoint); later points and store hits reuse it
         "ssl_reused": (not (ssl.trained and run.point == 0)) if ssl is not None else None,
-        "pruned_top1": run.extra.get("pruned_top1"),
+        "pruned_top1": run.point_state.pruned_top1,
         "flops_before": p.get("flops_before"),
         "params_before": p.get("params_before"),
         "actual_ratio": p.get("actual_ratio"),
@@ -368,7 +367,7 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
     if p:  # a stopped point's costs are exact: keep them
         out["flops"] = p.get("flops_after")
         out["params"] = p.get("params_after")
-        out["size_mb"] = run.extra.get("size_mb_after")
-        out.update(run.extra.get("measured", {}))
-        out.update(run.extra.get("measured_before", {}))
+        out["size_mb"] = run.point_state.size_mb_after
+        out.update(run.point_state.measured)
+        out.update(run.point_state.measured_before)
     return out

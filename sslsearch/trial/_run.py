@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -62,6 +63,34 @@ def precision(amp: bool, scaler: Any) -> str:
     return "fp16" if scaler is not None else "bf16"
 
 
+@dataclass
+class PointState:
+    """What the point being worked on knows between its pruning and its final result; kept in
+    the run's checkpoints, so a resumed point goes on with it."""
+
+    started_at: float | None = None  # when the run started (its first point)
+    prune: dict[str, Any] = field(default_factory=dict)  # the pruner's summary (PruneResult)
+    pruned_top1: float | None = None  # validation top-1 right after pruning (BN re-estimated)
+    size_mb_after: float | None = None
+    # objectives exact once pruned, and every measured one on the model it was pruned from
+    # (``<name>_before``): ``sslsearch.config.ObjectiveDef.measure``
+    measured: dict[str, float] = field(default_factory=dict)
+    measured_before: dict[str, float] = field(default_factory=dict)
+    point_started_at: float | None = None
+
+    def next_point(self) -> PointState:
+        """The state the run's next point starts from."""
+        return PointState(started_at=self.started_at)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> PointState:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
 class Run:
     """The state of one trial while it runs; the stages call its methods."""
 
@@ -78,7 +107,7 @@ class Run:
         self.store = store  # where the states to resume from go (None: nowhere)
         self.history: list[dict[str, Any]] = []
         self.global_epoch = 0
-        self.extra: dict[str, Any] = {}
+        self.point_state = PointState()
         self.threads = set_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         self.data: Datasets = load_datasets(cfg.data)
@@ -136,7 +165,7 @@ class Run:
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.cuda else [],
             "history": json.dumps(self.history),
-            "extra": json.dumps(self.extra),
+            "extra": self.point_state.to_json(),
             "points_done": json.dumps(self.points_done),
             "ssl_model": self.ssl_payload if phase != "ssl" else None,
             "ssl_meta": json.dumps(self.ssl_meta),
@@ -150,7 +179,7 @@ class Run:
     def restore(self, resume: dict[str, Any]) -> None:
         """Everything but the model and optimizer (the stages restore those)."""
         self.history = json.loads(resume["history"])
-        self.extra = json.loads(resume["extra"])
+        self.point_state = PointState.from_json(resume["extra"])
         self.global_epoch = int(resume["global_epoch"])
         self.train_seconds = float(resume.get("train_seconds", 0.0))
         self.train_images = int(resume.get("train_images", 0))

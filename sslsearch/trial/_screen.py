@@ -15,15 +15,17 @@ Screened values are never points: only the chosen ones become rows and Optuna tr
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from sslsearch import storage
 from sslsearch.config import TrialConfig
 from sslsearch.errors import NotPrunableError
 from sslsearch.metrics import size_mb
@@ -49,11 +51,14 @@ SCREEN_KEYS = ("flops_budget", "params_budget", "ratio")  # amounts a screen can
 class ScreenSpec:
     """What a job screens: ``values`` of the amount ``key``, choosing by ``objectives``
     (``(metric, direction)``; metrics a screen does not measure, such as latency, are left
-    out of the choice)."""
+    out of the choice). ``others``: the directory whose ``<job>/screen.json`` are the other SSL
+    models' screens (the search's jobs): the values chosen are those that add most to what they
+    already cover (None: to this screen alone)."""
 
     key: str
     values: tuple[float, ...]
     objectives: tuple[tuple[str, str], ...] = (("top1", "max"), ("flops", "min"))
+    others: str | None = None
 
     def __post_init__(self) -> None:
         if self.key not in SCREEN_KEYS:
@@ -65,7 +70,25 @@ class ScreenSpec:
         """This screen with the value ``cfg`` asks for (the sampler's) among its values."""
         asked = cfg.amount().get(self.key)
         extra = {float(asked)} if asked is not None else set()
-        return ScreenSpec(self.key, tuple(sorted(set(self.values) | extra)), self.objectives)
+        return replace(self, values=tuple(sorted(set(self.values) | extra)))
+
+    def other_screens(self, own: str | None) -> list[dict[str, Any]]:
+        """The screened rows of the other SSL models of the search (finished screens, of the
+        same amount; ``own``: this job's directory name, left out)."""
+        if not self.others or not storage.exists(self.others):
+            return []
+        rows: list[dict[str, Any]] = []
+        for name in storage.listdir(self.others):
+            path = storage.join(self.others, name, SCREEN_FILE)
+            if name == own or not storage.exists(path):
+                continue
+            try:
+                record = json.loads(storage.read_bytes(path).decode())
+            except (OSError, ValueError):  # being written
+                continue
+            if record.get("key") == self.key:
+                rows += record.get("rows", [])
+        return rows
 
 
 def screen_model(
@@ -131,23 +154,32 @@ def _normalised(
 
 
 def choose(
-    rows: Sequence[dict[str, Any]], k: int, objectives: Sequence[tuple[str, str]]
+    rows: Sequence[dict[str, Any]],
+    k: int,
+    objectives: Sequence[tuple[str, str]],
+    context: Sequence[dict[str, Any]] = (),
 ) -> list[int]:
     """Indices of the ``k`` screened rows to fine-tune: greedily the one that adds the most
-    hypervolume to those already chosen. When fewer than ``k`` add anything (the rest are
-    dominated by the chosen ones), the others are spread: each time the row farthest (in
-    the amount, on a log scale) from every chosen one, on the best remaining front first."""
-    losses, ref = _normalised(rows, objectives)
+    hypervolume to those already chosen and to ``context`` (the other SSL models' screens: a
+    value they already cover adds nothing). When fewer than ``k`` add anything (the rest are
+    dominated), the others are spread: each time the row farthest (in the amount, on a log
+    scale) from every chosen one, on the best remaining front first."""
+    every, ref = _normalised([*rows, *context], objectives)
+    losses, ctx = every[: len(rows)], every[len(rows) :]
+
+    def hv(points: np.ndarray) -> float:
+        return hypervolume(points, ref) if len(points) else 0.0
+
     chosen: list[int] = []
-    hv = 0.0
+    base = hv(ctx)
     left = list(range(len(rows)))
     while left and len(chosen) < k:
-        gains = [hypervolume(losses[[*chosen, i]], ref) - hv for i in left]
+        gains = [hv(np.vstack([ctx, losses[[*chosen, i]]])) - base for i in left]
         best = int(np.argmax(gains))
         if gains[best] <= 1e-12:
             break
         chosen.append(left.pop(best))
-        hv += gains[best]
+        base += gains[best]
     pos = [math.log(max(r["value"], 1e-12)) for r in rows]
     while left and len(chosen) < k:
         sub = losses[left]
@@ -203,6 +235,45 @@ def contributions(
         others = np.delete(every, np.s_[ends[i] : ends[i + 1]], axis=0)
         out.append(total - (hypervolume(others, ref) if len(others) else 0.0))
     return out
+
+
+def fair_contributions(
+    screens: Sequence[Sequence[dict[str, Any]]], objectives: Sequence[tuple[str, str]]
+) -> tuple[list[float], list[int | None]]:
+    """Each screen's contribution with near-duplicates handled, and its nearest neighbour.
+
+    Two good SSL models with close lambdas cover each other: each alone adds nearly nothing to
+    the union (``contributions``), and both could rank below a mediocre unique one. So a screen
+    is credited with the larger of its own contribution and half of what it and its nearest
+    neighbour (the screen whose dominated region overlaps its own the most) add together: a
+    pair of near-duplicates shares the volume it adds as a pair."""
+    objs = [(m, d) for m, d in objectives if all(s and m in s[0] for s in screens)]
+    every, ref = _normalised([r for s in screens for r in s], objs)
+    ends = np.cumsum([0, *(len(s) for s in screens)])
+    n = len(screens)
+    part = [np.arange(ends[i], ends[i + 1]) for i in range(n)]
+
+    def hv(idx: np.ndarray) -> float:
+        return hypervolume(every[idx], ref) if len(idx) else 0.0
+
+    def without(*drop: int) -> np.ndarray:
+        return np.concatenate([part[j] for j in range(n) if j not in drop] or [np.arange(0)])
+
+    total = hv(np.arange(len(every)))
+    own = [hv(part[i]) for i in range(n)]
+    out: list[float] = []
+    nearest: list[int | None] = []
+    for i in range(n):
+        solo = total - hv(without(i))
+        overlap = [
+            own[i] + own[j] - hv(np.concatenate([part[i], part[j]])) if j != i else -1.0
+            for j in range(n)
+        ]
+        j = int(np.argmax(overlap)) if n > 1 else None
+        pair = total - hv(without(i, j)) if j is not None else solo
+        out.append(max(solo, pair / 2))
+        nearest.append(j)
+    return out, nearest
 
 
 def own_hypervolume(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> float:

@@ -25,8 +25,8 @@ from sslsearch.pruning import build_penalty
 from sslsearch.sparsity import SSLPenalty
 from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._run import Run
+from sslsearch.trial._start_weights import load_weights, weights_digest
 from sslsearch.trial._train import evaluate, make_optimizer, seed_everything
-from sslsearch.trial._weights import load_weights, weights_digest
 
 log = logging.getLogger(__name__)
 

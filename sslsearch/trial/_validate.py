@@ -221,7 +221,7 @@ def _check_user_parts(space: SearchSpace, data: Datasets | None) -> None:
     shape = _model_shape(space, data)
     if shape is None:
         if space.weights:
-            from sslsearch.trial._weights import read_weights
+            from sslsearch.trial._start_weights import read_weights
 
             read_weights(space.weights)
         return
@@ -231,7 +231,7 @@ def _check_user_parts(space: SearchSpace, data: Datasets | None) -> None:
         kinds = [*_values(specs.get("prune_type", "filter_wise")), *_values(specs.get("ssl_type"))]
         check_user_model(space.arch, num_classes, channels, size, "depth_wise" in kinds)
     if space.weights:
-        from sslsearch.trial._weights import load_weights
+        from sslsearch.trial._start_weights import load_weights
 
         load_weights(create_model(space.arch, num_classes, channels), space.weights, space.arch)
 
@@ -268,7 +268,7 @@ def clamp_budget_ranges(space: SearchSpace, data: Datasets | None = None) -> Sea
     if not keys or not prune_types or "depth_wise" in prune_types or shape is None:
         return space
     from sslsearch.pruning import floor_share
-    from sslsearch.registry import MIN_WIDTH_SHARE
+    from sslsearch.vocabulary import MIN_WIDTH_SHARE
 
     mws = specs.get("min_width_share", MIN_WIDTH_SHARE)
     share = float(mws.low if isinstance(mws, Range) else min(_values(mws)))

@@ -3,10 +3,13 @@
 Successive halving, asynchronous (as ASHA) and for several objectives: when a job reaches a
 rung it has screened its SSL model part-way (``jobs/<id>/screen-r<rung>.json``, written by the
 trial); it goes on when its screen's hypervolume contribution to the union of every screen at
-that rung (ties: its own hypervolume) ranks in the best ``keep`` share of the SSL models
-screened there so far. With fewer than ``1 / keep`` screens at a rung there is nothing to
-compare with: it goes on. One number per objective would not do: a model that is best only at
-the cheap end adds hypervolume there, and keeps its place.
+that rung ranks in the best ``keep`` share (at least one) of the SSL models screened there so
+far. Near-duplicates are handled (``trial.fair_contributions``): two good models with close
+lambdas share the volume they add as a pair instead of each adding nothing. Ties go to the
+screen's own hypervolume. Only the first SSL model at a rung goes on unjudged (there is nothing
+to compare it with). One number per objective would not do: a model that is best only at the
+cheap end adds hypervolume there, and keeps its place. Each decision's log line says what it
+compared.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from sslsearch import storage
 from sslsearch.search._experiment import JOBS_DIR
-from sslsearch.trial import Promote, contributions, own_hypervolume, rung_file
+from sslsearch.trial import Promote, fair_contributions, own_hypervolume, rung_file
 
 
 def make_promote(
@@ -35,19 +38,21 @@ def make_promote(
                 others.append(json.loads(storage.read_bytes(path).decode()))
             except (OSError, ValueError):  # not at this rung (yet), or being written
                 continue
+        if not others:
+            return True, "the first SSL model screened at this rung: nothing to compare with"
         n = len(others) + 1
-        need = math.ceil(1 / keep)
-        if n < need:
-            return True, f"{n} SSL model(s) screened at this rung, fewer than {need} to compare"
         screens = [o["rows"] for o in others] + [record["rows"]]
-        gain = contributions(screens, objectives)
+        gain, nearest = fair_contributions(screens, objectives)
         own = [own_hypervolume(s, objectives) for s in screens]
         order = sorted(range(n), key=lambda i: (gain[i], own[i]), reverse=True)
         rank = order.index(n - 1) + 1
         kept = max(1, math.ceil(n * keep))
+        near = nearest[n - 1]
+        twin = others[near].get("job_id", "?") if near is not None else "-"
         return rank <= kept, (
-            f"hypervolume contribution rank {rank} of {n} SSL models at this rung; "
-            f"the best {kept} go on"
+            f"hypervolume contribution {gain[n - 1]:.4g} (shared with its nearest, job {twin}) "
+            f"ranks {rank} of {n} SSL models at this rung (compared with jobs "
+            f"{', '.join(str(o.get('job_id', '?')) for o in others)}); the best {kept} go on"
         )
 
     return promote

@@ -29,11 +29,11 @@ from torch import nn
 from sslsearch.errors import UserError
 from sslsearch.metrics import count_flops, count_params
 from sslsearch.models import residual_blocks, residual_branch_parameters
-from sslsearch.pruning._cost import CostModel
+from sslsearch.pruning._savings import CostModel
 from sslsearch.pruning._units import _example, round_keep
-from sslsearch.registry import MIN_WIDTH_SHARE, ROUND_TO, SSL_TYPE_KEYS, min_width
 from sslsearch.sparsity import Group, model_groups
 from sslsearch.sparsity._groups import IN, NORM, OUT
+from sslsearch.vocabulary import MIN_WIDTH_SHARE, ROUND_TO, SSL_TYPE_KEYS, min_width
 
 CHANNEL_PARTS = {
     # which of a channel's parts the SSL type drives to zero: the unit is zero if any one is
