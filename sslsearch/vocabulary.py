@@ -70,3 +70,29 @@ SSL_WEIGHTINGS: dict[str, str] = {
 }
 # chosen by benchmarks/bench_lambda_transfer.py: the weighting whose lambda transfers
 DEFAULT_SSL_WEIGHTING = "gradient"
+
+
+# How the SSL proximal step keeps a layer at its floor (``SSLPenalty.floor_rule``), measured on
+# the CIFAR-10 tier by benchmarks/bench_ssl_step.py.
+SSL_FLOOR_RULES: dict[str, str] = {
+    "scale": "when a step would leave fewer than the floor, the layer's thresholds are scaled "
+    "down so its floor strongest units survive, every unit still shrunk",
+    "hold": "when a step would leave fewer than the floor, the floor strongest units are not "
+    "shrunk; the others shrink as usual",
+    "exempt": "the floor strongest units of every layer are never shrunk; the others shrink as "
+    "usual",
+}
+# hold: the same models as scale until a layer reaches its floor (bench_ssl_step.json: equal within
+# noise on the tier), and there no survivor is left pinned near the threshold; exempt costs 2-3
+# points of top-1 at equal removable FLOPs
+DEFAULT_SSL_FLOOR = "hold"
+# Which step the group Lasso takes under the optimizer's momentum (``SSLPenalty.step_rule``).
+SSL_STEP_RULES: dict[str, str] = {
+    "momentum": "a proximal step of lr / (1 - momentum) after the optimizer's: heavy-ball "
+    "momentum's steady-state step for a constant gradient",
+    "lr": "a proximal step of lr after the optimizer's",
+    "reset": "as momentum, and the momentum of every zeroed weight is reset to 0",
+    "loss": "the penalty's gradient joins the loss's before the optimizer's step (momentum "
+    "sees it); a unit within one step of zero is then set to exactly 0, with its momentum",
+}
+DEFAULT_SSL_STEP = "momentum"

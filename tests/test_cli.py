@@ -66,6 +66,7 @@ def test_bad_space_exits_2_and_starts_nothing(
         (["--space", "{tmp}/missing.yaml"], "search space file not found"),
         (["--set", "params.flops_budget=1.5"], "flops_budget is a share of the dense model's cost"),
         (["--set", "params.ssl_weighting=flop"], "did you mean 'flops'"),
+        (["--set", "params.ssl_floor=hld"], "did you mean 'hold'"),
         (["--set", "params.ssl_type=shape_wise"], "no prune type removes"),
     ],
 )

@@ -277,6 +277,22 @@ def test_the_ssl_model_is_known_by_its_weighting_and_floor_unless_nothing_acts()
         TrialConfig(ssl_weighting="flop").check()
 
 
+def test_the_floor_and_step_rules_name_the_ssl_model() -> None:
+    base = TrialConfig(ssl_lambda=0.3)
+    keys = {
+        base.with_(ssl_floor=f, ssl_step=s).ssl_key()
+        for f in ("scale", "hold", "exempt")
+        for s in ("momentum", "loss")
+    }
+    assert len(keys) == 6
+    plain = TrialConfig(ssl_lambda=0.0)
+    assert plain.with_(ssl_floor="exempt", ssl_step="loss").ssl_key() == plain.ssl_key()
+    with pytest.raises(ConfigError, match=r"ssl_floor.*did you mean 'exempt'"):
+        TrialConfig(ssl_floor="exampt").check()
+    with pytest.raises(ConfigError, match=r"ssl_step.*did you mean 'reset'"):
+        TrialConfig(ssl_step="rest").check()
+
+
 def test_shape_wise_is_refused_with_any_prune_type_unless_asked() -> None:
     from sslsearch.trial import validate_trial
 
@@ -347,5 +363,7 @@ def test_the_ssl_model_is_known_by_its_training_subset() -> None:
     assert sub.ssl_key() != base.with_(data=replace(base.data, per_class=200)).ssl_key()
     assert base.with_(data=replace(base.data, in_memory=True)).ssl_key() != base.ssl_key()
     # unset, the key is what it was before these keys existed (the value on main before them):
-    # SSL models stored by earlier searches still match
-    assert base.ssl_key() == "9275870b901e600134a0"
+    # SSL models stored by earlier searches still match (they were trained with the floor rule
+    # scale; the default is hold now, which names its models)
+    assert base.with_(ssl_floor="scale").ssl_key() == "9275870b901e600134a0"
+    assert base.ssl_key() != "9275870b901e600134a0"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -361,7 +363,7 @@ class WideConvBN(ConvBN):
 
 
 @pytest.mark.parametrize("ssl_type", ["filter_wise", "channel_wise", "group_wise"])
-def test_prox_holds_a_layer_at_its_floor_and_still_shrinks_it(ssl_type: str) -> None:
+def test_prox_holds_a_layer_at_its_floor_with_its_strongest_units_unshrunk(ssl_type: str) -> None:
     torch.manual_seed(0)
     net = WideConvBN()
     with torch.no_grad():
@@ -377,9 +379,8 @@ def test_prox_holds_a_layer_at_its_floor_and_still_shrinks_it(ssl_type: str) -> 
         strongest = before[g.name].topk(8).indices
         assert bool(alive[strongest].all())
         if ssl_type != "group_wise":  # (group_wise groups overlap: readers shrink them too)
-            # the threshold was cut to the 9th strongest norm: the survivors lose that much
-            ninth = before[g.name].sort(descending=True).values[8]
-            torch.testing.assert_close(after[alive], before[g.name][alive] - ninth)
+            # the default floor rule (hold): the survivors are not shrunk at all
+            torch.testing.assert_close(after[alive], before[g.name][alive])
 
 
 def test_prox_floor_counts_a_channel_dead_by_either_part() -> None:
@@ -424,3 +425,114 @@ def test_flush_leaves_every_group_below_its_threshold_at_exactly_zero() -> None:
     for g in term.groups:
         assert bool((g.squares("filter")[below[g.name]] == 0).all()), g.name
     assert pen._calls == 0  # the next cycle starts at the first chunk
+
+
+def _strengths(net: WideConvBN, norms: list[float]) -> SSLPenalty:
+    """c1's filter-wise units with exactly these norms (each unit: its BatchNorm scale only)."""
+    with torch.no_grad():
+        net.c1.weight.zero_()
+        net.b1.bias.zero_()
+        net.b1.weight.copy_(torch.tensor(norms))
+    return SSLPenalty.build(net, "filter_wise", 1.0)
+
+
+# c1 has 12 units, its floor is 8 (min_width(12) with round_to 8); norms 12, 11, ..., 1.
+# Threshold 6.5: only 6 would survive a plain step. Threshold 2.5: 10 would, above the floor.
+FLOOR_CASES = {
+    ("scale", 6.5): [8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0],  # threshold cut to the 9th norm, 4
+    ("hold", 6.5): [12, 11, 10, 9, 8, 7, 6, 5, 0, 0, 0, 0],  # the 8 strongest not shrunk
+    ("exempt", 6.5): [12, 11, 10, 9, 8, 7, 6, 5, 0, 0, 0, 0],
+    ("scale", 2.5): [9.5, 8.5, 7.5, 6.5, 5.5, 4.5, 3.5, 2.5, 1.5, 0.5, 0, 0],  # all shrunk
+    ("hold", 2.5): [9.5, 8.5, 7.5, 6.5, 5.5, 4.5, 3.5, 2.5, 1.5, 0.5, 0, 0],  # as scale
+    ("exempt", 2.5): [12, 11, 10, 9, 8, 7, 6, 5, 1.5, 0.5, 0, 0],  # the 8 strongest never
+}
+
+
+@pytest.mark.parametrize(("rule", "threshold"), list(FLOOR_CASES))
+def test_each_floor_rule_gives_the_norms_worked_out_by_hand(rule: str, threshold: float) -> None:
+    net = WideConvBN()
+    pen = _strengths(net, [12.0 - i for i in range(12)])
+    pen.set_rules(floor_rule=rule)
+    pen.prox_(threshold)  # lambda 1: the threshold is the step
+    got = net.b1.weight.detach().abs()
+    want = torch.tensor(FLOOR_CASES[rule, threshold], dtype=torch.float32)
+    torch.testing.assert_close(got, want)
+
+
+def test_unknown_rules_are_refused_with_the_known_names() -> None:
+    pen = SSLPenalty.build(WideConvBN(), "filter_wise", 1.0)
+    with pytest.raises(UserError, match="exempt"):
+        pen.set_rules(floor_rule="exampt")
+    with pytest.raises(UserError, match="momentum"):
+        pen.set_rules(step_rule="adam")
+
+
+class _Linear(nn.Module):
+    """conv (16 filters, penalised) then a frozen linear read-out: a convex group Lasso."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(6, 16, 1, bias=False)
+        self.fc = nn.Linear(16, 12)
+        self.fc.weight.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.c1(x).flatten(1))
+
+
+def test_the_step_rules_reach_the_minimum_of_the_same_objective_under_momentum() -> None:
+    """SGD with momentum 0.9 and each step rule, against plain proximal gradient descent (the
+    reference, no momentum, the group Lasso's prox written out here) on the same objective
+    mean((f(x) - y)^2) + lam * sum_c ||W_c||. ``momentum``, ``reset`` and ``loss`` reach its
+    minimum (the same value, the same 12 live filters of 16); ``lr``, a proximal step of lr
+    under momentum, minimises the objective with lam * (1 - momentum) instead."""
+    torch.manual_seed(0)
+    x = torch.randn(128, 6, 1, 1)
+    y = x.flatten(1) @ torch.randn(6, 12) + 0.3 * torch.randn(128, 12)
+    lam, eta, iters = 0.1, 0.05, 800
+    base = _Linear()
+
+    def loss(m: _Linear) -> torch.Tensor:
+        return ((m(x) - y) ** 2).mean()
+
+    def objective(m: _Linear) -> tuple[float, torch.Tensor]:
+        with torch.no_grad():
+            norms = m.c1.weight.flatten(1).norm(dim=1)
+            return float(loss(m) + lam * norms.sum()), norms > 0
+
+    ref = copy.deepcopy(base)
+    for _ in range(iters):
+        ref.zero_grad()
+        loss(ref).backward()
+        with torch.no_grad():
+            for p in ref.parameters():
+                if p.grad is not None:
+                    p -= eta * p.grad
+            w = ref.c1.weight
+            w.mul_(
+                (1 - eta * lam / w.flatten(1).norm(dim=1).clamp_min(1e-30)).clamp_min(0)[
+                    :, None, None, None
+                ]
+            )
+    want, live = objective(ref)
+    assert 8 < int(live.sum()) < 16  # some filters zero, above the layer's floor of 8
+
+    for rule in ("momentum", "reset", "loss", "lr"):
+        m = copy.deepcopy(base)
+        pen = SSLPenalty.build(m, "filter_wise", lam, torch.zeros(1, 6, 1, 1))
+        pen.set_rules(step_rule=rule)
+        opt = torch.optim.SGD(
+            [p for p in m.parameters() if p.requires_grad], lr=eta / 10, momentum=0.9
+        )
+        for _ in range(iters):  # the trial's loop: backward, before, step, after
+            opt.zero_grad()
+            loss(m).backward()
+            pen.before_step_()
+            opt.step()
+            pen.after_step_(eta / 10, opt)
+        got, got_live = objective(m)
+        if rule == "lr":
+            assert got > want * 1.05 and int(got_live.sum()) > int(live.sum()), rule
+        else:
+            assert got == pytest.approx(want, rel=1e-3), rule
+            assert torch.equal(got_live, live), rule

@@ -29,13 +29,15 @@ def cmd_list(a: argparse.Namespace) -> int:
     from sslsearch.models import get_model_spec, list_models
     from sslsearch.pruning import list_prune_types
     from sslsearch.sparsity import SSL_TYPE_GROUPS, describe_criteria
-    from sslsearch.vocabulary import SSL_WEIGHTINGS
+    from sslsearch.vocabulary import SSL_FLOOR_RULES, SSL_STEP_RULES, SSL_WEIGHTINGS
 
     d = {
         "models": {n: get_model_spec(n).description for n in list_models()},
         "datasets": {n: get_dataset_spec(n).description for n in list_datasets()},
         "ssl_types": dict(SSL_TYPE_GROUPS),
         "ssl_weightings": dict(SSL_WEIGHTINGS),
+        "ssl_floor_rules": dict(SSL_FLOOR_RULES),
+        "ssl_step_rules": dict(SSL_STEP_RULES),
         "prune_types": list_prune_types(),
         # mean and sum are signed: their descriptions say they are not importance measures
         "prune_ways": describe_criteria(),

@@ -86,6 +86,16 @@ def _add_ssl_arguments(p: argparse.ArgumentParser) -> None:
         help="how groups are weighed: gradient (default) | flops | size | none (`sslsearch list`)",
     )
     p.add_argument(
+        "--ssl-floor",
+        default=None,
+        help="how the proximal step keeps a layer's floor: hold (default) | scale | exempt",
+    )
+    p.add_argument(
+        "--ssl-step",
+        default=None,
+        help="the penalty's step under momentum: momentum (default) | reset | loss | lr",
+    )
+    p.add_argument(
         "--allow-unmatched-prune",
         action="store_true",
         help="prune with a prune type whose structures the SSL penalty did not target "
@@ -174,6 +184,8 @@ def trial_config_from_args(a: argparse.Namespace) -> Any:
             "ssl_type": ssl_type,
             **({"ssl_lambda": a.ssl_lambda} if a.ssl_lambda is not None else {}),
             **({"ssl_weighting": a.ssl_weighting} if a.ssl_weighting is not None else {}),
+            **({"ssl_floor": a.ssl_floor} if a.ssl_floor is not None else {}),
+            **({"ssl_step": a.ssl_step} if a.ssl_step is not None else {}),
             "allow_unmatched_prune": a.allow_unmatched_prune,
             "prune_type": a.prune_type,
             "prune_way": a.prune_way,

@@ -12,7 +12,7 @@ from typing import Any
 
 from sslsearch.config._typed import ConfigError
 from sslsearch.imports import is_import_path
-from sslsearch.vocabulary import SSL_TYPE_KEYS, SSL_WEIGHTINGS
+from sslsearch.vocabulary import SSL_FLOOR_RULES, SSL_STEP_RULES, SSL_TYPE_KEYS, SSL_WEIGHTINGS
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,8 @@ def check_names(space: Any) -> None:
     for param, kind, known in (
         ("ssl_type", "ssl type", SSL_TYPE_NAMES),
         ("ssl_weighting", "ssl weighting", tuple(SSL_WEIGHTINGS)),
+        ("ssl_floor", "ssl floor rule", tuple(SSL_FLOOR_RULES)),
+        ("ssl_step", "ssl step rule", tuple(SSL_STEP_RULES)),
         ("prune_type", "prune type", PRUNE_TYPE_NAMES),
         ("prune_way", "prune way", PRUNE_WAY_NAMES),
     ):

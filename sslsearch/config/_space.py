@@ -24,6 +24,8 @@ PARAM_TYPES: dict[str, type] = {
     "ssl_type": str,
     "ssl_lambda": float,
     "ssl_weighting": str,
+    "ssl_floor": str,
+    "ssl_step": str,
     "prune_type": str,
     "prune_way": str,
     "ratio": float,

@@ -12,9 +12,13 @@ from sslsearch.imports import is_import_path
 from sslsearch.registry import unknown_name_message
 from sslsearch.vocabulary import (
     BUDGET_KINDS,
+    DEFAULT_SSL_FLOOR,
+    DEFAULT_SSL_STEP,
     DEFAULT_SSL_WEIGHTING,
     LAMBDA_KEYS,
     MIN_WIDTH_SHARE,
+    SSL_FLOOR_RULES,
+    SSL_STEP_RULES,
     SSL_WEIGHTINGS,
     budget_problem,
 )
@@ -27,7 +31,8 @@ AMOUNT_KEYS = (*BUDGET_KEYS, "ratio")
 PRUNING_KEYS = (*AMOUNT_KEYS, "blocks", "min_width_share")
 # A trial's parameters that determine its SSL model (with the arch, data, SSL recipe, seed and
 # starting weights: TrialConfig.ssl_key); every point of one SSL model shares them
-SSL_PARAMS = ("ssl_type", "ssl_lambda", "ssl_weighting", "min_width_share")
+SSL_PARAMS = ("ssl_type", "ssl_lambda", "ssl_weighting", "min_width_share", "ssl_floor", "ssl_step")
+_RULES_BEFORE = {"ssl_floor": "scale", "ssl_step": "momentum"}
 DEFAULT_FLOPS_BUDGET = 0.5  # what a trial prunes to when it is given no budget, ratio or blocks
 
 
@@ -124,6 +129,10 @@ class TrialConfig:
     ssl_lambda: float | dict[str, float] = 0.3
     # how groups of different size and cost are weighed (sslsearch.registry.SSL_WEIGHTINGS)
     ssl_weighting: str = DEFAULT_SSL_WEIGHTING
+    # how the proximal step keeps a layer's floor, and which step it takes under momentum
+    # (sslsearch.vocabulary.SSL_FLOOR_RULES, SSL_STEP_RULES; chosen by bench_ssl_step.py)
+    ssl_floor: str = DEFAULT_SSL_FLOOR
+    ssl_step: str = DEFAULT_SSL_STEP
     prune_type: str = "filter_wise"
     prune_way: str = "group_lasso"
     # how much is pruned: one budget (share of the dense model's FLOPs, parameters or measured
@@ -198,6 +207,12 @@ class TrialConfig:
                 "ssl_weighting",
                 unknown_name_message("ssl weighting", self.ssl_weighting, sorted(SSL_WEIGHTINGS)),
             )
+        for key, known in (("ssl_floor", SSL_FLOOR_RULES), ("ssl_step", SSL_STEP_RULES)):
+            if getattr(self, key) not in known:
+                raise ConfigError(
+                    key,
+                    unknown_name_message(key.replace("_", " "), getattr(self, key), sorted(known)),
+                )
         if not 0.0 <= self.min_width_share <= 1.0:
             raise ConfigError("min_width_share", f"must be in [0, 1], got {self.min_width_share}")
         lams = self.ssl_lambda.values() if isinstance(self.ssl_lambda, dict) else [self.ssl_lambda]
@@ -258,7 +273,10 @@ class TrialConfig:
             **{
                 k: getattr(self, k)
                 for k in SSL_PARAMS
-                if any(v > 0 for v in lams) or k in ("ssl_type", "ssl_lambda")
+                if (any(v > 0 for v in lams) or k in ("ssl_type", "ssl_lambda"))
+                # a rule only when it is not what every model before the rules was trained
+                # with, so that stored models keep their ids
+                and not (k in _RULES_BEFORE and getattr(self, k) == _RULES_BEFORE[k])
             },
             "seed": self.seed,
             "warm_start": self.warm_start,

@@ -39,7 +39,7 @@ from sslsearch.errors import UserError
 from sslsearch.pruning._savings import CostModel
 from sslsearch.registry import unknown_name_message
 from sslsearch.sparsity import Group, SSLPenalty, default_example
-from sslsearch.sparsity._penalty import Term
+from sslsearch.sparsity._terms import Term
 from sslsearch.vocabulary import DEFAULT_SSL_WEIGHTING, MIN_WIDTH_SHARE, SSL_WEIGHTINGS
 
 CALIBRATION_BATCHES = 8  # training batches the gradient weighting averages over

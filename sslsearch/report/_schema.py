@@ -49,6 +49,8 @@ _TRIAL: list[Column] = [
     ("ssl_type", pa.string()),
     ("ssl_lambda", pa.float64()),
     ("ssl_weighting", pa.string()),
+    ("ssl_floor", pa.string()),
+    ("ssl_step", pa.string()),
     ("prune_type", pa.string()),
     ("prune_way", pa.string()),
     ("ratio", pa.float64()),
@@ -78,6 +80,7 @@ _TRIAL: list[Column] = [
     ("groups_removed", pa.int64()),
     ("removed_blocks", pa.string()),
     ("ssl_top1", pa.float64()),
+    ("ssl_test_top1", pa.float64()),
     ("pruned_top1", pa.float64()),
     # the screen (pruned + BN re-estimated, no fine-tune) of the point's SSL model: val top-1
     # at the point's value (null: the search did not screen), and at how many values it was

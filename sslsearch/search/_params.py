@@ -15,7 +15,12 @@ from sslsearch.config import (
     TrialConfig,
     space_from_mapping,
 )
-from sslsearch.vocabulary import DEFAULT_SSL_WEIGHTING, MIN_WIDTH_SHARE
+from sslsearch.vocabulary import (
+    DEFAULT_SSL_FLOOR,
+    DEFAULT_SSL_STEP,
+    DEFAULT_SSL_WEIGHTING,
+    MIN_WIDTH_SHARE,
+)
 
 
 def _suggest(trial: Any, name: str, spec: Range | Choices) -> Any:
@@ -58,6 +63,8 @@ class DefineByRun:
         value("ssl_type", prune_type)
         value("ssl_lambda")
         value("ssl_weighting")
+        value("ssl_floor")
+        value("ssl_step")
         if prune_type == "depth_wise" and "blocks" in specs:
             value("blocks")
         else:
@@ -132,6 +139,8 @@ def trial_config(
         ssl_type=params.get("ssl_type", prune_type),
         ssl_lambda=params["ssl_lambda"],
         ssl_weighting=params.get("ssl_weighting", DEFAULT_SSL_WEIGHTING),
+        ssl_floor=params.get("ssl_floor", DEFAULT_SSL_FLOOR),
+        ssl_step=params.get("ssl_step", DEFAULT_SSL_STEP),
         prune_type=prune_type,
         prune_way=params.get("prune_way", "group_lasso"),
         blocks=blocks,

@@ -112,7 +112,11 @@ def run_references(space: SearchSpace, exp_dir: str, model_task: Any = None) -> 
                 "the reference model task failed: %s", str(e).strip().splitlines()[-1][:300]
             )
     choices = distinct_choices(
-        [r for r in collect_trials(exp_dir) if is_search_point(r) and r["status"] == "ok"]
+        [
+            r
+            for r in collect_trials(exp_dir, space.objective_defs())
+            if is_search_point(r) and r["status"] == "ok"
+        ]
     )
     # One SSL model at lambda = 0 for every choice (reference_job): trained beside the trials,
     # else by the first task before the other choices are fine-tuned from it, in up to
@@ -185,7 +189,8 @@ def confirm_front(space: SearchSpace, exp_dir: str, seeds: int) -> None:
 
     groups = [
         todo
-        for g in confirm_jobs(space, collect_trials(exp_dir), seeds)
+        # with the space's own objectives: a user's objective is a column of the fronts
+        for g in confirm_jobs(space, collect_trials(exp_dir, space.objective_defs()), seeds)
         if (todo := [j for j in g if not done(j)])
     ]
     n = sum(len(g) for g in groups)

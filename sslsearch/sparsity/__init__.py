@@ -27,14 +27,12 @@ from sslsearch.sparsity._groups import (
     model_groups,
 )
 from sslsearch.sparsity._penalty import (
-    SSL_TYPE_GROUPS,
-    SSL_TYPES,
     SSLPenalty,
     group_norms,
-    parse_lambda,
     ssl_penalty,
     unit_norms,
 )
+from sslsearch.sparsity._terms import SSL_TYPE_GROUPS, SSL_TYPES, parse_lambda
 
 __all__ = [
     "COLS",

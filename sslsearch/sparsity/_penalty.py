@@ -29,94 +29,24 @@ import torch
 from torch import nn
 
 from sslsearch.errors import NotPrunableError, UserError
+from sslsearch.sparsity._floor import floor_step, spared_from_gradient
 from sslsearch.sparsity._groups import Axis, Group, GroupSet, model_groups
-from sslsearch.vocabulary import LAMBDA_KEYS, MIN_WIDTH_SHARE, ROUND_TO, SSL_TYPE_KEYS, min_width
-
-SSL_TYPES = tuple(SSL_TYPE_KEYS)
-
-# lambda key -> (which groups, which part of a channel group)
-TERMS: dict[str, tuple[str, str]] = {
-    "n": ("channel", "filter"),  # producers: filters, biases, BN scale/shift
-    "c": ("channel", "channel"),  # readers: consumers' input slices, anchored by BN scale/shift
-    "g": ("channel", "group"),  # everything coupled to the channel (DepGraph's group norm)
-    "s": ("shape", "group"),  # W[:, c, h, w] of each conv, relative to the layer
-    "d": ("block", "group"),  # a residual block's branch
-}
-
-# Each SSL type's groups, in words (docs and ``sslsearch list``).
-SSL_TYPE_GROUPS = {
-    "filter_wise": "per channel: every producing filter and bias + BatchNorm scale/shift",
-    "channel_wise": "per channel: every consumer's input slice + BatchNorm scale/shift",
-    "filter_and_channel_wise": "filter groups (lambda n) and channel groups (lambda c)",
-    "shape_wise": "per conv: W[:, c, h, w], divided by the layer's RMS shape norm",
-    "depth_wise": "per residual block: all parameters of its branch",
-    "group_wise": "per channel: every coupled slice (filter + channel + BN)",
-}
-
-
-def parse_lambda(ssl_type: str, lam: float | Mapping[str, float]) -> dict[str, float]:
-    """A float applies to every group of ``ssl_type``; a dict gives each its own (n, c, s, d, g)."""
-    if ssl_type not in SSL_TYPE_KEYS:
-        raise UserError(f"unknown ssl type {ssl_type!r}; known: {', '.join(SSL_TYPES)}")
-    keys = SSL_TYPE_KEYS[ssl_type]
-    if isinstance(lam, Mapping):
-        unknown = set(lam) - set(LAMBDA_KEYS)
-        if unknown:
-            raise UserError(
-                f"unknown lambda key(s) {sorted(unknown)}; use {', '.join(LAMBDA_KEYS)}"
-            )
-        missing = [k for k in keys if k not in lam]
-        if missing:
-            raise UserError(f"ssl type {ssl_type} needs lambda for {missing}")
-        out = {k: float(lam[k]) for k in keys}
-    else:
-        out = dict.fromkeys(keys, float(lam))
-    for k, v in out.items():
-        if not v >= 0.0 or v != v or v == float("inf"):
-            raise UserError(f"ssl lambda ({k}) must be finite and >= 0, got {v}")
-    return out
-
-
-def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
-    """sqrt with a zero (sub)gradient at 0 instead of an infinite one."""
-    pos = sq > 0
-    return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
-
-
-@dataclass(eq=False)
-class Term:
-    """One lambda key's groups, with the part of each group it sums over and each group's weight
-    (``ssl_weighting``: the group's norm counts ``weight`` times; 1 is Wen et al.'s plain sum)."""
-
-    key: str
-    part: str
-    groups: list[Group]
-    weights: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.weights:
-            self.weights = [1.0] * len(self.groups)
-
-    @property
-    def relative(self) -> bool:
-        return self.key == "s"
-
-    def values(self, sq: Mapping[int, torch.Tensor], g: Group) -> torch.Tensor:
-        """Per-unit sums of squares of group ``g`` from per-axis squares ``sq``."""
-        out: torch.Tensor | None = None
-        for s in g.part(self.part):
-            v = sq[id(s.axis)]
-            c = torch.zeros(g.units, dtype=v.dtype, device=v.device).index_add(
-                0, s.unit.to(v.device), v[s.pos.to(v.device)]
-            )
-            out = c if out is None else out + c
-        assert out is not None
-        return out
-
-
-def _rms(norms: torch.Tensor) -> torch.Tensor:
-    return (norms.square().mean()).sqrt().clamp_min(1e-30)
-
+from sslsearch.sparsity._terms import (
+    TERMS,
+    Term,
+    parse_lambda,
+    rms,
+    safe_norm,
+)
+from sslsearch.vocabulary import (
+    DEFAULT_SSL_FLOOR,
+    DEFAULT_SSL_STEP,
+    MIN_WIDTH_SHARE,
+    ROUND_TO,
+    SSL_FLOOR_RULES,
+    SSL_STEP_RULES,
+    min_width,
+)
 
 # One group with every active term that sums over it (two for filter_and_channel_wise), each with
 # the group's weight: the proximal step treats a group's terms together, so that the floor holds
@@ -128,10 +58,14 @@ _Item = tuple[Group, list[tuple[Term, float]]]
 class SSLPenalty:
     """A penalty bound to a model's groups, built once and applied every step.
 
-    Three equal ways to apply it: ``penalty()`` (a differentiable value for the loss),
-    ``add_grad_()`` (its gradient written into ``.grad``) and ``prox_(lr)`` (the proximal step
-    after ``optimizer.step()``: exact zeros, no autograd; what the trial's training loop uses,
-    with ``flush_()`` at the end of each epoch).
+    Three ways to apply it: ``penalty()`` (a differentiable value for the loss), ``add_grad_()``
+    (its gradient written into ``.grad``) and ``prox_(lr)`` (the proximal step after
+    ``optimizer.step()``: exact zeros, no autograd). The first two give the same gradient; the
+    proximal step minimises the same objective but takes a different path, and under momentum
+    its step size is a choice (``step_rule``). The trial's training loop calls
+    ``before_step_()`` and ``after_step_(lr, optimizer)`` around the optimizer's step, which do
+    what ``step_rule`` says (``sslsearch.vocabulary.SSL_STEP_RULES``), and ``flush_()`` at the end
+    of each epoch. How a layer keeps its floor is ``floor_rule`` (``SSL_FLOOR_RULES``).
 
     Each group's term is ``lambda * weight * ||w_g||``; the weights are the ``ssl_weighting``
     (``sslsearch.pruning.build_penalty`` computes them; built here they are all 1: Wen et al.).
@@ -148,6 +82,9 @@ class SSLPenalty:
     elements_per_step: int = 4_000_000
     min_width_share: float = MIN_WIDTH_SHARE
     weighting: str = "none"
+    floor_rule: str = DEFAULT_SSL_FLOOR
+    step_rule: str = DEFAULT_SSL_STEP
+    _shrink: bool = True  # False: the step only zeroes (step_rule "loss")
     _chunks: list[list[_Item]] = field(default_factory=list, repr=False)
     _lr_due: list[float] = field(default_factory=list, repr=False)
     _last: list[float] = field(default_factory=list, repr=False)
@@ -189,6 +126,19 @@ class SSLPenalty:
             terms.append(Term(key, part, groups))
         return cls(ssl_type, lams, gs, terms, elements_per_step, float(min_width_share))
 
+    def set_rules(self, floor_rule: str | None = None, step_rule: str | None = None) -> None:
+        """Choose the floor rule and the step rule (``SSL_FLOOR_RULES``, ``SSL_STEP_RULES``)."""
+        if floor_rule is not None:
+            if floor_rule not in SSL_FLOOR_RULES:
+                raise UserError(
+                    f"unknown floor rule {floor_rule!r}; known: {sorted(SSL_FLOOR_RULES)}"
+                )
+            self.floor_rule = floor_rule
+        if step_rule is not None:
+            if step_rule not in SSL_STEP_RULES:
+                raise UserError(f"unknown step rule {step_rule!r}; known: {sorted(SSL_STEP_RULES)}")
+            self.step_rule = step_rule
+
     # ---- weights --------------------------------------------------------------------------
 
     def set_weights(self, weighting: str, weights: Mapping[str, Sequence[float]]) -> None:
@@ -220,7 +170,7 @@ class SSLPenalty:
             for t in self.terms:
                 for g in t.groups:
                     n = t.values(sq, g).clamp_min(0).sqrt()
-                    out.append((t.key, n / _rms(n) if t.relative else n))
+                    out.append((t.key, n / rms(n) if t.relative else n))
         return out
 
     def __call__(self) -> torch.Tensor:
@@ -229,8 +179,8 @@ class SSLPenalty:
         for t in self._active():
             sq = {id(a): a.squares() for a in self._axes([t])}
             for g, w in zip(t.groups, t.weights):
-                n = _safe_norm(t.values(sq, g))
-                v = self.lam[t.key] * w * (n.sum() / _rms(n) if t.relative else n.sum())
+                n = safe_norm(t.values(sq, g))
+                v = self.lam[t.key] * w * (n.sum() / rms(n) if t.relative else n.sum())
                 total = v if total is None else total + v
         if total is None:
             return torch.zeros((), device=self._device())
@@ -239,28 +189,37 @@ class SSLPenalty:
     # ---- direct gradient ------------------------------------------------------------------
 
     @torch.no_grad()
-    def add_grad_(self) -> torch.Tensor:
+    def add_grad_(self, spare_floor: bool = False) -> torch.Tensor:
         """Add the penalty's gradient to every ``.grad`` directly; return its value.
 
-        Equal to ``self().backward()``, without building or walking an autograd graph.
+        Equal to ``self().backward()``, without building or walking an autograd graph. With
+        ``spare_floor`` (step rule ``loss``), the units the floor rule spares get no gradient:
+        under ``exempt`` every layer's ``floor`` strongest units, under ``hold`` those of a layer
+        whose live units are down to its floor.
         """
-        active = self._active()
-        axes = self._axes(active)
+        items = self._items()
+        axes = self._axes_of([(t, g) for g, tws in items for t, _ in tws])
         sq = {id(a): a.fast_squares() for a in axes}
         scale = {id(a): torch.zeros_like(sq[id(a)]) for a in axes}
         total = torch.zeros((), dtype=torch.float64, device=self._device())
-        for t in active:
-            for g, w in zip(t.groups, t.weights):
+        for g, tws in items:
+            norms = [t.values(sq, g).clamp_min(0).sqrt() for t, _ in tws]
+            spared = None
+            if spare_floor:
+                lams = [self.lam[t.key] * w for t, w in tws]
+                spared = spared_from_gradient(g, norms, lams, self.floor_rule, self.min_width_share)
+            for (t, w), n in zip(tws, norms):
                 lam = self.lam[t.key] * w
-                n = t.values(sq, g).clamp_min(0).sqrt()
                 inv = torch.where(n > 0, 1.0 / n.clamp_min(1e-30), torch.zeros_like(n))
                 if t.relative:
-                    r, a = _rms(n), n.sum()
+                    r, a = rms(n), n.sum()
                     total += lam * (a / r).double()
                     per_unit = lam * (inv / r - a / (r**3 * g.units)) * (n > 0)
                 else:
                     total += lam * n.sum().double()
                     per_unit = lam * inv
+                if spared is not None:
+                    per_unit = per_unit.masked_fill(spared, 0.0)
                 for s in g.part(t.part):
                     scale[id(s.axis)].index_add_(
                         0, s.pos.to(n.device), per_unit[s.unit.to(n.device)]
@@ -273,6 +232,39 @@ class SSLPenalty:
             else:
                 p.grad.addcmul_(p.detach(), v)
         return total.float()
+
+    # ---- the training loop's two calls --------------------------------------------------------
+
+    def before_step_(self) -> None:
+        """After ``backward()``, before ``optimizer.step()``: step rule ``loss`` adds the
+        penalty's gradient (the units the floor rule spares excepted)."""
+        if self.step_rule == "loss":
+            self.add_grad_(spare_floor=True)
+
+    @torch.no_grad()
+    def after_step_(
+        self, lr: float, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.Tensor:
+        """After ``optimizer.step()`` at learning rate ``lr``: the step ``step_rule`` says;
+        returns the penalty value. ``momentum`` and ``reset`` take the proximal step of
+        ``lr / (1 - momentum)``, ``lr`` of ``lr``; ``loss`` only sets to zero the units whose norm
+        is within that step of zero. ``reset`` and ``loss`` then clear the momentum of every
+        weight that is exactly zero, so that the next step does not push it out again."""
+        m = 0.0
+        if optimizer is not None:
+            m = float(optimizer.param_groups[0].get("momentum", 0.0) or 0.0)
+        step = lr if self.step_rule == "lr" else lr / (1.0 - m)
+        self._shrink = self.step_rule != "loss"
+        value = self.prox_(step)
+        if self.step_rule in ("reset", "loss") and optimizer is not None and m > 0:
+            self._clear_momentum(optimizer)
+        return value
+
+    def _clear_momentum(self, optimizer: torch.optim.Optimizer) -> None:
+        for ax in self._axes(self._active()):
+            buf = optimizer.state.get(ax.param, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.masked_fill_(ax.param == 0, 0.0)
 
     # ---- proximal step --------------------------------------------------------------------
 
@@ -327,11 +319,10 @@ class SSLPenalty:
         parts of one weight) are shrunk by the product of their factors. Shape groups
         (scale-invariant) are shrunk and their layer rescaled to its norm before the step.
 
-        The floor rule: a layer (channel or shape group) never keeps fewer nonzero units than
-        its floor (``Group.min_units(min_width_share)``, the pruner's). When a step would leave
-        fewer, the layer's thresholds are scaled down for that step just enough that its
-        ``floor`` strongest units survive (each still shrunk by the scaled threshold); a layer
-        held there is at its floor, which ``sslsearch.sparsity_report`` lists (``at_floor``).
+        The floor: a layer (channel or shape group) never keeps fewer nonzero units than its
+        floor (``Group.min_units(min_width_share)``, the pruner's); how it is kept is
+        ``floor_rule`` (``_floor``). A layer held there is at its floor, which
+        ``sslsearch.sparsity_report`` lists (``at_floor``).
         """
         if not self._chunks:
             self._plan()
@@ -374,17 +365,22 @@ class SSLPenalty:
                 n = t.values(sq, g).clamp_min(0).sqrt()
                 thr = torch.as_tensor(step * lam, dtype=n.dtype, device=n.device)
                 if t.relative:
-                    r = _rms(n)
+                    r = rms(n)
                     vals.append(lam * n.sum() / r)
                     thr = thr / r
                 else:
                     vals.append(lam * n.sum())
                 norms.append(n)
                 thrs.append(thr)
-            scale = self._floor_scale(g, norms, thrs)
+            scale, spared = floor_step(g, norms, thrs, self.floor_rule, self.min_width_share)
             for (t, _), n, thr in zip(tws, norms, thrs):
-                f = (1.0 - scale * thr / n.clamp_min(1e-30)).clamp_min(0.0)
-                if t.relative:
+                if self._shrink:
+                    f = (1.0 - scale * thr / n.clamp_min(1e-30)).clamp_min(0.0)
+                else:  # step rule "loss": the gradient shrank it; only the exact zero is ours
+                    f = (n > scale * thr).to(n.dtype)
+                if spared is not None:
+                    f = torch.where(spared, torch.ones_like(f), f)
+                if t.relative and self._shrink:
                     # A scale-invariant penalty has no radial gradient: keep the layer on its
                     # sphere (in the same pass), or the shrinking layer would raise its own
                     # threshold until it collapses.
@@ -398,32 +394,6 @@ class SSLPenalty:
         for a in axes:
             a.param.mul_(a.shaped(factor[id(a)].to(a.param.dtype)))
         return float(torch.stack([v.float() for v in vals]).sum()) if vals else 0.0
-
-    def _floor_scale(
-        self, g: Group, norms: list[torch.Tensor], thrs: list[torch.Tensor]
-    ) -> torch.Tensor | float:
-        """1, or the factor the group's thresholds are scaled by so its floor survives.
-
-        A unit survives every term while its margin ``min_t ||w_t|| / thr_t`` exceeds 1; when
-        fewer than ``floor`` units do, the thresholds are scaled to the (floor + 1)-th largest
-        margin: the ``floor`` strongest units survive, the next one and the rest become zero. A
-        layer no wider than its floor (``round_to`` channels or fewer: the pruner keeps it
-        whole) is held as a whole: when a step would zero one of its units, it is not shrunk.
-        """
-        if g.kind == "block":
-            return 1.0
-        floor = g.min_units(self.min_width_share)
-        if floor <= 0:
-            return 1.0
-        margin: torch.Tensor | None = None
-        for n, thr in zip(norms, thrs):
-            m = torch.where(thr > 0, n / thr.clamp_min(1e-30), torch.full_like(n, math.inf))
-            margin = m if margin is None else torch.minimum(margin, m)
-        assert margin is not None
-        if int((margin > 1.0).sum()) >= floor:
-            return 1.0
-        padded = torch.cat([margin, margin.new_zeros(1)])  # no (floor + 1)-th unit: scale 0
-        return padded.topk(floor + 1).values[-1].clamp(max=1.0)
 
     # ---- helpers ------------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ def describe(cfg: TrialConfig) -> dict[str, Any]:
         "ssl_type": cfg.ssl_type,
         "ssl_lambda": scalar_lambda(cfg),
         "ssl_weighting": cfg.ssl_weighting,
+        "ssl_floor": cfg.ssl_floor,
+        "ssl_step": cfg.ssl_step,
         "prune_type": cfg.prune_type,
         "prune_way": cfg.prune_way,
         "ratio": cfg.ratio if cfg.ratio is not None else float("nan"),
@@ -337,6 +339,7 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
         "point": run.point,
         "ssl_model_id": ssl.id if ssl is not None else None,
         "ssl_top1": ssl.ssl_top1 if ssl is not None else None,
+        "ssl_test_top1": ssl.ssl_test_top1 if ssl is not None else None,
         **ssl_figures(ssl),
         "size_mb_before": ssl.size_mb if ssl is not None else None,
         # False only for the point whose run trained the SSL model: its job's first point (an

@@ -52,6 +52,9 @@ class SSLModel:
     ssl_top1: float
     size_mb: float
     trained: bool  # False: loaded from the store
+    # its top-1 on the test split: what SSL training itself cost, beside a dense model's
+    # (reported, never used to choose)
+    ssl_test_top1: float = float("nan")
     sparsity: dict[str, Any] = field(default_factory=dict)  # SPARSITY_FIGURES
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -59,6 +62,7 @@ class SSLModel:
         return {
             "id": self.id,
             "ssl_top1": self.ssl_top1,
+            "ssl_test_top1": self.ssl_test_top1,
             "size_mb": self.size_mb,
             "trained": self.trained,
             "sparsity": self.sparsity,
@@ -79,6 +83,7 @@ def ssl_model_id(cfg: TrialConfig, precision: str) -> str:
 def _finish(run: Run, key: str, model: nn.Module, trained: bool) -> SSLModel:
     cfg = run.cfg
     ev = evaluate(model, run.data.val, batch_size=cfg.recipe.eval_batch_size, device=run.device)
+    test = evaluate(model, run.data.test, batch_size=cfg.recipe.eval_batch_size, device=run.device)
     run.sparsity(model)  # binds the meter to this model
     assert run.meter is not None
     rep = run.meter()
@@ -86,6 +91,7 @@ def _finish(run: Run, key: str, model: nn.Module, trained: bool) -> SSLModel:
         id=key,
         model=model,
         ssl_top1=ev.top1,
+        ssl_test_top1=test.top1,
         size_mb=size_mb(model),
         trained=trained,
         sparsity={k: rep[k] for k in SPARSITY_FIGURES},
@@ -116,6 +122,7 @@ def _penalty(run: Run, model: nn.Module) -> SSLPenalty:
             model, cfg.ssl_type, cfg.ssl_lambda, example, min_width_share=cfg.min_width_share
         )
         pen.set_weights(cfg.ssl_weighting, run.ssl_weights)
+        pen.set_rules(cfg.ssl_floor, cfg.ssl_step)
         return pen
     batches = run.data.train.batches(
         cfg.recipe.batch_size,
@@ -133,6 +140,7 @@ def _penalty(run: Run, model: nn.Module) -> SSLPenalty:
         batches=batches,
         min_width_share=cfg.min_width_share,
     )
+    pen.set_rules(cfg.ssl_floor, cfg.ssl_step)
     run.ssl_weights = pen.weights()
     return pen
 
@@ -221,6 +229,7 @@ def load_ssl_model(run: Run) -> SSLModel:
         id=key,
         model=run.to_device(model),
         ssl_top1=float(meta.get("ssl_top1", float("nan"))),
+        ssl_test_top1=float(meta.get("ssl_test_top1", float("nan"))),
         size_mb=float(meta.get("size_mb", float("nan"))),
         trained=bool(meta.get("trained", False)),
         sparsity=dict(meta.get("sparsity") or {}),

@@ -131,7 +131,6 @@ def train_one_epoch(
 
     model.train()
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    momentum = float(optimizer.param_groups[0].get("momentum", 0.0)) if penalty is not None else 0.0
     t0 = time.perf_counter()
     sums = _Sums.zeros(device)
     for step, (x, y) in enumerate(batches):
@@ -141,8 +140,8 @@ def train_one_epoch(
         if channels_last and device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         out, loss = _forward(model, x, y, loss_fn, device, amp, distill, sums)
-        _step(loss, optimizer, scaler, epoch, step)
-        pen = _prox(penalty, lr, momentum, loss, epoch, step)
+        _step(loss, optimizer, scaler, epoch, step, penalty)
+        pen = _prox(penalty, lr, optimizer, loss, epoch, step)
         sums.add(out, y, loss, pen)
     return sums.stats(t0, distilled=distill is not None)
 
@@ -219,8 +218,10 @@ def _step(
     scaler: torch.amp.GradScaler | None,
     epoch: int,
     step: int,
+    penalty: SSLPenalty | None = None,
 ) -> None:
-    """Backward and the optimizer's step; a loss that is not finite stops before the step."""
+    """Backward and the optimizer's step; a loss that is not finite stops before the step.
+    The penalty's ``before_step_`` comes between them (step rule ``loss``: its gradient)."""
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -231,6 +232,8 @@ def _step(
         raise NonFiniteLoss(
             f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}"
         )
+    if penalty is not None:
+        penalty.before_step_()
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -241,18 +244,17 @@ def _step(
 def _prox(
     penalty: SSLPenalty | None,
     lr: float,
-    momentum: float,
+    optimizer: torch.optim.Optimizer,
     loss: torch.Tensor,
     epoch: int,
     step: int,
 ) -> torch.Tensor | None:
-    """The SSL penalty's proximal step after the optimizer's; its value (None: no penalty)."""
+    """The SSL penalty's step after the optimizer's; its value (None: no penalty)."""
     if penalty is None:
         return None
-    # the group Lasso as a proximal step: exact zeros, no autograd (SSLPenalty.prox_). Its
-    # step is lr / (1 - momentum): the steady-state step heavy-ball momentum gives a constant
-    # gradient, so a lambda means what it means for the penalty added to the loss.
-    pen = penalty.prox_(lr / (1.0 - momentum))
+    # the group Lasso's exact zeros, no autograd: the step its step rule says
+    # (SSLPenalty.after_step_; the default, a proximal step of lr / (1 - momentum))
+    pen = penalty.after_step_(lr, optimizer)
     if pen is not None and not bool(torch.isfinite(loss.detach().cpu() + pen)):
         raise NonFiniteLoss(
             f"loss became {float(loss.detach().cpu() + pen)} at epoch {epoch + 1}, "
