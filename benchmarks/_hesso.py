@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,8 +66,6 @@ class Hesso:
             live = g.units - int(m.sum())
             keep = round_keep(live * g.tie, g.units * g.tie, self.meter.share, self.meter.round_to)
             removed.append(g.units - min(g.units, math.ceil(keep / g.tie)))
-        import numpy as np
-
         return 1.0 - self.meter.cost["flops"].total(np.array(removed)) / self.meter.flops
 
     def _mark(self, goal: float) -> None:

@@ -347,11 +347,15 @@ def summarize(args: argparse.Namespace, rows: Rows) -> dict[str, Any]:
     dense = {r["seed"]: r["snapshots"][0] for r in rows.where(tag=t, phase="dense")}
     dense_test = _med([d["ssl_test"] for d in dense.values()])
     table, stars = [], []
+
+    def ssl_cost(snaps: list[dict[str, Any]]) -> float:
+        """The median of the paired (same seed) dense - SSL test top-1."""
+        return _med(
+            [dense[s["seed"]]["ssl_test"] - s["ssl_test"] for s in snaps if s["seed"] in dense]
+        )
+
     for name, by_lam in sorted(variant_rows(rows, t).items()):
         for lam, snaps in sorted(by_lam.items()):
-            cost = [
-                dense[s["seed"]]["ssl_test"] - s["ssl_test"] for s in snaps if s["seed"] in dense
-            ]
             table.append(
                 {
                     "variant": name,
@@ -361,7 +365,7 @@ def summarize(args: argparse.Namespace, rows: Rows) -> dict[str, Any]:
                     "removable_spread": 100 * _spread([s["removable_flops"] for s in snaps]),
                     "ssl_val": _med([s["ssl_val"] for s in snaps]),
                     "ssl_test": _med([s["ssl_test"] for s in snaps]),
-                    "ssl_cost": _med(cost),
+                    "ssl_cost": ssl_cost(snaps),
                     "lost": _med([s["lost"] for s in snaps]),
                     "test_ft": _med([s["test"] for s in snaps]),
                     "test_ft_spread": _spread([s["test"] for s in snaps]),
@@ -373,22 +377,9 @@ def summarize(args: argparse.Namespace, rows: Rows) -> dict[str, Any]:
             snaps = by_lam[star]
             entry.update(
                 ssl_test=_med([s["ssl_test"] for s in snaps]),
-                ssl_cost=_med(
-                    [
-                        dense[s["seed"]]["ssl_test"] - s["ssl_test"]
-                        for s in snaps
-                        if s["seed"] in dense
-                    ]
-                ),
+                ssl_cost=ssl_cost(snaps),
                 test_ft=_med([s["test"] for s in snaps]),
-                within_1=_med(
-                    [
-                        dense[s["seed"]]["ssl_test"] - s["ssl_test"]
-                        for s in snaps
-                        if s["seed"] in dense
-                    ]
-                )
-                <= 1.0,
+                within_1=ssl_cost(snaps) <= 1.0,
             )
         stars.append(entry)
     hesso = []

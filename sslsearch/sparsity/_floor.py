@@ -29,11 +29,7 @@ def floor_step(
     floor = g.min_units(share)
     if floor <= 0:
         return 1.0, None
-    margin: torch.Tensor | None = None
-    for n, thr in zip(norms, thrs):
-        m = torch.where(thr > 0, n / thr.clamp_min(1e-30), torch.full_like(n, math.inf))
-        margin = m if margin is None else torch.minimum(margin, m)
-    assert margin is not None
+    margin = _margin(norms, thrs)
     enough = int((margin > 1.0).sum()) >= floor
     if rule == "exempt" or (rule == "hold" and not enough):
         return 1.0, strongest(margin, floor)
@@ -56,10 +52,18 @@ def spared_from_gradient(
         return None
     if rule == "hold" and int((torch.stack(norms) > 0).all(0).sum()) > floor:
         return None
-    margin = torch.stack(
-        [n / lam if lam > 0 else torch.full_like(n, math.inf) for n, lam in zip(norms, lams)]
-    ).amin(0)
-    return strongest(margin, floor)
+    return strongest(_margin(norms, [torch.as_tensor(lam) for lam in lams]), floor)
+
+
+def _margin(norms: list[torch.Tensor], divisors: list[torch.Tensor]) -> torch.Tensor:
+    """Per unit, ``min_t ||w_t|| / divisor_t`` over the group's terms (a term with divisor 0
+    does not bind: inf)."""
+    margin: torch.Tensor | None = None
+    for n, d in zip(norms, divisors):
+        m = torch.where(d > 0, n / d.clamp_min(1e-30), torch.full_like(n, math.inf))
+        margin = m if margin is None else torch.minimum(margin, m)
+    assert margin is not None
+    return margin
 
 
 def strongest(score: torch.Tensor, k: int) -> torch.Tensor:

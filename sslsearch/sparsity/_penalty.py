@@ -84,7 +84,6 @@ class SSLPenalty:
     weighting: str = "none"
     floor_rule: str = DEFAULT_SSL_FLOOR
     step_rule: str = DEFAULT_SSL_STEP
-    _shrink: bool = True  # False: the step only zeroes (step_rule "loss")
     _chunks: list[list[_Item]] = field(default_factory=list, repr=False)
     _lr_due: list[float] = field(default_factory=list, repr=False)
     _last: list[float] = field(default_factory=list, repr=False)
@@ -254,7 +253,6 @@ class SSLPenalty:
         if optimizer is not None:
             m = float(optimizer.param_groups[0].get("momentum", 0.0) or 0.0)
         step = lr if self.step_rule == "lr" else lr / (1.0 - m)
-        self._shrink = self.step_rule != "loss"
         value = self.prox_(step)
         if self.step_rule in ("reset", "loss") and optimizer is not None and m > 0:
             self._clear_momentum(optimizer)
@@ -312,7 +310,8 @@ class SSLPenalty:
 
         Each unit ``w`` becomes ``w * max(0, 1 - lr * lam * weight / ||w||)``: the exact
         minimiser of ``lam * weight * ||w|| + ||w - w0||^2 / (2 lr)``, so a group that the task
-        loss does not hold up becomes exactly zero. Call it after ``optimizer.step()``. On big
+        loss does not hold up becomes exactly zero (step rule ``loss``, whose gradient did the
+        shrinking: only that zeroing). Call it after ``optimizer.step()``. On big
         models each call visits one chunk of the groups (``elements_per_step``) with the sum of
         the learning rates since its last visit, so the cost per step stays bounded;
         ``flush_()`` gives every chunk what it is owed. Overlapping groups (filter and channel
@@ -354,6 +353,7 @@ class SSLPenalty:
         return torch.tensor(sum(self._last))
 
     def _step(self, items: list[_Item], step: float) -> float:
+        shrink = self.step_rule != "loss"  # loss: the gradient shrank it, the step only zeroes
         axes = self._axes_of([(t, g) for g, tws in items for t, _ in tws])
         sq = {id(a): a.fast_squares() for a in axes}
         factor = {id(a): torch.ones_like(sq[id(a)]) for a in axes}
@@ -374,13 +374,13 @@ class SSLPenalty:
                 thrs.append(thr)
             scale, spared = floor_step(g, norms, thrs, self.floor_rule, self.min_width_share)
             for (t, _), n, thr in zip(tws, norms, thrs):
-                if self._shrink:
+                if shrink:
                     f = (1.0 - scale * thr / n.clamp_min(1e-30)).clamp_min(0.0)
                 else:  # step rule "loss": the gradient shrank it; only the exact zero is ours
                     f = (n > scale * thr).to(n.dtype)
                 if spared is not None:
                     f = torch.where(spared, torch.ones_like(f), f)
-                if t.relative and self._shrink:
+                if t.relative and shrink:
                     # A scale-invariant penalty has no radial gradient: keep the layer on its
                     # sphere (in the same pass), or the shrinking layer would raise its own
                     # threshold until it collapses.

@@ -80,10 +80,17 @@ def ssl_model_id(cfg: TrialConfig, precision: str) -> str:
     return cfg.with_(warm_start=None).ssl_key({"precision": precision, "weights_sha256": digest})
 
 
-def _finish(run: Run, key: str, model: nn.Module, trained: bool) -> SSLModel:
+def _finish(
+    run: Run, key: str, model: nn.Module, trained: bool, test_top1: float | None = None
+) -> SSLModel:
+    """The SSL model measured; ``test_top1``: its test top-1 as the store kept it (None:
+    evaluated here, on the whole test split)."""
     cfg = run.cfg
     ev = evaluate(model, run.data.val, batch_size=cfg.recipe.eval_batch_size, device=run.device)
-    test = evaluate(model, run.data.test, batch_size=cfg.recipe.eval_batch_size, device=run.device)
+    if test_top1 is None:
+        test_top1 = evaluate(
+            model, run.data.test, batch_size=cfg.recipe.eval_batch_size, device=run.device
+        ).top1
     run.sparsity(model)  # binds the meter to this model
     assert run.meter is not None
     rep = run.meter()
@@ -91,7 +98,7 @@ def _finish(run: Run, key: str, model: nn.Module, trained: bool) -> SSLModel:
         id=key,
         model=model,
         ssl_top1=ev.top1,
-        ssl_test_top1=test.top1,
+        ssl_test_top1=test_top1,
         size_mb=size_mb(model),
         trained=trained,
         sparsity={k: rep[k] for k in SPARSITY_FIGURES},
@@ -176,7 +183,9 @@ def train_ssl_model(
             run.history.append(m)
             run.global_epoch = int(m["global_epoch"])
             run.emit(m, None)
-        return _finish(run, key, run.to_device(model), trained=False)
+        kept = meta.get("ssl_test_top1")  # models stored before it was kept: evaluated
+        test_top1 = float(kept) if kept is not None else None
+        return _finish(run, key, run.to_device(model), trained=False, test_top1=test_top1)
 
     model = create_model(cfg.arch, data.num_classes, data.channels)
     if cfg.warm_start:
