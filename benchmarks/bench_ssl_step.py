@@ -344,7 +344,14 @@ def lambda_star(by_lam: dict[float, list[dict[str, Any]]], budget: float) -> flo
 
 def summarize(args: argparse.Namespace, rows: Rows) -> dict[str, Any]:
     t = tag(args)
-    dense = {r["seed"]: r["snapshots"][0] for r in rows.where(tag=t, phase="dense")}
+    # the dense model (lambda 0) is the same whatever the SSL type: one trained for another
+    # type of the same network stands in where this type has none (its own figures first)
+    arch = t.split("/")[0]
+    dense = {
+        r["seed"]: r["snapshots"][0]
+        for r in sorted(rows.where(phase="dense"), key=lambda r: r["tag"] == t)
+        if r["tag"].split("/")[0] == arch
+    }
     dense_test = _med([d["ssl_test"] for d in dense.values()])
     table, stars = [], []
 
@@ -500,6 +507,18 @@ def show(res: dict[str, Any]) -> None:
         )
 
 
+def results_stem(args: argparse.Namespace) -> str:
+    """The summary's file name: one per network and SSL type, so that a run for one never
+    overwrites another's (``bench_ssl_step`` for the space's own, e.g.
+    ``bench_ssl_step_resnet20_channel_wise`` for ``--arch resnet20 --ssl-type channel_wise``)."""
+    space = base_config(args, args.data_root or "data")
+    arch, ssl_type = tag(args).split("/")
+    parts = ["bench_ssl_step"]
+    parts += [arch] if arch != space.arch else []
+    parts += [ssl_type] if ssl_type != space.ssl_type else []
+    return "_".join(parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows = Rows(Path(args.rows))
@@ -511,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
     res = summarize(args, rows)
     show(res)
     write_results(
-        "bench_ssl_step",
+        results_stem(args),
         machine=machine,
         settings=vars(args),
         results=res,

@@ -429,14 +429,18 @@ def test_two_near_duplicate_good_models_are_not_both_stopped_at_a_rung(tmp_path:
 
 def test_multi_fidelity_needs_a_screen_and_increasing_fractions() -> None:
     ok = space_from_mapping(
-        with_changes(economy={"points_per_ssl": 2, "screen": 4, "rungs": [0.25, 0.5]})
+        with_changes(
+            economy={"points_per_ssl": 2, "screen": 4, "rungs": [0.25, 0.5], "screen_steps": 20}
+        )
     )
-    assert ok.economy.rungs == (0.25, 0.5)
+    assert ok.economy.rungs == (0.25, 0.5) and ok.economy.screen_steps == 20
     for economy, text in (
         ({"points_per_ssl": 2, "rungs": [0.5]}, "set economy.screen too"),
         ({"points_per_ssl": 2, "screen": 4, "rungs": [0.5, 0.25]}, "increasing fractions"),
         ({"points_per_ssl": 2, "screen": 4, "rungs": [1.0]}, "increasing fractions"),
         ({"points_per_ssl": 2, "screen": 4, "rungs": [0.5], "keep": 1.0}, "share in (0, 1)"),
+        ({"points_per_ssl": 2, "screen_steps": 20}, "set economy.screen too"),
+        ({"points_per_ssl": 2, "screen": 4, "screen_steps": -1}, "must be >= 0"),
     ):
         with pytest.raises(ConfigError) as e:
             space_from_mapping(with_changes(economy=economy))
@@ -526,3 +530,30 @@ def test_a_screen_chooses_what_adds_most_to_the_other_ssl_models_screens(tmp_pat
     spec = ScreenSpec("ratio", grid, OBJ, others=str(jobs))
     assert spec.other_screens("mine") == other
     assert spec.with_asked(_cfgs(tmp_path)[0]).others == str(jobs)
+
+
+def test_recovery_steps_train_each_screened_copy_before_it_is_measured(tmp_path: Path) -> None:
+    """``steps``: each pruned copy trains before it is measured (at the same costs, from the
+    same SSL model, which stays as it was); a copy pruned hard recovers much of what pruning
+    took, as it would in its fine-tune."""
+    import torch
+
+    from sslsearch.trial._pipeline import _log_report
+    from sslsearch.trial._run import Run
+    from sslsearch.trial._screen import screen_model
+    from sslsearch.trial._ssl import train_ssl_model
+
+    cfg = _cfgs(tmp_path)[0]
+    run = Run(cfg, _log_report, {}, None)
+    ssl = train_ssl_model(run)
+    before = {k: v.clone() for k, v in ssl.model.state_dict().items()}
+    plain = screen_model(run, cfg, ssl, ScreenSpec("flops_budget", (0.05, 0.3), OBJ))
+    trained = screen_model(run, cfg, ssl, ScreenSpec("flops_budget", (0.05, 0.3), OBJ, steps=40))
+    assert [r["flops"] for r in trained] == [r["flops"] for r in plain]
+    assert trained[0]["top1"] > plain[0]["top1"] + 5  # the hard-pruned copy recovered
+    assert all(torch.equal(v, before[k]) for k, v in ssl.model.state_dict().items())
+    # the same steps again: the same figures (seeded batches)
+    again = screen_model(run, cfg, ssl, ScreenSpec("flops_budget", (0.05, 0.3), OBJ, steps=40))
+    assert [r["top1"] for r in again] == [r["top1"] for r in trained]
+    with pytest.raises(ValueError, match=">= 0"):
+        ScreenSpec("flops_budget", (0.1,), OBJ, steps=-1)

@@ -180,6 +180,11 @@ class Economy:
     # pruning (BN re-estimated, no fine-tune: seconds each) and fine-tunes the points_per_ssl
     # values that add the most hypervolume; 0: the points take fixed stops (_params.spread)
     screen: int = 0
+    # > 0 (needs screen): each screened value's pruned copy first trains this many steps (SGD
+    # at finetune_lr decayed to 0 along a cosine) before it is measured: right after pruning a
+    # cheap budget or a lightly sparse SSL model looks far worse than it ends after the
+    # fine-tune (benchmarks/README.md, the screen's ranking); 0: BN re-estimation alone
+    screen_steps: int = 0
     # multi-fidelity (needs screen): at these fractions of the SSL epochs each job screens its
     # SSL model part-way and goes on only if its screen ranks in the best `keep` share of the
     # SSL models screened at that point (hypervolume contribution; search/_promotion.py); a
@@ -201,6 +206,12 @@ class Economy:
             raise ConfigError("rungs", "multi-fidelity judges screens: set economy.screen too")
         if self.points_per_ssl < 1:
             raise ConfigError("points_per_ssl", f"must be >= 1, got {self.points_per_ssl}")
+        if self.screen_steps < 0:
+            raise ConfigError("screen_steps", f"must be >= 0, got {self.screen_steps}")
+        if self.screen_steps and not self.screen:
+            raise ConfigError(
+                "screen_steps", "recovery steps are the screen's: set economy.screen too"
+            )
         if self.screen < 0 or self.screen == 1:
             raise ConfigError("screen", f"must be 0 (off) or >= 2 values, got {self.screen}")
         if self.screen and self.points_per_ssl > self.screen:

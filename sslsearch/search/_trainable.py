@@ -105,7 +105,10 @@ def make_trainable(
         if plan.screen is not None:
             # chosen against the other SSL models' screens (jobs/<id>/screen.json)
             screen["screen"] = ScreenSpec(
-                *plan.screen, plan.objectives, others=_storage.join(exp_dir, JOBS_DIR)
+                *plan.screen,
+                plan.objectives,
+                others=_storage.join(exp_dir, JOBS_DIR),
+                steps=space.economy.screen_steps,
             )
             epochs = rung_epochs(space.economy.rungs, space.recipe.epochs)
             if epochs:

@@ -2,7 +2,8 @@
 
 After SSL training a job prunes its SSL model at every value of a dense grid over the space's
 amount range (a FLOPs or parameter budget, or a ratio), re-estimates BatchNorm statistics on
-training batches and measures validation top-1: seconds per value, no training. It then
+training batches (with ``ScreenSpec.steps``, then trains each pruned copy that many steps:
+``recover``) and measures validation top-1: seconds per value. It then
 fine-tunes only the ``k`` values whose screened results add the most hypervolume (greedy
 hypervolume contribution over the space's objectives, each divided by its dense value), so
 the points of an SSL model land where its curve is good rather than on fixed stops.
@@ -15,6 +16,7 @@ Screened values are never points: only the chosen ones become rows and Optuna tr
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -24,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from sslsearch import storage
 from sslsearch.config import TrialConfig
@@ -39,7 +42,7 @@ from sslsearch.trial._point import (
 )
 from sslsearch.trial._run import Run
 from sslsearch.trial._ssl import SSLModel
-from sslsearch.trial._train import evaluate
+from sslsearch.trial._train import evaluate, make_optimizer, train_one_epoch
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,8 @@ SCREEN_KEYS = ("flops_budget", "params_budget", "ratio")  # amounts a screen can
 class ScreenSpec:
     """What a job screens: ``values`` of the amount ``key``, choosing by ``objectives``
     (``(metric, direction)``; metrics a screen does not measure, such as latency, are left
-    out of the choice). ``others``: the directory whose ``<job>/screen.json`` are the other SSL
+    out of the choice). ``steps``: a short recovery of each pruned copy before it is measured
+    (``recover``; 0: BatchNorm re-estimation alone). ``others``: the directory whose ``<job>/screen.json`` are the other SSL
     models' screens (the search's jobs): the values chosen are those that add most to what they
     already cover (None: to this screen alone)."""
 
@@ -59,12 +63,15 @@ class ScreenSpec:
     values: tuple[float, ...]
     objectives: tuple[tuple[str, str], ...] = (("top1", "max"), ("flops", "min"))
     others: str | None = None
+    steps: int = 0  # > 0: each pruned copy trains this many steps before it is measured
 
     def __post_init__(self) -> None:
         if self.key not in SCREEN_KEYS:
             raise ValueError(f"a screen sweeps one of {SCREEN_KEYS}, not {self.key!r}")
         if len(self.values) < 1:
             raise ValueError("a screen needs at least one value")
+        if self.steps < 0:
+            raise ValueError(f"a screen's recovery steps are >= 0, not {self.steps}")
 
     def with_asked(self, cfg: TrialConfig) -> ScreenSpec:
         """This screen with the value ``cfg`` asks for (the sampler's) among its values."""
@@ -107,6 +114,8 @@ def screen_model(
         except NotPrunableError as e:  # below what the layer floors allow: not a candidate
             log.info("screen %s=%.4g skipped: %s", spec.key, v, e)
             continue
+        if spec.steps:
+            recover(run, c, model, spec.steps, seed)
         s = pruned.summary()
         top1 = evaluate(
             model, run.data.val, batch_size=cfg.recipe.eval_batch_size, device=run.device
@@ -136,6 +145,38 @@ def screen_model(
             100 * s["flops_after"] / max(s["flops_before"], 1e-12),
         )
     return rows
+
+
+def recover(run: Run, cfg: TrialConfig, model: nn.Module, steps: int, seed: int) -> None:
+    """Train a pruned copy ``steps`` steps in place, as a fine-tune would start, before it is
+    screened: SGD at the recipe's ``finetune_lr`` decayed to 0 along a cosine over the steps
+    (a fine-tune's end, so the copy is measured settled, not mid-step), on training batches
+    seeded by ``seed``, no penalty. Measured on the CIFAR-10 tier (benchmarks/README.md: the
+    screen's ranking): right after pruning a cheap budget or a lightly sparse SSL model looks
+    far worse than it ends after the fine-tune; a few dozen such steps correct most of that."""
+    rec = cfg.recipe
+    opt = make_optimizer(model, rec.finetune_lr, rec)
+    epochs = (
+        run.data.train.batches(
+            rec.batch_size, shuffle=True, augment=cfg.data.augment, seed=seed + e, device=run.device
+        )
+        for e in itertools.count()
+    )
+    train_one_epoch(
+        model,
+        itertools.islice(itertools.chain.from_iterable(epochs), steps),
+        opt,
+        lr_fn=lambda p: rec.finetune_lr * 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0))),
+        steps_per_epoch=steps,
+        epoch=0,
+        penalty=None,
+        label_smoothing=rec.label_smoothing,
+        device=run.device,
+        amp=run.amp,
+        channels_last=run.channels_last,
+        scaler=run.scaler,
+    )
+    model.eval()
 
 
 def _normalised(
