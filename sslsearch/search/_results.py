@@ -232,6 +232,7 @@ SCREEN_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("rung", pa.int64()),  # multi-fidelity rung of the screen (null: after full SSL training)
     ("status", pa.string()),  # ok | stopped (the SSL model was stopped at this rung)
     ("epochs_trained", pa.int64()),  # SSL epochs the screened model had
+    ("steps", pa.int64()),  # recovery steps before each value was measured (economy.screen_steps)
     ("seconds", pa.float64()),  # the whole screen's wall time
 ]
 
@@ -255,6 +256,7 @@ def screen_rows(screen: dict[str, Any], rung: int | None = None) -> list[dict[st
         rung=screen["rung"] if screen.get("rung") is not None else rung,
         status=screen.get("status") or "ok",
         epochs_trained=screen.get("epochs_trained"),
+        steps=screen.get("steps") or 0,
         seconds=screen.get("seconds"),
     )
     cols = [c for c, _ in SCREEN_COLUMNS if c not in head]
