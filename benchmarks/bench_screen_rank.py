@@ -115,40 +115,19 @@ def unit_config(args: argparse.Namespace, lam: float, seed: int) -> TrialConfig:
 def recovered_top1(
     run: Any, cfg: TrialConfig, ssl: Any, value: float, steps: int, anneal: bool = False
 ) -> float:
-    """The screen's pruned copy, then ``steps`` of plain SGD at the fine-tune lr: val top-1.
-    ``anneal``: the product's ``recover`` (``economy.screen_steps``: the lr decayed to 0 along
-    a cosine over the steps); else the lr held, on the same batches."""
+    """The screen's pruned copy, then the product's ``recover`` (``economy.screen_steps``):
+    ``steps`` of SGD at the fine-tune lr, held or (``anneal``) decayed to 0 along a cosine;
+    val top-1."""
     import torch
-    import torch.nn.functional as F
 
     from sslsearch.trial._point import point_seed, pruned_copy
     from sslsearch.trial._screen import recover
-    from sslsearch.trial._train import evaluate, make_optimizer
+    from sslsearch.trial._train import evaluate
 
     seed = point_seed(cfg.seed, 0)
     c = cfg.with_(flops_budget=value)
     model, _ = pruned_copy(run, c, ssl, seed)
-    if anneal:
-        recover(run, c, model, steps, seed)
-    else:
-        rec = cfg.recipe
-        opt = make_optimizer(model, rec.finetune_lr, rec)
-        model.train()
-        epochs = (
-            run.data.train.batches(
-                rec.batch_size,
-                shuffle=True,
-                augment=cfg.data.augment,
-                seed=seed + e,
-                device=run.device,
-            )
-            for e in itertools.count()
-        )
-        for x, y in itertools.islice(itertools.chain.from_iterable(epochs), steps):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-        model.eval()
+    recover(run, c, model, steps, seed, anneal=anneal)
     with torch.no_grad():
         return float(evaluate(model, run.data.val, batch_size=256, device=run.device).top1)
 
@@ -158,6 +137,24 @@ def proxy_names(args: argparse.Namespace) -> dict[str, tuple[int, bool]]:
     out = {f"recover{r}": (r, False) for r in args.recover}
     out.update({f"anneal{r}": (r, True) for r in args.anneal})
     return out
+
+
+def fill_proxies(
+    args: argparse.Namespace,
+    run: Any,
+    cfg: TrialConfig,
+    ssl: Any,
+    values: list[float],
+    proxies: dict[str, list[float]],
+    seconds: dict[str, float],
+) -> None:
+    """Measure into ``proxies`` (and their times into ``seconds``) the recovery proxies of
+    ``args`` that it lacks, at each of ``values``."""
+    for name, (steps, anneal) in proxy_names(args).items():
+        if name not in proxies:
+            t = time.time()
+            proxies[name] = [recovered_top1(run, cfg, ssl, v, steps, anneal) for v in values]
+            seconds[name] = time.time() - t
 
 
 def add_proxies(args: argparse.Namespace, row: dict[str, Any]) -> dict[str, Any]:
@@ -177,11 +174,7 @@ def add_proxies(args: argparse.Namespace, row: dict[str, Any]) -> dict[str, Any]
     if ssl.trained:
         raise SystemExit(f"{row['key']}: its SSL model is not in {args.cache}: pass --cache")
     proxies, seconds = dict(row["proxies"]), dict(row["proxy_seconds"])
-    for name, (steps, anneal) in proxy_names(args).items():
-        if name not in proxies:
-            t = time.time()
-            proxies[name] = [recovered_top1(run, cfg, ssl, v, steps, anneal) for v in row["values"]]
-            seconds[name] = time.time() - t
+    fill_proxies(args, run, cfg, ssl, row["values"], proxies, seconds)
     keep = {k: v for k, v in row.items() if k != "key"}
     return {**keep, "proxies": proxies, "proxy_seconds": seconds}
 
@@ -210,10 +203,7 @@ def run_unit(args: argparse.Namespace, lam: float, seed: int, key: str) -> dict[
     if [r["value"] for r in rows] != values:
         raise RuntimeError(f"{key}: the screen left values out: {[r['value'] for r in rows]}")
     proxies["bn"], seconds["bn"] = [r["top1"] for r in rows], time.time() - t
-    for name, (steps, anneal) in proxy_names(args).items():
-        t = time.time()
-        proxies[name] = [recovered_top1(run, cfg, ssl, v, steps, anneal) for v in values]
-        seconds[name] = time.time() - t
+    fill_proxies(args, run, cfg, ssl, values, proxies, seconds)
     out = Path(args.work) / key
     t = time.time()
     results = run_points(

@@ -42,7 +42,7 @@ from sslsearch.trial._point import (
 )
 from sslsearch.trial._run import Run
 from sslsearch.trial._ssl import SSLModel
-from sslsearch.trial._train import evaluate, make_optimizer, train_one_epoch
+from sslsearch.trial._train import evaluate, lr_at, make_optimizer, train_one_epoch
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,9 @@ def screen_model(
     return rows
 
 
-def recover(run: Run, cfg: TrialConfig, model: nn.Module, steps: int, seed: int) -> None:
+def recover(
+    run: Run, cfg: TrialConfig, model: nn.Module, steps: int, seed: int, *, anneal: bool = True
+) -> None:
     """Train a pruned copy ``steps`` steps in place, as a fine-tune would start, before it is
     screened: SGD at the recipe's ``finetune_lr`` decayed to 0 along a cosine over the steps
     (a fine-tune's end, so the copy is measured settled, not mid-step), on training batches
@@ -155,8 +157,10 @@ def recover(run: Run, cfg: TrialConfig, model: nn.Module, steps: int, seed: int)
     screen on real images): right after pruning a cheap budget or a lightly sparse SSL model
     looks far worse than it ends after the fine-tune, and the plain screen ranks SSL models in
     reverse of their fine-tuned top-1 (Kendall tau -0.28); 25 such steps give 0.35, 100 give
-    0.40."""
+    0.40. ``anneal=False`` holds the lr instead (measured there too: the copy is then measured
+    mid-step and ranks worse)."""
     rec = cfg.recipe
+    schedule = replace(rec, schedule="cosine" if anneal else "constant")
     opt = make_optimizer(model, rec.finetune_lr, rec)
     epochs = (
         run.data.train.batches(
@@ -168,7 +172,7 @@ def recover(run: Run, cfg: TrialConfig, model: nn.Module, steps: int, seed: int)
         model,
         itertools.islice(itertools.chain.from_iterable(epochs), steps),
         opt,
-        lr_fn=lambda p: rec.finetune_lr * 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0))),
+        lr_fn=lambda p: lr_at(p, rec.finetune_lr, 1, schedule, 0.0),  # p: share of the steps
         steps_per_epoch=steps,
         epoch=0,
         penalty=None,
