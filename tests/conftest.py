@@ -2,6 +2,12 @@ from __future__ import annotations
 
 import os
 
+# Before torch loads OpenMP. Tests run beside each other on few cores (xdist workers, Ray
+# trials, subprocesses): OpenMP threads that spin while they wait for a busy core made a
+# 2-thread digits trial take 10.9 s with the other core busy, 3.8 s waiting passively (2-core
+# VM; benchmarks/bench_omp_wait.py). Inherited by every process the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

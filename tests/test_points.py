@@ -56,6 +56,9 @@ def test_one_ssl_training_yields_every_point_each_equal_to_its_own_trial(tmp_pat
     assert [r.metrics["ssl_reused"] for r in results] == [False, True, True]
     ids = {r.metrics["ssl_model_id"] for r in results}
     assert len(ids) == 1 and list((tmp_path / "ssl_models").glob("*.pt"))
+    # the job's CPU time when each point ended: SSL training counted once, then each point
+    cpu = [r.metrics["cpu_seconds"] for r in results]
+    assert 0 < cpu[0] < cpu[1] < cpu[2]
     finals = [m for m in rec.metrics if m["final"]]
     assert [(m["point"], m["trial_id"]) for m in finals] == [(0, "t-0"), (1, "t-1"), (2, "t-2")]
     for i, r in enumerate(results):  # each point is on disk as soon as it finished
@@ -87,6 +90,10 @@ def test_a_crash_between_points_loses_no_point_and_retrains_no_ssl_model(tmp_pat
     assert [r.status for r in resumed] == ["ok"] * 3
     # the job trained its SSL model for point 0, and the resumed points still say they reused it
     assert [r.metrics["ssl_reused"] for r in resumed] == [False, True, True]
+    # the resumed job counts its CPU time on from what the first process had used: point 1
+    # alone (a fine-tune) costs less than SSL training and point 0 did
+    cpu = [r.metrics["cpu_seconds"] for r in resumed]
+    assert cpu[0] < cpu[1] < cpu[2]
     assert done.stat().st_mtime_ns == mtime  # the finished point was kept, not re-run
     assert {p: p.stat().st_mtime_ns for p in store} == store
     for a, b in zip(resumed, full, strict=True):

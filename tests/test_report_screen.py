@@ -84,6 +84,11 @@ def test_headline_counts_each_kind_apart() -> None:
         "14 search points (14 ok) from 4 SSL models; 9 references (lambda = 0; 8 ok, 1 failed); "
         "no dense baseline"
     )
+    # the trials' compute: each job's CPU time when its last point ended (780 s), summed over
+    # its 3 jobs, not over its 12 rows
+    for i, r in enumerate(search):
+        r.update(trial_dir=f"jobs/j{i // 4}", cpu_seconds=600.0 + 60.0 * (i % 4))
+    assert headline(search[4:]).endswith("; the trials used 39.0 CPU-minutes")
 
 
 def _screened_experiment(tmp_path: Path, finals: list[float]) -> Path:

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
-RESIDUAL_BLOCK_TYPES: tuple[type[nn.Module], ...] = (BasicBlock, Bottleneck)
+# torchvision's residual blocks (every built-in residual network is made of them). Read from
+# torchvision's module only once something has imported it: before that no instance can exist,
+# and a process that never builds a torchvision model never pays for importing it.
+_TV_RESNET = "torchvision.models.resnet"
+
+
+def residual_block_types() -> tuple[type[nn.Module], ...]:
+    tv = sys.modules.get(_TV_RESNET)
+    return (tv.BasicBlock, tv.Bottleneck) if tv is not None else ()
 
 
 def is_residual_block(module: nn.Module) -> bool:
-    return isinstance(module, RESIDUAL_BLOCK_TYPES)
+    types = residual_block_types()
+    return bool(types) and isinstance(module, types)
 
 
 def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:

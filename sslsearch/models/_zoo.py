@@ -1,12 +1,22 @@
-"""The built-in architectures, and every torchvision classification model by its own name."""
+"""The built-in architectures, and every torchvision classification model by its own name.
+
+torchvision is imported where a model needs it, not here: importing it costs about 3 s (it
+loads ``torch._dynamo``), paid by every trial process even for ``vgg_small`` or a user's model.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
-from torchvision import models as tvm
-from torchvision.models.resnet import BasicBlock
 
 from sslsearch.models._registry import ModelSpec, register_model
+
+
+def _tvm() -> Any:
+    from torchvision import models
+
+    return models
 
 
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
@@ -26,6 +36,7 @@ _TV_RESIDUAL = ("resnet", "resnext", "wide_resnet")
 
 def torchvision_spec(name: str) -> ModelSpec | None:
     """A spec for torchvision's classification model ``name`` (never downloads weights)."""
+    tvm = _tvm()
     if name not in tvm.list_models(module=tvm):
         return None
 
@@ -63,14 +74,14 @@ def _replace_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     "vgg16_bn", residual=False, min_image_size=32, description="torchvision VGG-16 with BatchNorm"
 )
 def vgg16_bn(num_classes: int, in_channels: int = 3) -> nn.Module:
-    model = tvm.vgg16_bn(weights=None, num_classes=num_classes)
+    model = _tvm().vgg16_bn(weights=None, num_classes=num_classes)
     model.features[0] = _replace_stem(model.features[0], in_channels)
     return model
 
 
 @register_model("resnet50", residual=True, min_image_size=32, description="torchvision ResNet-50")
 def resnet50(num_classes: int, in_channels: int = 3) -> nn.Module:
-    model = tvm.resnet50(weights=None, num_classes=num_classes)
+    model = _tvm().resnet50(weights=None, num_classes=num_classes)
     model.conv1 = _replace_stem(model.conv1, in_channels)
     return model
 
@@ -104,6 +115,8 @@ class CifarResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def _stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        from torchvision.models.resnet import BasicBlock
+
         layers = []
         for i in range(blocks):
             s = stride if i == 0 else 1

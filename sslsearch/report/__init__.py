@@ -6,6 +6,7 @@ Depends only on config, numpy, pyarrow, matplotlib and plotly (never on torch, r
 
 from __future__ import annotations
 
+from sslsearch.report._arrow import read_parquet, read_rows
 from sslsearch.report._export import (
     FORMATS,
     NoResultsError,
@@ -43,6 +44,7 @@ from sslsearch.report._screen_agreement import (
     headline,
     kendall_tau,
     screen_agreement,
+    trials_cpu_seconds,
 )
 from sslsearch.report._summary import Summary, summarize
 from sslsearch.report._table import SEED_COLUMNS, front_table, markdown_table, seed_row
@@ -75,6 +77,8 @@ __all__ = [
     "pareto_columns",
     "pareto_front",
     "points_to_confirm",
+    "read_parquet",
+    "read_rows",
     "read_screens",
     "read_trials",
     "reference_point",
@@ -85,5 +89,6 @@ __all__ = [
     "summarize",
     "to_minimization",
     "trial_columns",
+    "trials_cpu_seconds",
     "with_seed_means",
 ]

@@ -7,6 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sslsearch import storage
 
 
 def _number(v: Any) -> float | None:
@@ -38,3 +41,18 @@ def typed_table(
     if metadata:
         table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in metadata.items()})
     return table
+
+
+def read_parquet(path: str) -> pa.Table:
+    """A parquet file from storage (local or remote), read whole in this thread.
+
+    Not ``pq.read_table(io.BytesIO(...))``: its dataset reader pre-buffers on Arrow's I/O
+    threads, which can still hold the Python file object when the interpreter exits; such a
+    thread then dies taking the GIL and the process aborts with a C++ stack trace and a
+    non-zero exit code after everything was written (seen at the end of a search)."""
+    return pq.ParquetFile(pa.BufferReader(storage.read_bytes(path))).read()
+
+
+def read_rows(path: str) -> list[dict[str, Any]]:
+    """The rows of a parquet file from storage, as plain values."""
+    return list(read_parquet(path).to_pylist())

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from sslsearch import storage
 from sslsearch.config import ObjectiveDef, defs_from_json, known_objectives, register
 from sslsearch.errors import UserError
-from sslsearch.report._arrow import typed_table
+from sslsearch.report._arrow import read_parquet, read_rows, typed_table
 from sslsearch.report._fronts import Front
 from sslsearch.report._history import trial_history
 from sslsearch.report._markdown import console, markdown
@@ -47,7 +47,7 @@ def read_trials(exp_dir: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
     if not storage.exists(path):
         raise NoResultsError(f"{exp_dir} has no {TRIALS_FILE}: is it an sslsearch experiment?")
     try:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
+        table = read_parquet(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise UserError(f"{path} is unreadable: {e}") from None
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
@@ -68,7 +68,7 @@ def read_screens(exp_dir: str) -> list[dict[str, Any]]:
     if not storage.exists(path):
         return []
     try:
-        return list(pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist())
+        return read_rows(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise UserError(f"{path} is unreadable: {e}") from None
 

@@ -100,6 +100,9 @@ _TRIAL: list[Column] = [
     ("ssl_reused", pa.bool_()),
     ("train_seconds", pa.float64()),
     ("trial_seconds", pa.float64()),
+    # CPU time of the point's job (all its threads) when the point ended: its SSL training,
+    # screens and the points before it included; counted across a resume
+    ("cpu_seconds", pa.float64()),
     ("images_per_second", pa.float64()),
     ("device", pa.string()),
     ("gpu_ids", pa.string()),

@@ -132,7 +132,30 @@ def headline(rows: Sequence[Mapping[str, Any]], screens: Sequence[Mapping[str, A
         parts.append("dense baseline" + ("" if _all_ok(base) else f" ({_statuses(base)})"))
     else:
         parts.append("no dense baseline")
+    cpu = trials_cpu_seconds(rows)
+    if cpu is not None:
+        parts.append(f"the trials used {_cpu_text(cpu)}")
     return "; ".join(parts)
+
+
+def trials_cpu_seconds(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The CPU seconds the trials used: each job's last ``cpu_seconds`` (its CPU time when its
+    last point ended), summed over jobs; None when no row has one."""
+    last: dict[str, float] = {}
+    for r in rows:
+        cpu = number(r.get("cpu_seconds"))
+        if cpu is not None:
+            job = str(r.get("trial_dir") or r.get("trial_id"))
+            last[job] = max(last.get(job, 0.0), cpu)
+    return sum(last.values()) if last else None
+
+
+def _cpu_text(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} CPU-hours"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} CPU-minutes"
+    return f"{seconds:.0f} CPU-seconds"
 
 
 def _n(n: int, word: str) -> str:

@@ -96,8 +96,6 @@ def is_search_point(row: dict[str, Any]) -> bool:
 
 
 def pq_rows(path: str) -> list[dict[str, Any]]:
-    import io
+    from sslsearch.report import read_rows
 
-    import pyarrow.parquet as pq
-
-    return list(pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist())
+    return read_rows(path)

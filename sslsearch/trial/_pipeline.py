@@ -184,7 +184,8 @@ def run_points(
     try:
         ssl = _ssl_model(run, points[0], resume, screen, rungs, state_dir)
     except (SSLStopped, NonFiniteLoss) as e:
-        return _end_without_ssl_model(run, points, ids, points_dir, _no_ssl_model_end(e))
+        end = {**_no_ssl_model_end(e), "started_at": started_at}
+        return _end_without_ssl_model(run, points, ids, points_dir, end)
     if resume is not None and resume["phase"] == "ssl":
         resume = None  # spent on SSL training
 

@@ -358,6 +358,7 @@ def base_final(run: Run, cfg: TrialConfig, ssl: SSLModel | None) -> dict[str, An
         "removed_blocks": ",".join(p.get("removed_blocks", [])),
         "train_seconds": run.train_seconds,
         "point_seconds": time.time() - started,
+        "cpu_seconds": run.cpu_seconds(),
         "images_per_second": run.train_images / run.train_seconds if run.train_seconds else 0.0,
         "finished_at": time.time(),
         "threads": run.threads,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -105,6 +106,10 @@ class Run:
         self.report_fn = report
         self.tags = tags
         self.store = store  # where the states to resume from go (None: nowhere)
+        # CPU time of the job (every thread of this process, and of the processes before a
+        # resume, up to their last checkpoint): ``cpu_seconds()``
+        self._cpu_from = time.process_time()
+        self.cpu_before = 0.0
         self.history: list[dict[str, Any]] = []
         self.global_epoch = 0
         self.point_state = PointState()
@@ -137,6 +142,12 @@ class Run:
         # multi-fidelity: each rung's decision ("ok" or "stopped") and the last reason
         self.rungs: dict[str, str] = {}
         self.rung_reason = ""
+
+    def cpu_seconds(self) -> float:
+        """The CPU seconds this job has used so far (its process's, since the run started,
+        plus what the resumed state had counted; work after that state's checkpoint in a
+        process that died is not counted)."""
+        return self.cpu_before + time.process_time() - self._cpu_from
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -174,6 +185,7 @@ class Run:
             "rungs": json.dumps({"done": self.rungs, "reason": self.rung_reason}),
             "train_seconds": self.train_seconds,
             "train_images": self.train_images,
+            "cpu_seconds": self.cpu_seconds(),
         }
 
     def restore(self, resume: dict[str, Any]) -> None:
@@ -183,6 +195,7 @@ class Run:
         self.global_epoch = int(resume["global_epoch"])
         self.train_seconds = float(resume.get("train_seconds", 0.0))
         self.train_images = int(resume.get("train_images", 0))
+        self.cpu_before = float(resume.get("cpu_seconds", 0.0))
         self.point = int(resume.get("point", 0))
         self.points_done = json.loads(resume.get("points_done", "[]"))
         self.ssl_payload = resume.get("ssl_model")
