@@ -21,12 +21,24 @@ point top1 = 0 and the dense model's FLOPs. Time is measured from the call to ``
 
     python benchmarks/bench_search_economy.py                 # 3 seeds x 5 schemes, ~15 min
     python benchmarks/bench_search_economy.py --seeds 1 --schemes old new
+
+``--tier`` runs the same searches on the CIFAR-10 CPU tier (``search_spaces/cifar10_cpu.yaml``,
+CIFAR-10 from ``_tier.py``) and judges them by the protocol (``_protocol.py``): each search's
+front is chosen on validation and scored on the **test** split, on the log and the linear cost
+axis, against the compute spent (the trials' CPU seconds, from the ``cpu_seconds`` column: other
+load on the machine does not move it; core-seconds held, seconds x the CPUs Ray was given, beside
+it),
+with intervals over at least 5 paired seeds, and the screen's within-model Kendall tau
+(screened validation top-1 against final test top-1 across each SSL model's fine-tuned points).
+A rerun of the same command keeps the searches already in the runs file (``.runs.jsonl``,
+written as each search ends) and runs the rest:
+
+    python benchmarks/bench_search_economy.py --tier            # 5 seeds x 3 schemes, hours
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import tempfile
@@ -35,14 +47,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from _common import Col, machine_info, median, print_header, print_table, write_results
+from _protocol import Point, bootstrap_median, front_scores, paired_interval
 
-from sslsearch.report import hypervolume, to_minimization
+from sslsearch.report import hypervolume, read_rows, to_minimization
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_SPACE = ROOT / "search_spaces" / "default.yaml"
+TIER_SPACE = ROOT / "search_spaces" / "cifar10_cpu.yaml"
+CPUS = 2  # the CPUs Ray is given: the compute a search holds is its seconds x CPUS
 OLD = ["economy.points_per_ssl=1", "sampler.name=tpe", "early_stopping.enabled=false"]
 NEW = ["economy.points_per_ssl=4", "sampler.name=auto"]
 SCHEMES: dict[str, list[str]] = {
@@ -62,6 +76,17 @@ SCHEMES: dict[str, list[str]] = {
         "economy.keep=0.5",
         "budget.num_samples=32",
     ],
+    # multi-fidelity as the tier's measurement advises (bench_screen_rank.py: across SSL models
+    # the plain screen ranks at tau -0.28, 25 annealed recovery steps at 0.35): the rungs and
+    # the choice compare SSL models on recovered copies
+    "screen_mf25": [
+        "economy.points_per_ssl=4",
+        "economy.screen=16",
+        "economy.screen_steps=25",
+        "economy.rungs=[0.25,0.5]",
+        "economy.keep=0.5",
+        "budget.num_samples=32",
+    ],
     "old": OLD,
     "new": [*NEW, "early_stopping.enabled=false"],
     "new_es": [*NEW, "early_stopping.enabled=true"],
@@ -77,7 +102,14 @@ DIRECTIONS = ["max", "min"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--seeds", type=int, default=3, help="sampler seeds per scheme")
+    p.add_argument(
+        "--tier",
+        action="store_true",
+        help="search the CIFAR-10 CPU tier (cifar10_cpu.yaml) and judge on test (the protocol)",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=None, help="sampler seeds per scheme (default 3; --tier 5)"
+    )
     p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. +seeds-1")
     p.add_argument(
         "--from-json",
@@ -85,7 +117,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="summarise the runs of an earlier result file again (no search is run)",
     )
     p.add_argument(
-        "--schemes", nargs="+", default=["spread", "screen", "screen_mf"], choices=list(SCHEMES)
+        "--schemes",
+        nargs="+",
+        default=None,
+        choices=list(SCHEMES),
+        help="default: spread screen screen_mf; --tier: spread screen screen_mf25",
     )
     p.add_argument(
         "--baseline",
@@ -100,10 +136,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=32,
         help="points of a new* scheme search (issue 12: a point costs less, same wall time)",
     )
-    p.add_argument("--space", default=str(DEFAULT_SPACE))
+    p.add_argument("--space", default=None, help="default: default.yaml; --tier: cifar10_cpu.yaml")
     p.add_argument("--set", action="append", default=[], help="extra key=value for every run")
     p.add_argument("--out", default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = 5 if args.tier else 3
+    if args.schemes is None:
+        args.schemes = ["spread", "screen", "screen_mf25" if args.tier else "screen_mf"]
+    if args.space is None:
+        args.space = str(TIER_SPACE if args.tier else DEFAULT_SPACE)
+    if args.tier and args.out is None:
+        args.out = str(RESULTS / "bench_search_economy_tier.json")
+    return args
 
 
 def normalised_hv(rows: list[dict[str, Any]]) -> float:
@@ -157,6 +202,39 @@ def kendall(pairs: list[list[float]]) -> float | None:
     return kendall_tau([a for a, _ in pairs], [b for _, b in pairs])
 
 
+def settings_key(args: argparse.Namespace) -> str:
+    """What makes two runs of a scheme and seed the same measurement (a rerun keeps them)."""
+    return json.dumps([Path(args.space).name, args.num_samples, args.new_samples, args.set])
+
+
+def tier_data() -> list[str]:
+    from _tier import tier_root
+
+    return [f"data.root={tier_root()}"]
+
+
+def run_points(rows: list[dict[str, Any]], t0: float) -> list[dict[str, Any]]:
+    """What the tier's summary needs of each point: both splits, cost, time, screen, SSL model."""
+    out = []
+    for r in rows:
+        before = r.get("flops_before")
+        out.append(
+            {
+                "status": r["status"],
+                "job": r.get("trial_dir"),
+                "ssl_model_id": r.get("ssl_model_id"),
+                "cost": r["flops"] / before if r.get("flops") and before else None,
+                "val": r.get("top1"),
+                "test": r.get("test_top1"),
+                "screen_top1": r.get("screen_top1"),
+                "t": float(r["finished_at"]) - t0 if r.get("finished_at") else None,
+                "job_started": float(r["started_at"]) - t0 if r.get("started_at") else None,
+                "cpu_seconds": r.get("cpu_seconds"),
+            }
+        )
+    return out
+
+
 def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dict[str, Any]:
     from sslsearch.search import SearchOptions, run_search
 
@@ -168,6 +246,7 @@ def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dic
         f"budget.num_samples={args.new_samples if scheme.startswith('new') else args.num_samples}",
         *COMMON,
         *SCHEMES[scheme],
+        *(tier_data() if args.tier else []),
         *args.set,
     ]
     t0 = time.time()
@@ -175,7 +254,7 @@ def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dic
         SearchOptions(space=args.space, overrides=overrides, dashboard=False, progress_every_s=1e9)
     )
     wall = time.time() - t0
-    rows = pq.read_table(io.BytesIO(Path(out.trials_path).read_bytes())).to_pylist()
+    rows = read_rows(out.trials_path)
     rows = [r for r in rows if r.get("role", "search") == "search" and not r.get("confirm_of")]
     c = curve(rows, t0)
     exp = Path(out.trials_path).parent
@@ -183,6 +262,8 @@ def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dic
     return {
         "scheme": scheme,
         "seed": seed,
+        "key": settings_key(args),
+        "points": run_points(rows, t0),
         "wall_s": wall,
         "last_point_s": c[-1]["t"] if c else None,
         "final_hv": c[-1]["hv"] if c else 0.0,
@@ -202,31 +283,214 @@ def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dic
     }
 
 
+NEVER = 99.0  # compute share recorded when a scheme never reaches the baseline's HV
+AXES = {"log": "hv_log_test", "linear": "hv_test"}
+COMPUTE = "cpu_s"  # the x axis: the trials' CPU seconds (robust to other load on the machine)
+
+
+def job_cpu(run: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+    """Each job's CPU seconds against seconds since the search started: 0 when it started,
+    then its ``cpu_seconds`` when each of its points ended."""
+    knots: dict[str, list[tuple[float, float]]] = {}
+    for p in run["points"]:
+        if p.get("cpu_seconds") is None or p.get("t") is None or not p.get("job"):
+            continue
+        k = knots.setdefault(p["job"], [])
+        if p.get("job_started") is not None and not k:
+            k.append((p["job_started"], 0.0))
+        k.append((p["t"], float(p["cpu_seconds"])))
+    return {j: sorted(set(k)) for j, k in knots.items()}
+
+
+def cpu_at(knots: dict[str, list[tuple[float, float]]], t: float) -> float:
+    """The trials' CPU seconds spent by ``t``: each job's, linear between its knots."""
+    total = 0.0
+    for k in knots.values():
+        xs, ys = [x for x, _ in k], [y for _, y in k]
+        total += float(np.interp(t, xs, ys, left=0.0, right=ys[-1]))
+    return total
+
+
+def tier_curve(run: dict[str, Any]) -> list[dict[str, float]]:
+    """After each finished point: the compute so far (``cpu_s``: the trials' CPU seconds;
+    ``core_s``: core-seconds held) and the test hypervolume (both axes) of the front chosen on
+    validation from the points so far."""
+    knots = job_cpu(run)
+    ok = sorted(
+        (p for p in run["points"] if p["status"] == "ok" and p["t"] is not None and p["cost"]),
+        key=lambda p: p["t"],
+    )
+    out, pts = [], []
+    for p in ok:
+        pts.append(Point(cost=p["cost"], val=p["val"], test=p["test"]))
+        sc = front_scores(pts)
+        at = {"cpu_s": cpu_at(knots, p["t"]), "core_s": p["t"] * CPUS}
+        out.append(at | {ax: sc[key] for ax, key in AXES.items()})
+    return out
+
+
+def _at(c: list[dict[str, float]], x: float, ax: str) -> float:
+    return max([p[ax] for p in c if p[COMPUTE] <= x], default=0.0)
+
+
+def compute_to(c: list[dict[str, float]], hv: float, ax: str) -> float | None:
+    """The compute after which the curve first reaches ``hv`` (None: never)."""
+    return next((p[COMPUTE] for p in c if p[ax] >= hv - 1e-12), None)
+
+
+def trial_cpu(run: dict[str, Any]) -> float | None:
+    """The trials' own CPU seconds (the product's sum: each job's last ``cpu_seconds``)."""
+    from sslsearch.report import trials_cpu_seconds
+
+    return trials_cpu_seconds(
+        [{"trial_dir": p.get("job"), "cpu_seconds": p.get("cpu_seconds")} for p in run["points"]]
+    )
+
+
+def within_model_taus(run: dict[str, Any]) -> list[float]:
+    """Per SSL model with 3 or more screened, fine-tuned points: Kendall tau between the
+    screened validation top-1 and the final test top-1 (images the screen never saw)."""
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for p in run["points"]:
+        if p["status"] == "ok" and p.get("screen_top1") is not None and p.get("test") is not None:
+            groups.setdefault(str(p["ssl_model_id"]), []).append((p["screen_top1"], p["test"]))
+    taus = [kendall([list(x) for x in g]) for g in groups.values() if len(g) >= 3]
+    return [t for t in taus if t is not None]
+
+
+def _interval(values: list[float], fmt: str = ".2f") -> str:
+    med, lo, hi = bootstrap_median(values)
+    return f"{med:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def _share_interval(values: list[float], seed: int = 0) -> str:
+    """Compute shares (``NEVER``: not reached): the median (the higher middle value for an even
+    count: a share is never averaged with 'never'), its bootstrap 95% interval, every seed."""
+    v = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    meds = np.quantile(rng.choice(v, size=(10_000, len(v))), 0.5, axis=1, method="higher")
+    shown = [
+        "never" if x >= NEVER else f"{x:.2f}"
+        for x in (
+            np.quantile(v, 0.5, method="higher"),
+            np.quantile(meds, 0.025, method="lower"),
+            np.quantile(meds, 0.975, method="higher"),
+        )
+    ]
+    each = " / ".join("never" if x >= NEVER else f"{x:.2f}" for x in values)
+    return f"{shown[0]} [{shown[1]}, {shown[2]}] ({each})"
+
+
+def tier_summary(
+    runs: list[dict[str, Any]], args: argparse.Namespace, seeds: list[int]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The protocol's table: test hypervolume vs compute, paired against the baseline."""
+    by = {(r["scheme"], r["seed"]): r for r in runs}
+    curves = {k: tier_curve(r) for k, r in by.items()}
+    paired_seeds = [s for s in seeds if all((sc, s) in by for sc in args.schemes)]
+    table, comparisons = [], {}
+    for scheme in args.schemes:
+        mine = [by[(scheme, s)] for s in paired_seeds]
+        finals = {ax: [curves[(scheme, s)][-1][ax] for s in paired_seeds] for ax in AXES}
+        taus = [t for r in mine for t in within_model_taus(r)]
+        cpu = [c for c in (trial_cpu(r) for r in mine) if c is not None]
+        row: dict[str, Any] = {
+            "scheme": scheme,
+            "seeds": len(mine),
+            "core_s": median([r["wall_s"] * CPUS for r in mine]),
+            "trial_cpu_s": median(cpu) if cpu else None,
+            "ssl": median([r["ssl_trainings"] for r in mine]),
+            "stopped": median([r["points_stopped"] for r in mine]),
+            "tau": f"{median(taus):.2f} ({min(taus):.2f}..{max(taus):.2f}; {len(taus)} models)"
+            if taus
+            else "-",
+        }
+        for ax in AXES:
+            row[f"hv_{ax}"] = _interval(finals[ax], ".4f")
+        comp: dict[str, Any] = {"within_model_tau": taus, "final": finals}
+        if scheme != args.baseline:
+            for ax in AXES:
+                fracs, leads = [], []
+                for s in paired_seeds:
+                    old, new = curves[(args.baseline, s)], curves[(scheme, s)]
+                    t = compute_to(new, old[-1][ax], ax)
+                    fracs.append(t / old[-1][COMPUTE] if t is not None else NEVER)
+                    start = max(old[0][COMPUTE], new[0][COMPUTE])
+                    grid = sorted({p[COMPUTE] for p in old + new if p[COMPUTE] >= start})
+                    leads.append(min(_at(new, g, ax) - _at(old, g, ax) for g in grid))
+                base = [curves[(args.baseline, s)][-1][ax] for s in paired_seeds]
+                diff = paired_interval(finals[ax], base)
+                row[f"to_base_{ax}"] = _share_interval(fracs)
+                row[f"lead_{ax}"] = f"{median(leads):+.4f} (min {min(leads):+.4f})"
+                row[f"diff_{ax}"] = (
+                    f"{diff['median_diff']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]"
+                )
+                comp[ax] = {"compute_share_to_baseline_final": fracs, "min_lead": leads, **diff}
+        comparisons[scheme] = comp
+        table.append(row)
+    return table, comparisons
+
+
+TIER_COLS = [
+    Col("scheme", "scheme", ""),
+    Col("seeds", "seeds", "d"),
+    Col("hv_log", "test HV log axis [95%]", ""),
+    Col("hv_linear", "test HV linear [95%]", ""),
+    Col("diff_log", "- baseline, log [95%]", ""),
+    Col("diff_linear", "- baseline, linear [95%]", ""),
+    Col("to_base_log", "compute to baseline's final HV, log [95%] (per seed)", ""),
+    Col("to_base_linear", "same, linear [95%] (per seed)", ""),
+    Col("lead_log", "min HV lead at equal compute, log (median, min)", ""),
+    Col("lead_linear", "same, linear", ""),
+    Col("core_s", "core-s held", ".0f"),
+    Col("trial_cpu_s", "trial CPU s", ".0f"),
+    Col("ssl", "SSL trainings", ".0f"),
+    Col("stopped", "stopped points", ".0f"),
+    Col("tau", "within-model tau screen vs test (median, range)", ""),
+]
+
+
 def _runs_file(args: argparse.Namespace) -> Path:
     out = Path(args.out) if args.out else RESULTS / "bench_search_economy.json"
     return out.with_suffix(".runs.jsonl")
 
 
+def kept_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs of the same settings an earlier run of this command wrote (resume)."""
+    path = _runs_file(args)
+    if not path.is_file():
+        return []
+    found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in found if r.get("key") == settings_key(args)]
+
+
 def run_all(args: argparse.Namespace, seeds: list[int]) -> list[dict[str, Any]]:
-    """Every scheme for every seed, interleaved, on one local Ray instance."""
+    """Every scheme for every seed, interleaved, on one local Ray instance; the searches of an
+    earlier run of the same command are kept, not run again."""
+    runs = kept_runs(args)
+    done = {(r["scheme"], r["seed"]) for r in runs}
+    todo = [(seed, s) for seed in seeds for s in args.schemes if (s, seed) not in done]
+    print(f"{len(done)} searches kept from {_runs_file(args).name}, {len(todo)} to run", flush=True)
+    if not todo:
+        return runs
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(num_cpus=CPUS, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     base = Path(tempfile.mkdtemp(prefix="sslsearch-economy-"))
-    runs: list[dict[str, Any]] = []
+    _runs_file(args).parent.mkdir(parents=True, exist_ok=True)
     try:
-        for seed in seeds:
-            for scheme in args.schemes:
-                r = run_one(args, scheme, seed, base)
-                runs.append(r)
-                with open(_runs_file(args), "a") as f:  # each run kept as soon as it ends
-                    f.write(json.dumps(r) + "\n")
-                print(
-                    f"seed {seed} {scheme:7s}: {r['wall_s']:.0f}s, HV {r['final_hv']:.4f}, "
-                    f"{r['points_ok']} ok / {r['points_stopped']} stopped, "
-                    f"{r['ssl_trainings']} SSL trainings",
-                    flush=True,
-                )
+        for n, (seed, scheme) in enumerate(todo, 1):
+            print(f"[{n}/{len(todo)}] seed {seed} {scheme} ...", flush=True)
+            r = run_one(args, scheme, seed, base)
+            runs.append(r)
+            with open(_runs_file(args), "a") as f:  # each run kept as soon as it ends
+                f.write(json.dumps(r) + "\n")
+            print(
+                f"seed {seed} {scheme:7s}: {r['wall_s']:.0f}s, HV {r['final_hv']:.4f}, "
+                f"{r['points_ok']} ok / {r['points_stopped']} stopped, "
+                f"{r['ssl_trainings']} SSL trainings",
+                flush=True,
+            )
     finally:
         ray.shutdown()
         shutil.rmtree(base, ignore_errors=True)
@@ -255,6 +519,10 @@ def main(argv: list[str] | None = None) -> None:
         runs = [r for r in found if r["scheme"] in args.schemes and r["seed"] in seeds]
     else:
         runs = run_all(args, seeds)
+    runs = [r for r in runs if r["scheme"] in args.schemes and r["seed"] in seeds]
+    if args.tier:
+        _tier_report(runs, args, seeds, machine, started)
+        return
 
     by = {(r["scheme"], r["seed"]): r for r in runs}
     table = []
@@ -334,6 +602,83 @@ def main(argv: list[str] | None = None) -> None:
     _plot(runs, args)
 
 
+def _tier_report(
+    runs: list[dict[str, Any]],
+    args: argparse.Namespace,
+    seeds: list[int],
+    machine: dict[str, Any],
+    started: float,
+) -> None:
+    table, comparisons = tier_summary(runs, args, seeds)
+    print_table(
+        table,
+        TIER_COLS,
+        f"CIFAR-10 tier ({Path(args.space).name}), seeds with every scheme: "
+        f"{table[0]['seeds'] if table else 0} of {len(seeds)}; baseline {args.baseline}; "
+        "medians with bootstrap 95% intervals over paired seeds",
+    )
+    write_results(
+        "bench_search_economy",
+        machine=machine,
+        settings={k: v for k, v in vars(args).items() if k not in ("out", "measured")}
+        | {"schemes_def": SCHEMES, "cpus": CPUS},
+        results={"table": table, "comparisons": comparisons, "runs": runs},
+        started=started,
+        notes=[
+            "test HV: the front chosen on validation from the points finished so far, scored "
+            "on the test split (benchmarks/_protocol.py: top-1/100 against the FLOPs share, "
+            "cost on a log axis over 2 decades, and linear)",
+            "compute: the trials' CPU seconds (each job's cpu_seconds column, linear between "
+            "its start and its points' ends, summed over jobs); core-s held: seconds since "
+            "run_search was called x the CPUs Ray was given",
+            "compute to baseline's final HV: the scheme's compute when its test HV first "
+            "reaches the baseline's final test HV (same seed), as a share of the baseline's "
+            f"compute to its last point; {NEVER:g} (shown 'never'): not reached",
+            "min HV lead: over every moment either search finished a point, from the moment "
+            "both have one, HV(scheme) - HV(baseline) at equal compute",
+            "within-model tau: per SSL model with 3+ screened fine-tuned points, Kendall tau of "
+            "screened validation top-1 vs final test top-1; only the chosen values (a biased "
+            "sample: bench_screen_rank.py measures it over a random grid)",
+            *([args.measured] if getattr(args, "measured", None) else []),
+        ],
+        out=args.out,
+    )
+    _plot_tier(runs, args)
+
+
+def _plot_tier(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = dict(zip(SCHEMES, plt.get_cmap("tab10").colors))
+    labelled: set[str] = set()
+    for r in runs:
+        c = tier_curve(r)
+        for ax, key in zip(axes, AXES):
+            ax.step(
+                [p[COMPUTE] for p in c],
+                [p[key] for p in c],
+                where="post",
+                color=colors[r["scheme"]],
+                alpha=0.7,
+                label=r["scheme"] if r["scheme"] not in labelled else None,
+            )
+        labelled.add(r["scheme"])
+    for ax, key in zip(axes, AXES):
+        ax.set_xlabel("trials' CPU seconds")
+        ax.set_ylabel(f"test hypervolume ({key} cost axis)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"CIFAR-10 tier searches, {CPUS} CPUs, one line per seed")
+    fig.tight_layout()
+    out = Path(args.out).with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}", flush=True)
+
+
 def _plot(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -345,6 +690,7 @@ def _plot(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "spread": "tab:gray",
         "screen": "tab:orange",
         "screen_mf": "tab:brown",
+        "screen_mf25": "tab:pink",
         "screen_k2": "tab:olive",
         "old": "tab:gray",
         "new": "tab:blue",

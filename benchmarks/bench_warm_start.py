@@ -29,7 +29,6 @@ and of the same front points' test top-1 (never tuned on).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import subprocess
@@ -40,10 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from _common import Col, machine_info, median, print_header, print_table, write_results
 
-from sslsearch.report import hypervolume, to_minimization
+from sslsearch.report import hypervolume, read_rows, to_minimization
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRECTIONS = ["max", "min"]
@@ -185,7 +183,7 @@ def search(
     cmd += [x for o in overrides for x in ("--set", o)]
     cost = measured(cmd, base / f"{name}.log")
     path = base / name / "trials.parquet"
-    rows = pq.read_table(io.BytesIO(path.read_bytes())).to_pylist()
+    rows = read_rows(str(path))
     rows = [r for r in rows if r.get("role", "search") == "search"]
     hv_val, hv_test, front = front_hv(rows)
     return {
