@@ -58,6 +58,7 @@ from _protocol import (
     bootstrap_median,
     hv_linear,
     hv_log,
+    interval_text,
     paired_interval,
     seeds_or_die,
 )
@@ -338,9 +339,7 @@ def summarize(args: argparse.Namespace, rows: Rows) -> dict[str, Any]:
                 row[f"stats_{a}"] = c
                 if n in names:
                     st = paired_interval([x[n] for x in sc], [x["spread"] for x in sc])
-                    row[f"vs_spread_{a}"] = (
-                        f"{st['median_diff']:+.3f} [{st['ci_low']:+.3f}, {st['ci_high']:+.3f}]"
-                    )
+                    row[f"vs_spread_{a}"] = interval_text(st, 3)
                     paired.append({"lambda": lam, "ranker": n, "axis": a, "vs": "spread", **st})
             table.append(row)
     across = across_models(list(rows.rows.values()))

@@ -48,7 +48,14 @@ from typing import Any
 
 import numpy as np
 from _common import Col, machine_info, median, print_header, print_table, write_results
-from _protocol import Point, bootstrap_median, front_scores, paired_interval
+from _protocol import (
+    BOOTSTRAP,
+    Point,
+    bootstrap_median,
+    front_scores,
+    interval_text,
+    paired_interval,
+)
 
 from sslsearch.report import hypervolume, read_rows, to_minimization
 
@@ -179,20 +186,22 @@ def curve(rows: list[dict[str, Any]], t0: float) -> list[dict[str, float]]:
     return out
 
 
-def hv_at(c: list[dict[str, float]], t: float) -> float:
-    return max([p["hv"] for p in c if p["t"] <= t], default=0.0)
+Curve = list[dict[str, float]]
 
 
-def min_lead(new: list[dict[str, float]], old: list[dict[str, float]], grid: list[float]) -> float:
+def hv_at(c: Curve, t: float, x: str = "t", y: str = "hv") -> float:
+    """The curve's best ``y`` by the moment ``t`` on its ``x`` axis (0.0 before its first)."""
+    return max([p[y] for p in c if p[x] <= t], default=0.0)
+
+
+def min_lead(new: Curve, old: Curve, grid: list[float], x: str = "t", y: str = "hv") -> float:
     """The smallest HV(new) - HV(old) at the given moments (0.0 with none)."""
-    return min((hv_at(new, g) - hv_at(old, g) for g in grid), default=0.0)
+    return min((hv_at(new, g, x, y) - hv_at(old, g, x, y) for g in grid), default=0.0)
 
 
-def time_to(c: list[dict[str, float]], hv: float) -> float | None:
-    for p in c:
-        if p["hv"] >= hv - 1e-12:
-            return p["t"]
-    return None
+def time_to(c: Curve, hv: float, x: str = "t", y: str = "hv") -> float | None:
+    """The moment (on ``x``) the curve first reaches ``hv`` (None: never)."""
+    return next((p[x] for p in c if p[y] >= hv - 1e-12), None)
 
 
 def kendall(pairs: list[list[float]]) -> float | None:
@@ -329,15 +338,6 @@ def tier_curve(run: dict[str, Any]) -> list[dict[str, float]]:
     return out
 
 
-def _at(c: list[dict[str, float]], x: float, ax: str) -> float:
-    return max([p[ax] for p in c if p[COMPUTE] <= x], default=0.0)
-
-
-def compute_to(c: list[dict[str, float]], hv: float, ax: str) -> float | None:
-    """The compute after which the curve first reaches ``hv`` (None: never)."""
-    return next((p[COMPUTE] for p in c if p[ax] >= hv - 1e-12), None)
-
-
 def trial_cpu(run: dict[str, Any]) -> float | None:
     """The trials' own CPU seconds (the product's sum: each job's last ``cpu_seconds``)."""
     from sslsearch.report import trials_cpu_seconds
@@ -368,7 +368,7 @@ def _share_interval(values: list[float], seed: int = 0) -> str:
     count: a share is never averaged with 'never'), its bootstrap 95% interval, every seed."""
     v = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    meds = np.quantile(rng.choice(v, size=(10_000, len(v))), 0.5, axis=1, method="higher")
+    meds = np.quantile(rng.choice(v, size=(BOOTSTRAP, len(v))), 0.5, axis=1, method="higher")
     shown = [
         "never" if x >= NEVER else f"{x:.2f}"
         for x in (
@@ -413,18 +413,16 @@ def tier_summary(
                 fracs, leads = [], []
                 for s in paired_seeds:
                     old, new = curves[(args.baseline, s)], curves[(scheme, s)]
-                    t = compute_to(new, old[-1][ax], ax)
+                    t = time_to(new, old[-1][ax], COMPUTE, ax)
                     fracs.append(t / old[-1][COMPUTE] if t is not None else NEVER)
                     start = max(old[0][COMPUTE], new[0][COMPUTE])
                     grid = sorted({p[COMPUTE] for p in old + new if p[COMPUTE] >= start})
-                    leads.append(min(_at(new, g, ax) - _at(old, g, ax) for g in grid))
+                    leads.append(min_lead(new, old, grid, COMPUTE, ax))
                 base = [curves[(args.baseline, s)][-1][ax] for s in paired_seeds]
                 diff = paired_interval(finals[ax], base)
                 row[f"to_base_{ax}"] = _share_interval(fracs)
                 row[f"lead_{ax}"] = f"{median(leads):+.4f} (min {min(leads):+.4f})"
-                row[f"diff_{ax}"] = (
-                    f"{diff['median_diff']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]"
-                )
+                row[f"diff_{ax}"] = interval_text(diff, 4)
                 comp[ax] = {"compute_share_to_baseline_final": fracs, "min_lead": leads, **diff}
         comparisons[scheme] = comp
         table.append(row)
@@ -516,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"runs measured {earlier['started_at']} by `{earlier['command']}` (load "
                 f"average at the end {earlier.get('load_average_at_end')}); summarised again"
             )
-        runs = [r for r in found if r["scheme"] in args.schemes and r["seed"] in seeds]
+        runs = found
     else:
         runs = run_all(args, seeds)
     runs = [r for r in runs if r["scheme"] in args.schemes and r["seed"] in seeds]

@@ -19,8 +19,7 @@ def residual_block_types() -> tuple[type[nn.Module], ...]:
 
 
 def is_residual_block(module: nn.Module) -> bool:
-    types = residual_block_types()
-    return bool(types) and isinstance(module, types)
+    return isinstance(module, residual_block_types())  # () before torchvision: False
 
 
 def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -16,8 +16,9 @@ from typing import Any
 
 from sslsearch import storage
 from sslsearch.config import SearchSpace
+from sslsearch.report import read_rows
 from sslsearch.search._cluster import Cluster, connect, shutdown, tune_environment
-from sslsearch.search._finish import finish, is_search_point, pq_rows
+from sslsearch.search._finish import finish, is_search_point
 from sslsearch.search._references import (
     baseline_before_points,
     confirm_front,
@@ -210,7 +211,7 @@ def _wrap_up(
     if searcher is not None and not interrupted:
         searcher.close()  # jobs that failed for good: their points become errors
     path, counts, pareto = finish(exp_dir, space, study_url)
-    rows = [r for r in pq_rows(path) if is_search_point(r)]
+    rows = [r for r in read_rows(path) if is_search_point(r)]
     unfinished = space.budget.num_samples - sum(1 for r in rows if r["status"] != UNFINISHED)
     interrupted = interrupted or (unfinished > 0 and space.budget.time_budget_s is None)
     return path, counts, pareto, interrupted

@@ -93,9 +93,3 @@ def is_search_point(row: dict[str, Any]) -> bool:
     """A point the sampler proposed (one Optuna trial): not the baseline, a lambda = 0
     reference or a re-evaluation of a Pareto point with another seed."""
     return row["role"] == "search" and not row.get("confirm_of")
-
-
-def pq_rows(path: str) -> list[dict[str, Any]]:
-    from sslsearch.report import read_rows
-
-    return read_rows(path)
