@@ -33,7 +33,11 @@ with intervals over at least 5 paired seeds, and the screen's within-model Kenda
 A rerun of the same command keeps the searches already in the runs file (``.runs.jsonl``,
 written as each search ends) and runs the rest:
 
-    python benchmarks/bench_search_economy.py --tier            # 5 seeds x 3 schemes, hours
+    python benchmarks/bench_search_economy.py --tier            # 5 seeds x 4 schemes, hours
+
+The tier's schemes: ``spread`` (today's fixed stops), ``screen``, ``screen_mf25`` (the screen
+with multi-fidelity rungs) and ``path_screen`` (the lambda path, ``economy.lambda_path``, with
+the screen).
 """
 
 from __future__ import annotations
@@ -94,6 +98,17 @@ SCHEMES: dict[str, list[str]] = {
         "economy.keep=0.5",
         "budget.num_samples=32",
     ],
+    # the lambda path (issue 28): each job one SSL training whose lambda steps up 4 times by 1.4
+    # (15 epochs at the first, 3 more at each next), every step an SSL model whose 2 points the
+    # screen chooses: 8 points a job, 2 jobs, 4 x 2 SSL models for 2 x 24 SSL epochs (spread:
+    # 4 SSL models, 60 epochs)
+    "path_screen": [
+        "economy.points_per_ssl=2",
+        "economy.screen=16",
+        "economy.lambda_path=4",
+        "economy.path_ratio=1.4",
+        "economy.path_epochs=3",
+    ],
     "old": OLD,
     "new": [*NEW, "early_stopping.enabled=false"],
     "new_es": [*NEW, "early_stopping.enabled=true"],
@@ -128,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=None,
         choices=list(SCHEMES),
-        help="default: spread screen screen_mf; --tier: spread screen screen_mf25",
+        help="default: spread screen screen_mf; --tier: spread screen screen_mf25 path_screen",
     )
     p.add_argument(
         "--baseline",
@@ -150,7 +165,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.seeds is None:
         args.seeds = 5 if args.tier else 3
     if args.schemes is None:
-        args.schemes = ["spread", "screen", "screen_mf25" if args.tier else "screen_mf"]
+        args.schemes = (
+            ["spread", "screen", "screen_mf25", "path_screen"]
+            if args.tier
+            else ["spread", "screen", "screen_mf"]
+        )
     if args.space is None:
         args.space = str(TIER_SPACE if args.tier else DEFAULT_SPACE)
     if args.tier and args.out is None:
@@ -267,7 +286,8 @@ def run_one(args: argparse.Namespace, scheme: str, seed: int, base: Path) -> dic
     rows = [r for r in rows if r.get("role", "search") == "search" and not r.get("confirm_of")]
     c = curve(rows, t0)
     exp = Path(out.trials_path).parent
-    screens = [json.loads(f.read_text()) for f in exp.glob("jobs/*/screen.json")]
+    files = [*exp.glob("jobs/*/screen.json"), *exp.glob("jobs/*/step*/screen.json")]
+    screens = [json.loads(f.read_text()) for f in files]
     return {
         "scheme": scheme,
         "seed": seed,
@@ -689,6 +709,7 @@ def _plot(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "screen": "tab:orange",
         "screen_mf": "tab:brown",
         "screen_mf25": "tab:pink",
+        "path_screen": "tab:cyan",
         "screen_k2": "tab:olive",
         "old": "tab:gray",
         "new": "tab:blue",

@@ -161,6 +161,42 @@ def test_a_screened_multi_fidelity_search_keeps_study_rows_and_fronts_in_line(
             assert {r["status"] for r in mine} == {"ok"} and tuned
 
 
+def test_a_lambda_path_search_gives_each_step_an_ssl_model_rows_and_trials(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """economy.lambda_path end to end: a job's steps are SSL models of their own (each from
+    the last one's weights), each with its screened point at its own lambda, in the rows, the
+    study and screens.parquet alike."""
+    space = write_space(
+        tmp_path,
+        name="path",
+        recipe={"epochs": 2, "finetune_epochs": 1, "batch_size": 64},
+        budget={"num_samples": 4, "max_concurrent": 2},
+        economy={"points_per_ssl": 1, "screen": 3, "lambda_path": 2, "path_epochs": 1},
+    )
+    out = run_search(SearchOptions(space=str(space)))
+    exp = Path(out.exp_dir)
+    rows = _rows(out.exp_dir)
+    trials = {t.user_attrs["trial_id"]: t for t in _study(out.exp_dir).trials}
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    for job in {r["trial_dir"] for r in rows}:
+        low, high = sorted(
+            (r for r in rows if r["trial_dir"] == job), key=lambda r: r["ssl_lambda"]
+        )
+        assert high["ssl_lambda"] == pytest.approx(1.4 * low["ssl_lambda"])  # path_ratio
+        assert high["ssl_model_id"] != low["ssl_model_id"]
+        assert (low["path_step"], high["path_step"]) == (0, 1)
+        start = json.loads(high["config"])["warm_start"]
+        assert Path(start).name == f"{low['ssl_model_id']}.pt" and Path(start).is_file()
+        assert high["cpu_seconds"] > low["cpu_seconds"]  # the job's CPU carries across steps
+        assert (exp / job / "step1" / "screen.json").is_file()
+    for r in rows:
+        t = trials[r["trial_id"]]
+        assert t.state.name == "COMPLETE" and t.params["ssl_lambda"] == r["ssl_lambda"]
+    screens = pq.read_table(exp / "screens.parquet").to_pylist()
+    assert {s["ssl_model_id"] for s in screens} == {r["ssl_model_id"] for r in rows}
+
+
 def test_resources_per_trial_reach_the_trial(tiny: Any) -> None:
     rows = _rows(tiny.exp_dir)
     assert [r["threads"] for r in rows] == [2, 2, 2, 2]

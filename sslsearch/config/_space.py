@@ -191,8 +191,35 @@ class Economy:
     # stopped model's points are never fine-tuned. (): off
     rungs: tuple[float, ...] = ()
     keep: float = 0.5
+    # >= 2: the lambda path. Each job trains one SSL run whose lambda steps up through this many
+    # values, each path_ratio times the one before and the last the sampler's lambda: the
+    # recipe's epochs at the first, then path_epochs more at each next (warm-started from the
+    # step before, the schedule restarted). Every step's end is an SSL model of its own, with
+    # points_per_ssl points (screened and chosen like any SSL model's), so a job has
+    # lambda_path x points_per_ssl points. Steps below the space's lowest lambda are left out.
+    # 0: one SSL model per job
+    lambda_path: int = 0
+    path_ratio: float = 1.4
+    path_epochs: int = 3
 
     def check(self) -> None:
+        if self.lambda_path < 0 or self.lambda_path == 1:
+            raise ConfigError(
+                "lambda_path", f"must be 0 (off) or >= 2 steps, got {self.lambda_path}"
+            )
+        if not self.path_ratio > 1.0:
+            raise ConfigError(
+                "path_ratio",
+                f"must be > 1 (each step's lambda over the last), got {self.path_ratio}",
+            )
+        if self.path_epochs < 1:
+            raise ConfigError("path_epochs", f"must be >= 1, got {self.path_epochs}")
+        if self.lambda_path and self.rungs:
+            raise ConfigError(
+                "rungs",
+                "multi-fidelity judges one SSL training part-way; a lambda path's steps are "
+                "SSL models of their own: set rungs: [] or lambda_path: 0",
+            )
         if any(not 0.0 < f < 1.0 for f in self.rungs) or list(self.rungs) != sorted(
             set(self.rungs)
         ):
@@ -289,6 +316,8 @@ class SearchSpace:
             )
         if self.economy.screen:
             self._check_screen(amounts)
+        if self.economy.lambda_path:
+            self._check_path()
         if self.reference.baseline == "weights" and not self.weights:
             raise ConfigError(
                 "reference.baseline", "'weights' measures the space's weights, but it has none"
@@ -309,6 +338,16 @@ class SearchSpace:
                 key,
                 "latency budgets are not screened (every value would be timed): search "
                 "flops_budget, or set screen: 0",
+            )
+
+    def _check_path(self) -> None:
+        spec = param_spec("ssl_lambda", self.params.get("ssl_lambda", 0.0))
+        low = spec.low if isinstance(spec, Range) else spec
+        if not isinstance(low, (int, float)) or isinstance(low, bool) or not low > 0:
+            raise ConfigError(
+                "economy.lambda_path",
+                "steps one ssl_lambda up to the sampler's value: give params.ssl_lambda a "
+                "range or a single value above 0 (not choices, not one per type)",
             )
 
     def objective_pairs(self) -> list[tuple[str, str]]:

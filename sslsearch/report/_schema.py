@@ -98,10 +98,14 @@ _TRIAL: list[Column] = [
     # False: this point's run trained its SSL model (the first point of the job that trained
     # it); True: reused (a later point of that job, or an SSL model found in the store)
     ("ssl_reused", pa.bool_()),
+    # the step of its job's lambda path the SSL model ends (economy.lambda_path; 0: the first,
+    # trained as any SSL model; null: the search has no path)
+    ("path_step", pa.int64()),
     ("train_seconds", pa.float64()),
     ("trial_seconds", pa.float64()),
     # CPU time of the point's job (all its threads) when the point ended: its SSL training,
-    # screens and the points before it included; counted across a resume
+    # screens and the points before it included (a lambda path's earlier steps too); counted
+    # across a resume
     ("cpu_seconds", pa.float64()),
     ("images_per_second", pa.float64()),
     ("device", pa.string()),

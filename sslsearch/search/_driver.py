@@ -124,6 +124,17 @@ def _announce(
         space.resources.cpus,
         space.resources.gpu,
     )
+    e = space.economy
+    if e.lambda_path:
+        log.info(
+            "lambda path: each job trains %d SSL models in one run (lambda x%g a step, %d SSL "
+            "epochs each after the first's %d), %d point(s) from each",
+            e.lambda_path,
+            e.path_ratio,
+            e.path_epochs,
+            space.recipe.epochs,
+            e.points_per_ssl,
+        )
     return space
 
 

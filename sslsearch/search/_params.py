@@ -117,6 +117,17 @@ def spread_params(space: SearchSpace, first: dict[str, Any], i: int, k: int) -> 
     }
 
 
+def path_lambdas(space: SearchSpace, last: float, steps: int) -> list[float]:
+    """The lambdas of a lambda path of ``steps`` steps ending at the sampler's ``last``: each
+    ``economy.path_ratio`` times the one before, those below the space's lowest lambda left
+    out (3 steps at ratio 1.4 ending at 0.2: 0.102, 0.143, 0.2)."""
+    spec = space.param_specs().get("ssl_lambda")
+    low = spec.low if isinstance(spec, Range) else 0.0
+    r = space.economy.path_ratio
+    lams = [float(last) * r ** (i - (steps - 1)) for i in range(steps)]
+    return [max(lam, low) for lam in lams if lam >= low * (1 - 1e-9)]
+
+
 def define_by_run(space: SearchSpace) -> Callable[[Any], dict[str, Any]]:
     return DefineByRun(space)
 

@@ -29,6 +29,12 @@ class SearchPlan:
     sampler: str  # gp | tpe | nsga2 | random (``auto`` resolved)
     startup_trials: int  # SSL models proposed at random before the sampler's model is used
     screen: tuple[str, tuple[float, ...]] | None  # the amount each SSL model screens, values
+    path: int = 0  # steps of a job's lambda path (economy.lambda_path); 0: one SSL model a job
+
+    @property
+    def points_per_job(self) -> int:
+        """The points one job asks: one SSL model's, or every step's of its lambda path."""
+        return self.points_per_ssl * max(1, self.path)
 
 
 def plan_search(space: SearchSpace) -> SearchPlan:
@@ -49,6 +55,7 @@ def plan_search(space: SearchSpace) -> SearchPlan:
         if s.n_startup_trials is not None
         else max(2, min(10, jobs // 3)),
         screen=_screen_grid(space),
+        path=space.economy.lambda_path,
     )
 
 

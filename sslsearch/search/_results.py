@@ -46,6 +46,7 @@ from sslsearch.trial import (
     SCREEN_FILE,
     read_history,
     rung_of,
+    step_of,
 )
 
 log = logging.getLogger(__name__)
@@ -238,13 +239,17 @@ SCREEN_COLUMNS: list[tuple[str, pa.DataType]] = [
 
 
 def _screen_files(exp_dir: str, job_id: str) -> list[tuple[str, int | None]]:
-    """A job's screen files with the rung their name gives: earlier rungs, then the last."""
+    """A job's screen files with the rung their name gives: earlier rungs, then the last; then
+    those of its lambda path's later steps (``step<s>/``), in order."""
     d = job_dir(exp_dir, job_id)
     names = storage.listdir(d)
     rungs = sorted((r, n) for n in names if (r := rung_of(n)) is not None)
     out: list[tuple[str, int | None]] = [(storage.join(d, n), r) for r, n in rungs]
     if SCREEN_FILE in names:
         out.append((storage.join(d, SCREEN_FILE), None))
+    for _, n in sorted((s, n) for n in names if (s := step_of(n)) is not None):
+        if storage.exists(path := storage.join(d, n, SCREEN_FILE)):
+            out.append((path, None))
     return out
 
 

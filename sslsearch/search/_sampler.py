@@ -225,6 +225,11 @@ class SamplerView:
         self._asked[pid] = (trial.number, dict(trial.params))
         return dict(trial.params), {**const, **trial.params}
 
+    def rename(self, pid: str, new: str) -> None:
+        """The proposal asked as point ``pid`` is point ``new``'s."""
+        if new != pid and pid in self._asked:
+            self._asked[new] = self._asked.pop(pid)
+
     def withdraw(self, pid: str) -> None:
         """Forget the proposal of point ``pid`` (closed as FAIL: no sampler learns from it)."""
         asked = self._asked.pop(pid, None)

@@ -44,7 +44,7 @@ from sslsearch.search._experiment import (
     write_job,
     write_point_result,
 )
-from sslsearch.search._params import define_by_run, spread_params
+from sslsearch.search._params import define_by_run, path_lambdas, spread_params
 from sslsearch.search._plan import plan_search
 from sslsearch.search._sampler import Record, SamplerView
 from sslsearch.search._study import StudyBook
@@ -86,7 +86,7 @@ class PointSearcher(Searcher):
         self.space = space_from_mapping(self.space_dict)
         self.define_by_run = define_by_run(self.space)
         self.plan = plan_search(self.space)
-        self.per_job = self.plan.points_per_ssl
+        self.per_job = self.plan.points_per_job
         self.screened = self.plan.screen is not None
         self.budget = self.space.budget.num_samples
         self.book: StudyBook | None = None
@@ -163,31 +163,47 @@ class PointSearcher(Searcher):
                 return Searcher.FINISHED  # type: ignore[return-value]  # Ray's own annotation
                 # (Optional[Dict]) leaves out the FINISHED its docstring documents
             job = self._ask(trial_id, min(self.per_job, left))
+            # a lambda path whose lowest steps fell below the space's lambda has fewer points
             self.asked += len(job.points)
         self.running[trial_id] = job
         return job.config()
 
     def _ask(self, job_id: str, k: int) -> Job:
-        """A new job of ``k`` points, proposed by the sampler and written to the directory."""
+        """A new job of at most ``k`` points, proposed by the sampler and written to the
+        directory: one SSL model's points, or (``economy.lambda_path``) each step's in turn."""
         assert self.book is not None and self.view is not None
         t0 = time.process_time()
-        first, params = self.view.propose(point_id(job_id, 0), {})
+        per = self.plan.points_per_ssl
+        pid = point_id(job_id, 0)
+        first, params = self.view.propose(pid, {})
         shared = {n: v for n, v in first.items() if n in self.plan.ssl_params}
         if shared and self._same_ssl_as_a_job(shared):
             # GP does not see running jobs: asked twice before either finished, it proposes
             # the same lambda (often a bound) twice, the same SSL model and points again
-            self.view.withdraw(point_id(job_id, 0))
-            first, params = self.view.propose(point_id(job_id, 0), {}, random=True)
+            self.view.withdraw(pid)
+            first, params = self.view.propose(pid, {}, random=True)
             shared = {n: v for n, v in first.items() if n in self.plan.ssl_params}
             log.info("job %s: the sampler repeated an SSL setting; a random one instead", job_id)
-        points: list[dict[str, Any]] = [{"trial_id": point_id(job_id, 0), "params": params}]
-        for i in range(1, k):
-            if self.screened:  # the screen chooses every point's amount after SSL training
-                points.append({"trial_id": point_id(job_id, i), "params": dict(params)})
-                continue
-            fixed = {**shared, **spread_params(self.space, first, i, k)}
-            _, params = self.view.propose(point_id(job_id, i), fixed)
-            points.append({"trial_id": point_id(job_id, i), "params": params})
+        lams: list[Any] = [params.get("ssl_lambda")]
+        if self.plan.path:  # the sampler's lambda is the path's last step
+            lams = path_lambdas(self.space, params["ssl_lambda"], min(self.plan.path, -(-k // per)))
+            self.view.rename(pid, point_id(job_id, (len(lams) - 1) * per))
+        searched_lambda = "ssl_lambda" in first
+        points: list[dict[str, Any]] = []
+        for s, lam in enumerate(lams):
+            last = s == len(lams) - 1
+            n = min(per, k - len(points)) if last else per
+            for i in range(n):
+                tid = point_id(job_id, len(points))
+                if last and i == 0:  # the sampler's own point
+                    points.append({"trial_id": tid, "params": params})
+                elif self.screened:  # the screen chooses every point's amount after SSL training
+                    points.append({"trial_id": tid, "params": {**params, "ssl_lambda": lam}})
+                else:
+                    step = {"ssl_lambda": lam} if searched_lambda else {}
+                    fixed = {**shared, **step, **spread_params(self.space, first, i, n)}
+                    _, asked = self.view.propose(tid, fixed)
+                    points.append({"trial_id": tid, "params": {**asked, "ssl_lambda": lam}})
         for p in points:
             self.book.expect(str(p["trial_id"]), job_id, p["params"])
         job = Job(job_id, points)
@@ -199,9 +215,9 @@ class PointSearcher(Searcher):
     def _same_ssl_as_a_job(self, shared: dict[str, Any]) -> bool:
         """Whether a job of the experiment already has these searched SSL settings."""
         for job in self.jobs.values():
-            have = job.points[0]["params"] if job.points else {}
-            if all(_same(have.get(n), v) for n, v in shared.items()):
-                return True
+            for p in job.points:  # a lambda path's steps too
+                if all(_same(p["params"].get(n), v) for n, v in shared.items()):
+                    return True
         return False
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from sslsearch.search._experiment import (
 from sslsearch.search._params import trial_config
 from sslsearch.search._plan import plan_search
 from sslsearch.search._promotion import make_promote
-from sslsearch.trial import Rungs, ScreenSpec, run_points, rung_epochs
+from sslsearch.trial import Rungs, ScreenSpec, run_path, run_points, rung_epochs
 from sslsearch.trial._early import FrontStop
 
 log = logging.getLogger(__name__)
@@ -101,19 +101,23 @@ def make_trainable(
 
         run = runner or run_points
         plan = plan_search(space)
-        screen: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         if plan.screen is not None:
             # chosen against the other SSL models' screens (jobs/<id>/screen.json)
-            screen["screen"] = ScreenSpec(
+            extra["screen"] = ScreenSpec(
                 *plan.screen,
                 plan.objectives,
                 others=_storage.join(exp_dir, JOBS_DIR),
                 steps=space.economy.screen_steps,
+                paths=bool(space.economy.lambda_path),
             )
             epochs = rung_epochs(space.economy.rungs, space.recipe.epochs)
             if epochs:
                 promote = make_promote(exp_dir, job_id, space.economy.keep, list(plan.objectives))
-                screen["rungs"] = Rungs(epochs, promote)
+                extra["rungs"] = Rungs(epochs, promote)
+        if space.economy.lambda_path:  # each step's points in turn, each step an SSL model
+            extra.update(path_epochs=space.economy.path_epochs, runner=run)
+            run = run_path
         try:
             run(
                 cfgs,
@@ -123,7 +127,7 @@ def make_trainable(
                 point_ids=[str(p["trial_id"]) for p in points],
                 points_dir=points_dir,
                 stop=_front_stop(space, points_dir),
-                **screen,
+                **extra,
             )
         except Exception:
             write_error(exp_dir, job_id, traceback.format_exc())  # the driver names it

@@ -1,6 +1,6 @@
 """A trial, never importing ray: SSL training -> SSL model (stage 1); SSL model + pruning choice
 -> pruned, fine-tuned, measured point (stage 2). ``run_trial`` is one point, ``run_points``
-several from one SSL model."""
+several from one SSL model, ``run_path`` the SSL models of a lambda path and their points."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sslsearch.trial._cache import SSLCache
 from sslsearch.trial._distill import Distiller, distill_kl, read_teacher
 from sslsearch.trial._early import dominated_reason
 from sslsearch.trial._finetune import FinetuneResult, finetune, trained_with
+from sslsearch.trial._path import path_steps, run_path, step_dir
 from sslsearch.trial._pipeline import (
     TrialResult,
     ensure_ssl_model,
@@ -24,7 +25,14 @@ from sslsearch.trial._pipeline import (
     write_point,
 )
 from sslsearch.trial._point import describe
-from sslsearch.trial._run import MODEL_FILE, RESULT_FILE, STATE_VERSION, Report, StopCheck
+from sslsearch.trial._run import (
+    MODEL_FILE,
+    RESULT_FILE,
+    STATE_VERSION,
+    Report,
+    StopCheck,
+    step_of,
+)
 from sslsearch.trial._rungs import Promote, Rungs, rung_epochs, rung_file, rung_of
 from sslsearch.trial._screen import (
     SCREEN_FILE,
@@ -84,18 +92,22 @@ __all__ = [
     "load_weights",
     "measure_weights_baseline",
     "own_hypervolume",
+    "path_steps",
     "pick_device",
     "point_id",
     "read_history",
     "read_teacher",
     "read_weights",
     "run_baseline",
+    "run_path",
     "run_points",
     "run_trial",
     "rung_epochs",
     "rung_file",
     "rung_of",
     "ssl_model_id",
+    "step_dir",
+    "step_of",
     "stored_point",
     "train_ssl_model",
     "trained_with",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from sslsearch.trial._run import (
     MODEL_FILE,
     RESULT_FILE,
     STATE_VERSION,
+    STEP_DIR_RE,
     PointState,
     PointStopped,
     Report,
@@ -141,6 +141,8 @@ def run_points(
     stop: StopCheck | None = None,
     screen: ScreenSpec | None = None,
     rungs: Rungs | None = None,
+    cpu_before: float = 0.0,
+    started_at: float | None = None,
 ) -> list[TrialResult]:
     """Train (or reuse) one SSL model, then prune, fine-tune and measure each point from it.
 
@@ -164,6 +166,8 @@ def run_points(
         rungs: multi-fidelity (needs ``screen``): at each rung's SSL epoch the SSL model is
             screened as it is and ``rungs.promote`` says whether it goes on; a stopped one's
             points end ``stopped`` (``stopped_by: multi_fidelity``), never fine-tuned.
+        cpu_before, started_at: the CPU seconds the job had used and when it started, when
+            these points are one part of it (a lambda path's step); a resumed state has its own.
 
     Returns:
         One TrialResult per point, in order.
@@ -176,6 +180,8 @@ def run_points(
     ids = list(point_ids) if point_ids is not None else [None] * len(points)
     started = time.perf_counter()
     run = _new_run(points, report, tags, state_dir)
+    run.cpu_before = cpu_before
+    run.point_state.started_at = started_at or run.point_state.started_at
     resume = _resume(run, state_dir)
     if resume is not None and resume["phase"] == "done":
         return _rereport(run)
@@ -336,7 +342,7 @@ def _screened(
         t0 = time.perf_counter()
         asked = points[0].amount().get(spec.key)
         rows = screen_model(run, points[0], ssl, spec.with_asked(points[0]))
-        own = os.path.basename(state_dir.rstrip("/")) if state_dir else None
+        own = _own_dir(state_dir)
         picks = choose(rows, len(points), spec.objectives, spec.other_screens(own))
         # the sampler's own value, when chosen, stays point 0's; the others by value
         picks.sort(key=lambda j: (rows[j]["value"] != asked, rows[j]["value"]))
@@ -363,6 +369,15 @@ def _screened(
     key, values = run.screen["key"], run.screen["values"]
     chosen = [p.with_(**{**dict.fromkeys(SCREEN_KEYS), key: v}) for p, v in zip(points, values)]
     return chosen + list(points[len(values) :])  # more points than screened values: as asked
+
+
+def _own_dir(state_dir: str | None) -> str | None:
+    """The SSL model's directory among the search's jobs: the job's name, or ``<job>/step<s>``
+    for a step of a lambda path (``ScreenSpec.other_screens`` leaves it out)."""
+    if not state_dir:
+        return None
+    parts = state_dir.replace("\\", "/").rstrip("/").split("/")
+    return "/".join(parts[-2:]) if STEP_DIR_RE.match(parts[-1]) else parts[-1]
 
 
 def _screen_columns(run: Run) -> dict[str, Any]:

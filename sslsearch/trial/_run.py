@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,17 @@ StopCheck = Callable[[dict[str, Any]], "str | None"]
 MODEL_FILE = "model.pt"
 RESULT_FILE = "result.json"
 STATE_VERSION = 2
+# a lambda path's step s > 0 keeps its state and screen in <job's state_dir>/step<s> (_path)
+STEP_DIR = "step{}"
+STEP_DIR_RE = re.compile(r"^step([1-9][0-9]*)$")
+
+
+def step_of(name: str) -> int | None:
+    """The lambda path step whose directory is ``name`` (None: not a step's)."""
+    m = STEP_DIR_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
 # each SSL epoch's sparsity figures (sslsearch.sparsity_report; ssl_at_floor: layers at it)
 EPOCH_FIGURES = (
     "exact_zero_share",

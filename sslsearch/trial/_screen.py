@@ -40,7 +40,7 @@ from sslsearch.trial._point import (
     pruned_copy,
     scalar_lambda,
 )
-from sslsearch.trial._run import Run
+from sslsearch.trial._run import STEP_DIR_RE, Run
 from sslsearch.trial._ssl import SSLModel
 from sslsearch.trial._train import evaluate, lr_at, make_optimizer, train_one_epoch
 
@@ -64,6 +64,7 @@ class ScreenSpec:
     objectives: tuple[tuple[str, str], ...] = (("top1", "max"), ("flops", "min"))
     others: str | None = None
     steps: int = 0  # > 0: each pruned copy trains this many steps before it is measured
+    paths: bool = False  # the jobs are lambda paths: each later step's screen is in <job>/step<s>/
 
     def __post_init__(self) -> None:
         if self.key not in SCREEN_KEYS:
@@ -81,21 +82,35 @@ class ScreenSpec:
 
     def other_screens(self, own: str | None) -> list[dict[str, Any]]:
         """The screened rows of the other SSL models of the search (finished screens, of the
-        same amount; ``own``: this job's directory name, left out)."""
+        same amount; ``own``: this SSL model's directory under ``others``, left out: the job's
+        name, or ``<job>/step<s>`` for a lambda path's later step)."""
         if not self.others or not storage.exists(self.others):
             return []
         rows: list[dict[str, Any]] = []
-        for name in storage.listdir(self.others):
-            path = storage.join(self.others, name, SCREEN_FILE)
-            if name == own or not storage.exists(path):
-                continue
+        for path in self._screen_files(own):
             try:
                 record = json.loads(storage.read_bytes(path).decode())
-            except (OSError, ValueError):  # being written
+            except (OSError, ValueError):  # not there, or being written
                 continue
             if record.get("key") == self.key:
                 rows += record.get("rows", [])
         return rows
+
+    def _screen_files(self, own: str | None) -> list[str]:
+        """The screens of the other SSL models: each job's, and its lambda path's steps'."""
+        assert self.others is not None
+        files = []
+        for name in storage.listdir(self.others):
+            job = storage.join(self.others, name)
+            if name != own:
+                files.append(storage.join(job, SCREEN_FILE))
+            if self.paths:
+                files += [
+                    storage.join(job, d, SCREEN_FILE)
+                    for d in storage.listdir(job)
+                    if STEP_DIR_RE.match(d) and f"{name}/{d}" != own
+                ]
+        return files
 
 
 def screen_model(
